@@ -1,0 +1,120 @@
+"""The `saescope` command: extract, train, index, serve, demo and info as subcommands.
+
+Known problems (`SaescopeError`) print one line and exit 2; nothing else is caught here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from precompute.cli_args import add_dataclass_args, dataclass_from_args
+from sae_core.errors import SaescopeError
+
+
+def _cmd_extract(args: argparse.Namespace) -> None:
+    from precompute.extract import ExtractConfig, extract
+
+    result = extract(dataclass_from_args(ExtractConfig, args))
+    print(f"{'reused' if result.reused else 'wrote'} store {result.store_dpath} ({result.n_samples} samples)")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from sae_core.train import TrainConfig, train
+
+    result = train(dataclass_from_args(TrainConfig, args))
+    m = result.metrics
+    print(f"{'reused' if result.reused else 'trained'} {result.run_dpath}: explained variance {m['explained_variance']:.4f}, "
+          f"L0 {m['l0']:.2f}, dead {100 * m['dead_fraction']:.1f}%")
+
+
+def _cmd_index(args: argparse.Namespace) -> None:
+    from precompute.index import IndexConfig, build_index
+
+    args.saes = tuple(args.saes or ())
+    result = build_index(dataclass_from_args(IndexConfig, args))
+    print(f"{'reused' if result.reused else 'wrote'} index {result.fpath} with SAEs {', '.join(result.sae_ids)}")
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from app.main import serve
+
+    if not Path(args.index).is_file():
+        raise SaescopeError(f"{args.index}: no such index; build one with `saescope index` or `saescope demo`")
+    serve(args.index, host=args.host, port=args.port, workers=args.workers)
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from precompute.demo import DemoConfig, build_demo
+
+    cfg = dataclass_from_args(DemoConfig, args)
+    index = build_demo(cfg)
+    if cfg.serve:
+        from app.main import serve
+
+        print(f"serving the explorer on http://{cfg.host}:{cfg.port}/ (Ctrl-C stops it)")
+        serve(str(index), host=cfg.host, port=cfg.port)
+
+
+def _cmd_info(args: argparse.Namespace) -> None:
+    from precompute.info import describe
+
+    print(describe(Path(args.path)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from precompute.demo import DemoConfig
+    from precompute.extract import ExtractConfig
+    from precompute.index import IndexConfig
+    from sae_core.train import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="saescope", description="Explore sparse-autoencoder features of vision and diffusion models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("extract", help="run a model over a dataset and write an activation store")
+    add_dataclass_args(p, ExtractConfig)
+    p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("train", help="train an SAE on an activation store (torchrun for several GPUs)")
+    add_dataclass_args(p, TrainConfig)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("index", help="scan a store through SAEs and write the explorer's DuckDB index")
+    p.add_argument("--sae", dest="saes", action="append", metavar="PATH", help="SAE checkpoint folder (repeat for several)")
+    add_dataclass_args(p, IndexConfig, skip=("saes",))
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("serve", help="serve the web explorer for an index")
+    p.add_argument("index", help="index file written by `saescope index`")
+    p.add_argument("--host", default=os.environ.get("SAESCOPE_HOST", "127.0.0.1"), help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("SAESCOPE_PORT", "8000")), help="port (default: 8000)")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default: 1)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("demo", help="build the offline demo (EfficientNet-Lite0 on emoji) and serve it")
+    add_dataclass_args(p, DemoConfig)
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("info", help="summarise an SAE checkpoint, activation store, dataset or index")
+    p.add_argument("path", help="checkpoint folder, store folder, dataset folder or .duckdb index")
+    p.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SaescopeError as e:
+        print(f"saescope {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Materialise a dataset folder: samples.parquet, 160 px WebP thumbnails and a manifest.
+
+Done once per source; stores and indexes refer to it by `dataset_id`. Unreadable images are
+skipped, counted and listed, and never get a sample id.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, UnidentifiedImageError
+
+from precompute.sources import Source, open_source
+from sae_core.contract import SCHEMA_VERSION, atomic_write_bytes, atomic_write_json, folder_id, read_manifest
+from sae_core.errors import DataError
+from sae_core.progress import progress
+
+THUMB_PX = 160
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    source: str = field(default="emoji", metadata={"help": "image folder, table, text:FILE or emoji"})
+    out: str = field(default="data/datasets", metadata={"help": "folder that dataset folders are created in"})
+    image_col: str = field(default="image", metadata={"help": "table column with image paths"})
+    caption_col: str = field(default="caption", metadata={"help": "table column with captions"})
+    label_col: str = field(default="label", metadata={"help": "table column with labels"})
+    thumb_px: int = field(default=THUMB_PX, metadata={"help": "thumbnail size (longest side)"})
+
+
+@dataclass
+class PreparedDataset:
+    dpath: Path
+    manifest: dict
+    source: Source
+    kept: list[int]
+    """Indices into source.records of the samples that got ids (sample_id = position here)."""
+
+
+def prepare_dataset(cfg: DatasetConfig) -> PreparedDataset:
+    """Build (or reuse) the dataset folder for cfg.source."""
+    source = open_source(cfg.source, **_table_kwargs(cfg))
+    fingerprint = source.fingerprint()
+    ident = {"source": source.name, "fingerprint": fingerprint, "thumb_px": cfg.thumb_px}
+    dpath = Path(cfg.out) / folder_id(Path(source.name).name or "dataset", ident)
+    if (dpath / "manifest.json").exists():
+        manifest = read_manifest(dpath / "manifest.json", "dataset")
+        kept = pq.read_table(dpath / "samples.parquet", columns=["source_index"]).column(0).to_pylist()
+        return PreparedDataset(dpath, manifest, source, kept)
+
+    rows: dict[str, list] = {k: [] for k in ("sample_id", "source", "caption", "label", "width", "height", "source_index")}
+    skipped: list[str] = []
+    (dpath / "thumbs").mkdir(parents=True, exist_ok=True)
+    for i, rec in enumerate(progress(iterable=source.records, desc="dataset", unit="img")):
+        width = height = None
+        if source.modality == "image":
+            try:
+                image = source.load(i)
+            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+                skipped.append(rec.source)
+                continue
+            width, height = image.size
+            thumb = image.copy()
+            thumb.thumbnail((cfg.thumb_px, cfg.thumb_px))
+            buf = io.BytesIO()
+            thumb.save(buf, format="WEBP", quality=85)
+            atomic_write_bytes(dpath / "thumbs" / f"{len(rows['sample_id'])}.webp", buf.getvalue())
+        sid = len(rows["sample_id"])
+        for key, value in (("sample_id", sid), ("source", rec.source), ("caption", rec.caption), ("label", rec.label),
+                           ("width", width), ("height", height), ("source_index", i)):
+            rows[key].append(value)
+    if not rows["sample_id"]:
+        raise DataError(f"{cfg.source}: no readable samples ({len(skipped)} skipped)")
+    schema = pa.schema([("sample_id", pa.int64()), ("source", pa.string()), ("caption", pa.string()), ("label", pa.string()),
+                        ("width", pa.int32()), ("height", pa.int32()), ("source_index", pa.int64())])
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.table(rows, schema=schema), buf)
+    atomic_write_bytes(dpath / "samples.parquet", buf.getvalue().to_pybytes())
+    manifest = {
+        "schema_version": SCHEMA_VERSION, "kind": "dataset", "dataset_id": dpath.name, "source": source.name,
+        "modality": source.modality, "n_samples": len(rows["sample_id"]), "fingerprint": fingerprint,
+        "n_skipped": len(skipped), "skipped": skipped[:1000], "has_labels": any(v is not None for v in rows["label"]),
+    }
+    atomic_write_json(dpath / "manifest.json", manifest)
+    return PreparedDataset(dpath, manifest, source, rows["source_index"])
+
+
+def _table_kwargs(cfg: DatasetConfig) -> dict:
+    if cfg.source.lower().endswith((".csv", ".tsv", ".parquet", ".jsonl", ".json")):
+        return {"image_col": cfg.image_col, "caption_col": cfg.caption_col, "label_col": cfg.label_col}
+    return {}

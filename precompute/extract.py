@@ -1,0 +1,139 @@
+"""`saescope extract`: run a model over a dataset and write the activation store.
+
+The store folder is named by a hash of the config, so the same extraction is found and reused;
+a killed run resumes after its last complete shard (shards are written atomically and the
+manifest lists only complete ones).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from precompute.dataset import DatasetConfig, PreparedDataset, prepare_dataset
+from precompute.extractors import build_extractor
+from sae_core.contract import folder_id
+from sae_core.errors import ConfigError
+from sae_core.progress import progress
+from sae_core.store import ActivationStore, StoreWriter
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    dataset: str = field(default="emoji", metadata={"help": "image folder, table (.csv/.tsv/.parquet/.jsonl), text:FILE or emoji"})
+    model: str = field(default="efficientnet-lite0", metadata={"help": "efficientnet-lite0, hf:<name or folder>, diffusers:<name or folder>"})
+    layer: str = field(default="head", metadata={"help": "layer to read (e.g. head, blocks.15, -2 for CLIP's penultimate block)"})
+    tokens: str = field(default="pooled", metadata={"help": "token selection: pooled, cls, patches or all"})
+    image_size: int = field(default=0, metadata={"help": "input resolution (0: the model's default)"})
+    dtype: str = field(default="float32", metadata={"help": "stored dtype: float32, float16 or bfloat16"})
+    shard_samples: int = field(default=4096, metadata={"help": "samples per shard file"})
+    batch_size: int = field(default=64, metadata={"help": "samples per forward pass"})
+    num_workers: int = field(default=0, metadata={"help": "data-loader processes decoding images"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
+    data_root: str = field(default="data", metadata={"help": "root of the datasets/ and stores/ folders"})
+    image_col: str = field(default="image", metadata={"help": "table column with image paths"})
+    caption_col: str = field(default="caption", metadata={"help": "table column with captions"})
+    label_col: str = field(default="label", metadata={"help": "table column with labels"})
+    limit: int = field(default=0, metadata={"help": "use only the first N samples (0: all)"})
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "float16", "bfloat16"):
+            raise ConfigError(f"dtype={self.dtype!r}; choose float32, float16 or bfloat16")
+        if self.batch_size <= 0 or self.shard_samples <= 0:
+            raise ConfigError("batch_size and shard_samples must be positive")
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    store_dpath: Path
+    dataset_dpath: Path
+    n_samples: int
+    reused: bool
+
+
+def extract(cfg: ExtractConfig) -> ExtractResult:
+    dataset = prepare_dataset(DatasetConfig(source=cfg.dataset, out=str(Path(cfg.data_root) / "datasets"),
+                                            image_col=cfg.image_col, caption_col=cfg.caption_col, label_col=cfg.label_col))
+    n_samples = len(dataset.kept) if not cfg.limit else min(cfg.limit, len(dataset.kept))
+    ident = {"dataset": dataset.manifest["dataset_id"], "model": cfg.model, "layer": cfg.layer, "tokens": cfg.tokens,
+             "image_size": cfg.image_size, "dtype": cfg.dtype, "n_samples": n_samples}
+    store_dpath = Path(cfg.data_root) / "stores" / folder_id(f"{_slug(cfg.model)}-{cfg.layer}-{cfg.tokens}", ident)
+    if (store_dpath / "manifest.json").exists():
+        with contextlib.suppress(Exception):
+            if ActivationStore(store_dpath).manifest.get("complete"):
+                return ExtractResult(store_dpath, dataset.dpath, n_samples, reused=True)
+
+    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
+    with contextlib.redirect_stdout(io.StringIO()):  # some model packages print on load
+        extractor = build_extractor(cfg.model, cfg.layer, cfg.tokens, device=device,
+                                    image_size=cfg.image_size or None, modality=dataset.manifest["modality"])
+    info = extractor.info
+    if info.modality != dataset.manifest["modality"]:
+        raise ConfigError(f"model {cfg.model} takes {info.modality} inputs but dataset {cfg.dataset} is {dataset.manifest['modality']}")
+    header = {
+        "dataset_id": dataset.manifest["dataset_id"], "dataset_dpath": str(dataset.dpath.resolve()),
+        "model": info.model, "model_revision": info.model_revision, "layer": info.layer,
+        "token_selection": info.token_selection, "tokens_per_sample": info.tokens_per_sample,
+        "grid": list(info.grid) if info.grid else None, "d_in": info.d_in, "dtype": cfg.dtype,
+        "fingerprint": dataset.manifest["fingerprint"],
+    }
+    writer = StoreWriter(store_dpath, header)
+    _run(cfg, dataset, extractor, writer, n_samples)
+    writer.finish()
+    return ExtractResult(store_dpath, dataset.dpath, n_samples, reused=False)
+
+
+def _run(cfg: ExtractConfig, dataset: PreparedDataset, extractor, writer: StoreWriter, n_samples: int) -> None:
+    """Forward every sample after the last complete shard, one shard at a time."""
+    start = writer.n_samples_done
+    bar = progress(total=n_samples, initial=start, desc=f"extract {cfg.layer}", unit="img")
+    loader = _loader(cfg, dataset, extractor, start, n_samples)
+    pending_acts: list[torch.Tensor] = []
+    pending_ids: list[np.ndarray] = []
+    n_pending = 0
+    for batch, sample_ids in loader:
+        acts = extractor.activations(batch).to("cpu")
+        pending_acts.append(acts)
+        pending_ids.append(sample_ids.numpy())
+        n_pending += len(sample_ids)
+        bar.update(len(sample_ids))
+        if n_pending >= cfg.shard_samples:
+            writer.append(torch.cat(pending_acts), np.concatenate(pending_ids))
+            pending_acts, pending_ids, n_pending = [], [], 0
+    if n_pending:
+        writer.append(torch.cat(pending_acts), np.concatenate(pending_ids))
+    bar.close()
+
+
+class _SampleDataset(torch.utils.data.Dataset):
+    def __init__(self, dataset: PreparedDataset, start: int, stop: int):
+        self.dataset, self.start, self.stop = dataset, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i: int):
+        sample_id = self.start + i
+        return self.dataset.source.load(self.dataset.kept[sample_id]), sample_id
+
+
+def _loader(cfg: ExtractConfig, dataset: PreparedDataset, extractor, start: int, stop: int):
+    """Batches aligned to shard boundaries so a shard never mixes two runs' samples."""
+    def collate(items):
+        inputs, ids = zip(*items)
+        return extractor.prepare(list(inputs)), torch.tensor(ids, dtype=torch.int64)
+
+    batch = min(cfg.batch_size, cfg.shard_samples)
+    if cfg.shard_samples % batch:
+        batch = next(b for b in range(batch, 0, -1) if cfg.shard_samples % b == 0)
+    return torch.utils.data.DataLoader(_SampleDataset(dataset, start, stop), batch_size=batch, shuffle=False,
+                                       num_workers=cfg.num_workers, collate_fn=collate)
+
+
+def _slug(model: str) -> str:
+    return model.split(":", 1)[-1].rstrip("/").split("/")[-1]

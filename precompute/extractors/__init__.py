@@ -1,0 +1,28 @@
+"""Model registry: turns a model spec from the command line into an `Extractor`.
+
+Specs: `efficientnet-lite0` (packaged weights), `hf:<name or folder>` (transformers CLIP/SigLIP),
+`diffusers:<name or folder>` (FLUX, optional extra). Heavy libraries load only when named.
+"""
+
+from __future__ import annotations
+
+from precompute.extractors.base import Extractor, ExtractorError, ExtractorInfo
+
+__all__ = ["Extractor", "ExtractorError", "ExtractorInfo", "build_extractor"]
+
+
+def build_extractor(spec: str, layer: str, token_selection: str, *, device: str = "cpu",
+                    image_size: int | None = None, modality: str = "image") -> Extractor:
+    if spec == "efficientnet-lite0":
+        from precompute.extractors.efficientnet import EfficientNetExtractor
+
+        return EfficientNetExtractor(layer, token_selection, image_size=image_size or 224, device=device)
+    if spec.startswith("hf:"):
+        from precompute.extractors.hf import build_hf_extractor
+
+        return build_hf_extractor(spec[3:], layer, token_selection, device=device, image_size=image_size, modality=modality)
+    if spec.startswith("diffusers:"):
+        from precompute.extractors.flux import build_flux_extractor
+
+        return build_flux_extractor(spec[len("diffusers:"):], layer, token_selection, device=device, image_size=image_size)
+    raise ExtractorError(f"model {spec!r} is unknown; use efficientnet-lite0, hf:<name or folder> or diffusers:<name or folder>")

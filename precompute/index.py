@@ -1,0 +1,297 @@
+"""`saescope index`: scan stores through SAEs and write the explorer's DuckDB file.
+
+The file is built under a temporary name and renamed into place, so a crash never leaves a
+broken index and the old one keeps serving. A hash of the inputs is stored in `index_meta`;
+re-running with the same inputs returns at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from precompute.index_schema import create_tables, insert_table
+from precompute.layout import hdbscan_labels, umap_2d
+from precompute.naming import TfIdfNamer, words_of
+from precompute.scan import patch_heatmaps, scan_features, scan_quantiles
+from sae_core.checkpoint import load
+from sae_core.contract import SAESCOPE_VERSION, SCHEMA_VERSION, canonical_json, read_manifest, short_hash
+from sae_core.errors import ConfigError, DataError, FormatError
+from sae_core.store import ActivationStore
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    saes: tuple[str, ...] = field(default=(), metadata={"help": "SAE checkpoint folders or files (repeat --sae)"})
+    store: str = field(default="", metadata={"help": "activation store (default: the store each SAE was trained on)"})
+    out: str = field(default="data/index/explorer.duckdb", metadata={"help": "index file to write"})
+    top_n: int = field(default=64, metadata={"help": "top-activating samples kept per feature"})
+    quantile_bins: int = field(default=10, metadata={"help": "activation bins for quantile samples"})
+    per_bin: int = field(default=8, metadata={"help": "samples kept per activation bin"})
+    sample_top: int = field(default=16, metadata={"help": "most active features kept per sample"})
+    neighbors: int = field(default=10, metadata={"help": "nearest features by decoder cosine"})
+    chunk_samples: int = field(default=4096, metadata={"help": "samples per scan chunk (bounds memory)"})
+    seed: int = field(default=0, metadata={"help": "seed of layouts and quantile sampling"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
+
+    def __post_init__(self) -> None:
+        if self.top_n <= 0 or self.quantile_bins <= 0 or self.per_bin <= 0:
+            raise ConfigError("top_n, quantile_bins and per_bin must be positive")
+
+
+@dataclass(frozen=True)
+class IndexResult:
+    fpath: Path
+    sae_ids: list[str]
+    reused: bool
+
+
+def build_index(cfg: IndexConfig) -> IndexResult:
+    import duckdb
+
+    if not cfg.saes:
+        raise ConfigError("no SAE given; pass --sae PATH (a checkpoint folder from `saescope train`)")
+    out = Path(cfg.out)
+    inputs = _inputs_hash(cfg)
+    if out.exists():
+        try:
+            with duckdb.connect(str(out), read_only=True) as con:
+                row = con.execute("SELECT value FROM index_meta WHERE key = 'inputs_hash'").fetchone()
+            if row and row[0] == inputs:
+                ids = [r[0] for r in duckdb.connect(str(out), read_only=True).execute("SELECT sae_id FROM saes ORDER BY sae_id").fetchall()]
+                return IndexResult(out, ids, reused=True)
+        except duckdb.Error:
+            pass  # an unreadable old index is simply rebuilt
+    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        con = duckdb.connect(str(tmp))
+        create_tables(con)
+        con.execute("INSERT INTO schema_version VALUES (?, ?, current_timestamp)", [SCHEMA_VERSION, SAESCOPE_VERSION])
+        con.execute("INSERT INTO index_meta VALUES ('inputs_hash', ?)", [inputs])
+        datasets_done: set[str] = set()
+        sae_ids = []
+        for spec in cfg.saes:
+            sae_ids.append(_index_one(con, cfg, spec, device, datasets_done, taken=set(sae_ids)))
+        con.execute("CHECKPOINT")
+        con.close()
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        Path(str(tmp) + ".wal").unlink(missing_ok=True)
+        raise
+    return IndexResult(out, sae_ids, reused=False)
+
+
+def _inputs_hash(cfg: IndexConfig) -> str:
+    """Identity of the inputs: the config plus size and mtime of every SAE and store file."""
+    stamps = []
+    for spec in cfg.saes:
+        p = Path(spec)
+        files = sorted(p.rglob("*")) if p.is_dir() else [p]
+        stamps += [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file() and "state" not in f.parts]
+    if cfg.store:
+        m = Path(cfg.store) / "manifest.json"
+        if m.exists():
+            stamps.append((str(m), m.stat().st_size, m.stat().st_mtime_ns))
+    ident = {k: v for k, v in cfg.__dict__.items() if k not in ("out", "device", "chunk_samples")}
+    return short_hash({"cfg": ident, "files": stamps, "schema": SCHEMA_VERSION}, 32)
+
+
+def _resolve_store(cfg: IndexConfig, sae_dpath: Path) -> ActivationStore:
+    if cfg.store:
+        return ActivationStore(cfg.store)
+    cfg_fpath = sae_dpath / "cfg.json"
+    summary = json.loads(cfg_fpath.read_text()).get("store") if cfg_fpath.exists() else None
+    if not summary or not summary.get("dpath"):
+        raise ConfigError(f"{sae_dpath}: the SAE does not name its activation store; pass --store PATH")
+    return ActivationStore(summary["dpath"])
+
+
+def _index_one(con, cfg: IndexConfig, spec: str, device: str, datasets_done: set[str], taken: set[str]) -> str:
+    sae_dpath = Path(spec)
+    sae = load(sae_dpath)
+    store = _resolve_store(cfg, sae_dpath)
+    if sae.cfg.d_in != store.d_in:
+        raise DataError(f"SAE {spec} has d_in={sae.cfg.d_in} but store {store.dpath} has d_in={store.d_in}; index it with the store it was trained on")
+    ds_dpath = Path(store.manifest.get("dataset_dpath", ""))
+    if not ds_dpath.is_absolute():
+        ds_dpath = store.dpath / ds_dpath
+    ds_manifest = read_manifest(ds_dpath / "manifest.json", "dataset")
+    samples = pq.read_table(ds_dpath / "samples.parquet")
+    dataset_id = ds_manifest["dataset_id"]
+    if dataset_id not in datasets_done:
+        _insert_dataset(con, ds_manifest, ds_dpath, samples)
+        datasets_done.add(dataset_id)
+
+    sae_id = _sae_id(sae_dpath, taken)
+    scan = scan_features(sae, store, cfg.top_n, cfg.sample_top, cfg.chunk_samples, device)
+    quant = scan_quantiles(sae, store, scan.max_scores, cfg.quantile_bins, cfg.per_bin, cfg.chunk_samples, cfg.seed, device)
+    captions = samples.column("caption").to_pylist()
+    labels = samples.column("label").to_pylist()
+    d_sae = sae.cfg.d_sae
+
+    # Per-feature tables -------------------------------------------------------------------
+    top_f, top_r = np.nonzero(scan.top_ids.T >= 0)
+    top_s = scan.top_ids.T[top_f, top_r]
+    top_v = scan.top_values.T[top_f, top_r]
+    q_f, q_b, q_r = np.nonzero(quant.q_ids >= 0)
+    q_s, q_v = quant.q_ids[q_f, q_b, q_r], quant.q_values[q_f, q_b, q_r]
+    grid = store.grid
+    if grid:
+        hm_top, sc_top = patch_heatmaps(sae, store, top_f, top_s, device)
+        hm_q, sc_q = patch_heatmaps(sae, store, q_f, q_s, device)
+    insert_table(con, "feature_top", {
+        "sae_id": [sae_id] * len(top_f), "feature_id": top_f.astype(np.int32), "rank": top_r.astype(np.int32),
+        "sample_id": top_s, "activation": top_v.astype(np.float32),
+        "heatmap": [bytes(h) for h in hm_top] if grid else [None] * len(top_f),
+        "heatmap_scale": sc_top if grid else [None] * len(top_f)})
+    insert_table(con, "feature_quantiles", {
+        "sae_id": [sae_id] * len(q_f), "feature_id": q_f.astype(np.int32), "bin": q_b.astype(np.int32),
+        "rank": q_r.astype(np.int32), "sample_id": q_s, "activation": q_v.astype(np.float32),
+        "heatmap": [bytes(h) for h in hm_q] if grid else [None] * len(q_f),
+        "heatmap_scale": sc_q if grid else [None] * len(q_f)})
+    insert_table(con, "feature_hist", {
+        "sae_id": [sae_id] * d_sae, "feature_id": np.arange(d_sae, dtype=np.int32),
+        "edges": [e.tolist() for e in quant.hist_edges], "counts": [c.tolist() for c in quant.hist_counts]})
+
+    docs = [words_of(c, lab) for c, lab in zip(captions, labels)]
+    namer = TfIdfNamer(docs)
+    names, entropies, top_labels = [], [], []
+    label_rows: dict[str, list] = {k: [] for k in ("sae_id", "feature_id", "label", "count", "fraction")}
+    for f in range(d_sae):
+        ids = [int(s) for s in scan.top_ids[:, f] if s >= 0]
+        names.append(namer.name(ids[:16]) if ids else "")
+        lab = Counter(labels[s] for s in ids if labels[s] is not None)
+        total = sum(lab.values())
+        entropies.append(float(-sum(c / total * np.log2(c / total) for c in lab.values())) if total else None)
+        top_labels.append(lab.most_common(1)[0][0] if lab else None)
+        for label, count in sorted(lab.items(), key=lambda kv: (-kv[1], kv[0])):
+            for key, value in zip(label_rows, (sae_id, f, label, count, count / total)):
+                label_rows[key].append(value)
+    insert_table(con, "feature_labels", label_rows)
+
+    w_dec = torch.nn.functional.normalize(sae.W_dec.detach().float(), dim=-1)
+    nb_f, nb_r, nb_n, nb_c = _neighbors(w_dec, cfg.neighbors)
+    insert_table(con, "feature_neighbors", {"sae_id": [sae_id] * len(nb_f), "feature_id": nb_f, "rank": nb_r,
+                                            "neighbor_id": nb_n, "cosine": nb_c})
+    xy = umap_2d(w_dec.numpy(), seed=cfg.seed, metric="cosine")
+    clusters = hdbscan_labels(xy)
+    density = scan.n_fired / max(store.n_samples, 1)
+    mean_act = np.where(scan.n_fired > 0, scan.sum_scores / np.maximum(scan.n_fired, 1), 0.0)
+    insert_table(con, "features", {
+        "sae_id": [sae_id] * d_sae, "feature_id": np.arange(d_sae, dtype=np.int32), "name": names,
+        "density": density, "n_fired": scan.n_fired.astype(np.int64), "mean_act": mean_act,
+        "max_act": scan.max_scores.astype(np.float64), "label_entropy": entropies, "top_label": top_labels,
+        "cluster_id": clusters, "x": xy[:, 0], "y": xy[:, 1]})
+    _insert_clusters(con, sae_id, "features", xy, clusters, [n.split(", ") if n else [] for n in names])
+
+    # Dataset map ----------------------------------------------------------------------------
+    import scipy.sparse as sp
+
+    n = store.n_samples
+    m = scan.sample_top_ids.shape[1]
+    mat = sp.csr_matrix((np.maximum(scan.sample_top_values.ravel(), 0), (np.repeat(np.arange(n), m), scan.sample_top_ids.ravel())), shape=(n, d_sae))
+    sxy = umap_2d(mat, seed=cfg.seed, metric="cosine") if mat.nnz else np.zeros((n, 2), np.float32)
+    sclusters = hdbscan_labels(sxy)
+    insert_table(con, "sample_map", {"sae_id": [sae_id] * n, "sample_id": scan.sample_ids, "x": sxy[:, 0], "y": sxy[:, 1], "cluster_id": sclusters})
+    _insert_clusters(con, sae_id, "samples", sxy, sclusters, [docs[int(s)] for s in scan.sample_ids])
+    keep = scan.sample_top_values > 0
+    rows_s, ranks = np.nonzero(keep)
+    insert_table(con, "sample_top", {"sae_id": [sae_id] * len(rows_s), "sample_id": scan.sample_ids[rows_s], "rank": ranks.astype(np.int32),
+                                     "feature_id": scan.sample_top_ids[rows_s, ranks], "activation": scan.sample_top_values[rows_s, ranks]})
+
+    # SAE row and training curve --------------------------------------------------------------
+    _insert_sae_row(con, sae_id, sae, sae_dpath, store, dataset_id, scan.metrics)
+    _insert_training_curve(con, sae_id, sae_dpath)
+    return sae_id
+
+
+def _sae_id(dpath: Path, taken: set[str]) -> str:
+    base = "".join(c if c.isalnum() or c in "-_." else "-" for c in dpath.name) or "sae"
+    sae_id, i = base, 2
+    while sae_id in taken:
+        sae_id, i = f"{base}-{i}", i + 1
+    return sae_id
+
+
+def _neighbors(w_dec: torch.Tensor, k: int, chunk: int = 4096):
+    d_sae = w_dec.shape[0]
+    k = min(k, d_sae - 1)
+    fs, rs, ns, cs = [], [], [], []
+    for start in range(0, d_sae, chunk):
+        sims = w_dec[start : start + chunk] @ w_dec.T
+        rows = torch.arange(start, min(start + chunk, d_sae))
+        sims[rows - start, rows] = -torch.inf
+        vals, idx = sims.topk(k, dim=1)
+        fs.append(rows.repeat_interleave(k))
+        rs.append(torch.arange(k).repeat(len(rows)))
+        ns.append(idx.flatten())
+        cs.append(vals.flatten())
+    cat = lambda xs, dt: torch.cat(xs).numpy().astype(dt)  # noqa: E731
+    return cat(fs, np.int32), cat(rs, np.int32), cat(ns, np.int32), cat(cs, np.float32)
+
+
+def _insert_clusters(con, sae_id: str, map_name: str, xy: np.ndarray, labels: np.ndarray, words: list[list[str]]) -> None:
+    rows: dict[str, list] = {k: [] for k in ("sae_id", "map", "cluster_id", "name", "size", "x", "y")}
+    all_docs = words
+    namer = TfIdfNamer(all_docs)
+    for c in sorted(set(labels.tolist()) - {-1}):
+        members = np.nonzero(labels == c)[0]
+        values = (sae_id, map_name, int(c), namer.name(members.tolist(), n_words=2), len(members),
+                  float(xy[members, 0].mean()), float(xy[members, 1].mean()))
+        for key, value in zip(rows, values):
+            rows[key].append(value)
+    insert_table(con, "clusters", rows)
+
+
+def _insert_dataset(con, manifest: dict, dpath: Path, samples: pa.Table) -> None:
+    thumbs = dpath / "thumbs"
+    con.execute("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?)", [
+        manifest["dataset_id"], manifest["modality"], manifest["source"], manifest["n_samples"],
+        str(thumbs.resolve()) if manifest["modality"] == "image" else None, manifest["has_labels"]])
+    n = samples.num_rows
+    insert_table(con, "samples", {
+        "dataset_id": [manifest["dataset_id"]] * n, "sample_id": samples.column("sample_id").to_numpy(),
+        "source": samples.column("source").to_pylist(), "caption": samples.column("caption").to_pylist(),
+        "label": samples.column("label").to_pylist(), "width": samples.column("width").to_pylist(),
+        "height": samples.column("height").to_pylist()})
+
+
+def _insert_sae_row(con, sae_id: str, sae, sae_dpath: Path, store: ActivationStore, dataset_id: str, metrics: dict) -> None:
+    cfg_fpath = sae_dpath / "cfg.json"
+    ckpt_cfg = json.loads(cfg_fpath.read_text()) if cfg_fpath.exists() else {}
+    m = store.manifest
+    grid = store.grid or (None, None)
+    title = f"{m.get('model')} · {m.get('layer')} · {sae.cfg.arch}" + (f" k={sae.cfg.k}" if sae.cfg.is_topk_family else "")
+    con.execute("INSERT INTO saes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        sae_id, title, dataset_id, m.get("model"), m.get("layer"), m.get("token_selection"), sae.cfg.arch,
+        sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.k if sae.cfg.is_topk_family else None, grid[0], grid[1],
+        store.n_samples, store.n_tokens, metrics["l0"], metrics["explained_variance"], metrics["fvu"],
+        metrics["dead_fraction"], str(sae_dpath.resolve()), str(store.dpath.resolve()),
+        canonical_json({"sae": ckpt_cfg.get("sae"), "train": ckpt_cfg.get("train"), "heldout_metrics": ckpt_cfg.get("metrics")})])
+
+
+def _insert_training_curve(con, sae_id: str, sae_dpath: Path) -> None:
+    log = sae_dpath / "metrics.jsonl"
+    if not log.exists():
+        return
+    rows: dict[str, list] = {k: [] for k in ("sae_id", "step", "n_tokens", "loss", "fvu", "l0", "dead_fraction")}
+    for line in log.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            raise FormatError(f"{log}: corrupt line {line[:60]!r}") from None
+        for key in rows:
+            rows[key].append(sae_id if key == "sae_id" else r.get(key))
+    insert_table(con, "training_curve", rows)

@@ -1,0 +1,210 @@
+"""Stream a store through an SAE and keep, per feature, what the explorer shows.
+
+Pass 1 (`FeatureScan`): exact top-N samples per feature (ties broken by smaller sample_id),
+firing counts, sums and maxima, each sample's most active features and the SAE's quality
+metrics. Pass 2 (`QuantileScan`): per-feature histograms on log-spaced bins and a deterministic
+sample of firing samples from each activation bin. Memory is bounded by O(N x d_sae + chunk),
+never by the store size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sae_core.metrics import MetricsAccumulator
+from sae_core.model import SparseAutoencoder, check_finite
+from sae_core.progress import progress
+from sae_core.store import ActivationStore
+
+N_HIST_BINS = 24
+HIST_DECADES = 4.0
+"""Histograms cover [max / 10^4, max] in log-spaced bins."""
+
+
+@dataclass
+class ScanResult:
+    top_values: np.ndarray
+    """[N, d_sae] float32 descending scores (-inf where fewer than N samples fired)."""
+    top_ids: np.ndarray
+    """[N, d_sae] int64 sample ids (-1 where empty)."""
+    n_fired: np.ndarray
+    sum_scores: np.ndarray
+    max_scores: np.ndarray
+    sample_top_ids: np.ndarray
+    """[n_samples, m] each sample's most active features (by score)."""
+    sample_top_values: np.ndarray
+    sample_ids: np.ndarray
+    """[n_samples] in store order."""
+    metrics: dict
+
+
+def sample_scores(sae: SparseAutoencoder, acts: torch.Tensor, tokens_per_sample: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores [n_samples, d_sae], latents [rows, d_sae]): a sample's score is its max over tokens."""
+    z = sae.encode(acts)
+    return z.view(-1, tokens_per_sample, z.shape[-1]).amax(dim=1), z
+
+
+def _sample_chunks(store: ActivationStore, chunk_samples: int):
+    T = store.tokens_per_sample
+    for first_row, acts in store.iter_chunks(n_rows=chunk_samples * T):
+        yield first_row // T, acts
+
+
+@torch.no_grad()
+def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 64, sample_top_m: int = 16,
+                  chunk_samples: int = 4096, device: str = "cpu") -> ScanResult:
+    sae = sae.to(device).eval()
+    d_sae, T = sae.cfg.d_sae, store.tokens_per_sample
+    ids_all = store.sample_ids()
+    best_v = torch.full((top_n, d_sae), -torch.inf, device=device)
+    best_i = torch.full((top_n, d_sae), -1, dtype=torch.long, device=device)
+    n_fired = torch.zeros(d_sae, dtype=torch.long, device=device)
+    sum_s = torch.zeros(d_sae, dtype=torch.float64, device=device)
+    max_s = torch.zeros(d_sae, device=device)
+    m = min(sample_top_m, d_sae)
+    st_ids = np.zeros((store.n_samples, m), dtype=np.int32)
+    st_vals = np.zeros((store.n_samples, m), dtype=np.float32)
+    acc = MetricsAccumulator(d_sae)
+    bar = progress(total=store.n_samples, desc="scan", unit="img")
+    for first, acts in _sample_chunks(store, chunk_samples):
+        acts = acts.to(device)
+        check_finite(acts, f"{store.dpath}")
+        scores, z = sample_scores(sae, acts, T)
+        n = scores.shape[0]
+        acc.update(acts * sae.input_scale, sae.decode(z) * sae.input_scale, z)
+        ids = torch.as_tensor(ids_all[first : first + n], device=device)
+        best_v, best_i = merge_top(best_v, best_i, scores, ids)
+        fired = scores > 0
+        n_fired += fired.sum(0)
+        sum_s += scores.double().sum(0)
+        max_s = torch.maximum(max_s, scores.amax(0))
+        v, i = scores.topk(m, dim=1)
+        st_vals[first : first + n], st_ids[first : first + n] = v.cpu().numpy(), i.cpu().numpy()
+        bar.update(n)
+    bar.close()
+    return ScanResult(best_v.cpu().numpy(), best_i.cpu().numpy(), n_fired.cpu().numpy(), sum_s.cpu().numpy(),
+                      max_s.cpu().numpy(), st_ids, st_vals, ids_all, acc.result())
+
+
+def merge_top(best_v: torch.Tensor, best_i: torch.Tensor, scores: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge a chunk's positive scores [n, d] into the running top-N lists [N, d].
+
+    Order is (score desc, sample_id asc): candidates are sorted by id first, then a stable sort
+    by score keeps equal scores in id order. Rows that cannot enter any list are dropped first.
+    """
+    top_n = best_v.shape[0]
+    threshold = best_v[-1]
+    keep = ((scores > threshold) | ((scores == threshold) & (ids[:, None] < best_i[-1]))) & (scores > 0)
+    rows = keep.any(1)
+    if not rows.any():
+        return best_v, best_i
+    scores, ids, keep = scores[rows], ids[rows], keep[rows]
+    scores = torch.where(keep, scores, torch.tensor(-torch.inf, device=scores.device))
+    cand_v = torch.cat([best_v, scores], 0)
+    cand_i = torch.cat([best_i, ids[:, None].expand_as(scores)], 0)
+    by_id = torch.argsort(torch.where(cand_i < 0, torch.iinfo(torch.long).max, cand_i), dim=0, stable=True)
+    cand_v, cand_i = cand_v.gather(0, by_id), cand_i.gather(0, by_id)
+    order = torch.argsort(cand_v, dim=0, descending=True, stable=True)[:top_n]
+    new_v, new_i = cand_v.gather(0, order), cand_i.gather(0, order)
+    return new_v, torch.where(torch.isinf(new_v), -1, new_i)
+
+
+@dataclass
+class QuantileResult:
+    hist_edges: np.ndarray
+    """[d_sae, N_HIST_BINS + 1]"""
+    hist_counts: np.ndarray
+    """[d_sae, N_HIST_BINS]"""
+    q_ids: np.ndarray
+    """[d_sae, n_bins, per_bin] sample ids, -1 where a bin has fewer samples."""
+    q_values: np.ndarray
+
+
+@torch.no_grad()
+def scan_quantiles(sae: SparseAutoencoder, store: ActivationStore, max_scores: np.ndarray, n_bins: int = 10,
+                   per_bin: int = 8, chunk_samples: int = 4096, seed: int = 0, device: str = "cpu") -> QuantileResult:
+    """Histogram every feature's positive scores and keep `per_bin` samples per activation bin.
+
+    Bins split [0, max] into `n_bins` equal intervals; within a bin the kept samples are those
+    with the smallest pseudo-random key (a hash of seed, feature and sample id): deterministic,
+    uniform, and independent of chunking.
+    """
+    sae = sae.to(device).eval()
+    d_sae, T = sae.cfg.d_sae, store.tokens_per_sample
+    ids_all = store.sample_ids()
+    mx = torch.as_tensor(max_scores, device=device).clamp_min(1e-12)
+    log_hi = mx.log10()
+    edges = (log_hi[:, None] - HIST_DECADES + torch.linspace(0, HIST_DECADES, N_HIST_BINS + 1, device=device)[None, :])
+    counts = torch.zeros(d_sae, N_HIST_BINS, dtype=torch.long, device=device)
+    keys = torch.full((n_bins, per_bin, d_sae), torch.inf, device=device)
+    kid = torch.full((n_bins, per_bin, d_sae), -1, dtype=torch.long, device=device)
+    kval = torch.zeros((n_bins, per_bin, d_sae), device=device)
+    feat = torch.arange(d_sae, device=device, dtype=torch.long)
+    bar = progress(total=store.n_samples, desc="quantiles", unit="img")
+    for first, acts in _sample_chunks(store, chunk_samples):
+        scores, _ = sample_scores(sae, acts.to(device), T)
+        n = scores.shape[0]
+        ids = torch.as_tensor(ids_all[first : first + n], device=device)
+        pos = scores > 0
+        hbin = ((scores.clamp_min(1e-30).log10() - edges[:, 0]) / (HIST_DECADES / N_HIST_BINS)).floor().long().clamp(0, N_HIST_BINS - 1)
+        in_range = pos & (scores.clamp_min(1e-30).log10() >= edges[:, 0])
+        counts.scatter_add_(1, torch.where(in_range, hbin, 0).T.contiguous(), in_range.T.long().contiguous())
+        qbin = (scores / mx * n_bins).ceil().long().clamp(1, n_bins) - 1
+        key = _hash_key(ids[:, None] * 1_000_003 + feat[None, :] + seed * 7_777_777)
+        for b in range(n_bins):
+            sel = pos & (qbin == b)
+            if not sel.any():
+                continue
+            k = torch.where(sel, key, torch.inf)
+            cand_k = torch.cat([keys[b], k], 0)
+            cand_i = torch.cat([kid[b], ids[:, None].expand_as(k)], 0)
+            cand_v = torch.cat([kval[b], scores], 0)
+            order = cand_k.argsort(dim=0)[:per_bin]
+            keys[b], kid[b], kval[b] = cand_k.gather(0, order), cand_i.gather(0, order), cand_v.gather(0, order)
+        bar.update(n)
+    bar.close()
+    kid = torch.where(torch.isinf(keys), -1, kid)
+    edges_np = (10.0 ** edges.double()).cpu().numpy()
+    return QuantileResult(edges_np, counts.cpu().numpy(), kid.permute(2, 0, 1).cpu().numpy(), kval.permute(2, 0, 1).cpu().numpy())
+
+
+def _hash_key(x: torch.Tensor) -> torch.Tensor:
+    """A cheap integer hash mapped to [0, 1): splitmix-style mixing of 31-bit values."""
+    x = x & 0x7FFFFFFF
+    x = ((x >> 16) ^ x) * 0x45D9F3B & 0x7FFFFFFF
+    x = ((x >> 16) ^ x) * 0x45D9F3B & 0x7FFFFFFF
+    x = (x >> 16) ^ x
+    return x.float() / float(0x7FFFFFFF)
+
+
+@torch.no_grad()
+def patch_heatmaps(sae: SparseAutoencoder, store: ActivationStore, features: np.ndarray, sample_ids: np.ndarray,
+                   device: str = "cpu", chunk_samples: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 patch maps [P, T] and scales [P] for (feature, sample) pairs; value * scale / 255 = activation.
+
+    Only the samples named are re-encoded, a chunk at a time, so memory stays bounded.
+    """
+    T = store.tokens_per_sample
+    pos_of = {int(s): p for p, s in enumerate(store.sample_ids())}
+    maps = np.zeros((len(features), T), dtype=np.uint8)
+    scales = np.zeros(len(features), dtype=np.float32)
+    wanted = np.unique(sample_ids[sample_ids >= 0])
+    sae = sae.to(device).eval()
+    for i in range(0, len(wanted), chunk_samples):
+        chunk = wanted[i : i + chunk_samples]
+        rows = np.concatenate([np.arange(pos_of[int(s)] * T, pos_of[int(s)] * T + T) for s in chunk])
+        z = sae.encode(store.rows(rows).to(device)).view(len(chunk), T, -1)
+        local = {int(s): j for j, s in enumerate(chunk)}
+        pairs = np.nonzero(np.isin(sample_ids, chunk))[0]
+        if not len(pairs):
+            continue
+        js = torch.as_tensor([local[int(sample_ids[p])] for p in pairs], device=device)
+        fs = torch.as_tensor(features[pairs], device=device)
+        m = z[js, :, fs].clamp_min(0).float().cpu()  # [pairs, T]
+        scale = m.amax(1)
+        maps[pairs] = (m / scale.clamp_min(1e-12)[:, None] * 255).round().to(torch.uint8).numpy()
+        scales[pairs] = scale.numpy()
+    return maps, scales

@@ -1,0 +1,91 @@
+"""Constants and helpers of the on-disk contract (docs/data-contract.md).
+
+Everything that writes or reads a saescope file goes through here for the schema version,
+atomic writes and content-addressed folder names, so the three parts cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sae_core.errors import FormatError
+
+SCHEMA_VERSION = 1
+"""Bump together with the version line of docs/data-contract.md on every format change."""
+
+SAESCOPE_VERSION = "0.1.0"
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no whitespace: the text that content hashes are taken over."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def short_hash(obj: Any, n_chars: int = 12) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n_chars]
+
+
+def folder_id(slug: str, cfg: Any) -> str:
+    """`<slug>-<hash>`: readable, and identical configs map to the same folder."""
+    clean = "".join(c if c.isalnum() or c in "-_." else "-" for c in slug).strip("-")[:40]
+    return f"{clean or 'run'}-{short_hash(cfg)}"
+
+
+def atomic_write_bytes(fpath: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder and rename, so readers never see half a file."""
+    fpath = Path(fpath)
+    fpath.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{fpath.name}.", suffix=".tmp", dir=fpath.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, fpath)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(fpath: Path, obj: Any) -> None:
+    atomic_write_bytes(fpath, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_manifest(fpath: Path, kind: str) -> dict:
+    """Read a JSON manifest, checking its kind and schema version."""
+    fpath = Path(fpath)
+    if not fpath.is_file():
+        raise FormatError(f"{fpath}: not found; is this a saescope {kind.replace('_', ' ')} folder?")
+    try:
+        obj = json.loads(fpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FormatError(f"{fpath}: corrupt JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+    if not isinstance(obj, dict) or obj.get("kind") != kind:
+        raise FormatError(f"{fpath}: expected a saescope {kind!r} manifest, found kind={obj.get('kind') if isinstance(obj, dict) else None!r}")
+    version = obj.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise FormatError(
+            f"{fpath}: schema version {version} is not supported (this saescope reads {SCHEMA_VERSION}); "
+            "re-run the job that wrote it"
+        )
+    return obj
+
+
+def git_commit() -> str | None:
+    """Commit of the saescope source tree, recorded in checkpoints for provenance."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None

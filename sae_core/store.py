@@ -1,0 +1,194 @@
+"""The activation store: sharded safetensors + manifest.json (docs/data-contract.md).
+
+`StoreWriter` appends shards atomically and rewrites the manifest after each, so a killed
+extraction resumes after the last complete shard. `ActivationStore` memory-maps shards, so
+stores larger than RAM can be trained on and indexed.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save as safetensors_save
+
+from sae_core.contract import SCHEMA_VERSION, atomic_write_bytes, atomic_write_json, read_manifest
+from sae_core.errors import DataError, FormatError
+
+MANIFEST = "manifest.json"
+_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64}
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _mmap_safetensors(fpath: Path) -> dict[str, np.ndarray]:
+    """Memory-map every tensor of a safetensors file as a numpy array (bf16 as raw uint16)."""
+    try:
+        with open(fpath, "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(header_len))
+    except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FormatError(f"{fpath}: not a readable safetensors file ({e})") from None
+    arrays = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _ST_DTYPES.get(meta["dtype"])
+        if dtype is None:
+            raise FormatError(f"{fpath}: tensor {name} has unsupported dtype {meta['dtype']}")
+        start, end = meta["data_offsets"]
+        shape = tuple(meta["shape"])
+        count = int(np.prod(shape)) if shape else 1
+        if end - start != count * np.dtype(dtype).itemsize:
+            raise FormatError(f"{fpath}: tensor {name} is truncated or corrupt")
+        if count == 0:
+            arrays[name] = np.zeros(shape, dtype=dtype)
+            continue
+        arrays[name] = np.memmap(fpath, dtype=dtype, mode="r", offset=8 + header_len + start, shape=shape)
+    return arrays
+
+
+def _to_float_tensor(arr: np.ndarray, dtype: str) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    if dtype == "bfloat16":
+        t = t.view(torch.bfloat16)
+    return t.float()
+
+
+@dataclass
+class _Shard:
+    acts: np.ndarray
+    sample_ids: np.ndarray
+    first_row: int
+
+
+class ActivationStore:
+    """Read-only view of a store folder: rows are tokens, `T` rows per sample."""
+
+    def __init__(self, dpath: str | Path):
+        self.dpath = Path(dpath)
+        self.manifest = read_manifest(self.dpath / MANIFEST, "activation_store")
+        m = self.manifest
+        self.d_in: int = int(m["d_in"])
+        self.dtype: str = m["dtype"]
+        self.tokens_per_sample: int = int(m["tokens_per_sample"])
+        self.grid: tuple[int, int] | None = tuple(m["grid"]) if m.get("grid") else None
+        self.shards: list[_Shard] = []
+        row = 0
+        for entry in m["shards"]:
+            arrays = _mmap_safetensors(self.dpath / entry["file"])
+            if "acts" not in arrays or "sample_ids" not in arrays:
+                raise FormatError(f"{self.dpath / entry['file']}: shard lacks 'acts' or 'sample_ids'")
+            acts = arrays["acts"]
+            if acts.ndim != 2 or acts.shape[1] != self.d_in:
+                raise FormatError(f"{self.dpath / entry['file']}: acts shape {acts.shape} does not match d_in={self.d_in}")
+            self.shards.append(_Shard(acts, arrays["sample_ids"], row))
+            row += acts.shape[0]
+        self.n_tokens = row
+        self.n_samples = row // self.tokens_per_sample if self.tokens_per_sample else 0
+        self._starts = np.array([s.first_row for s in self.shards] + [row], dtype=np.int64)
+        if self.n_tokens == 0:
+            raise DataError(f"{self.dpath}: the activation store is empty; run `saescope extract` again")
+
+    def __len__(self) -> int:
+        return self.n_tokens
+
+    @property
+    def store_id(self) -> str:
+        return self.manifest.get("store_id", self.dpath.name)
+
+    def rows(self, index: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Float32 rows [len(index), d_in] for arbitrary token indices (read in sorted order)."""
+        index = np.asarray(index, dtype=np.int64)
+        order = np.argsort(index, kind="stable")
+        sorted_idx = index[order]
+        shard_of = np.searchsorted(self._starts, sorted_idx, side="right") - 1
+        out = np.empty((len(index), self.d_in), dtype=np.float32)
+        for s in np.unique(shard_of):
+            sel = shard_of == s
+            shard = self.shards[s]
+            local = sorted_idx[sel] - shard.first_row
+            out[order[sel]] = _to_float_tensor(shard.acts[local], self.dtype).numpy()
+        return torch.from_numpy(out)
+
+    def iter_chunks(self, n_rows: int = 65536, start_row: int = 0, end_row: int | None = None):
+        """Yield (first_row, acts [n, d_in] float32) in store order: the scan path of indexing."""
+        end_row = self.n_tokens if end_row is None else end_row
+        row = start_row
+        while row < end_row:
+            stop = min(row + n_rows, end_row)
+            yield row, self.rows(np.arange(row, stop))
+            row = stop
+
+    def sample_ids(self) -> np.ndarray:
+        """Dataset sample_id of every stored sample, in store order."""
+        return np.concatenate([np.asarray(s.sample_ids) for s in self.shards]) if self.shards else np.zeros(0, np.int64)
+
+    def summary(self) -> dict:
+        m = self.manifest
+        keys = ("store_id", "dataset_id", "model", "layer", "token_selection", "grid", "d_in", "tokens_per_sample")
+        return {k: m.get(k) for k in keys} | {"dpath": str(self.dpath.resolve())}
+
+
+class StoreWriter:
+    """Append shards to a store folder; resumable and atomic per shard."""
+
+    def __init__(self, dpath: str | Path, header: dict):
+        """`header`: manifest fields other than shard bookkeeping (model, layer, d_in, dtype, ...)."""
+        self.dpath = Path(dpath)
+        self.dpath.mkdir(parents=True, exist_ok=True)
+        if header.get("dtype") not in _TORCH_DTYPES:
+            raise FormatError(f"dtype={header.get('dtype')!r}; choose one of {', '.join(_TORCH_DTYPES)}")
+        existing = self.dpath / MANIFEST
+        if existing.exists():
+            self.manifest = read_manifest(existing, "activation_store")
+            for key in ("d_in", "dtype", "tokens_per_sample", "model", "layer"):
+                if key in header and self.manifest.get(key) != header[key]:
+                    raise FormatError(f"{existing}: existing store has {key}={self.manifest.get(key)!r}, not {header[key]!r}")
+        else:
+            self.manifest = {
+                **header,
+                "schema_version": SCHEMA_VERSION,
+                "kind": "activation_store",
+                "store_id": self.dpath.name,
+                "shards": [],
+                "n_samples": 0,
+                "n_tokens": 0,
+                "complete": False,
+            }
+            self._write_manifest()
+
+    @property
+    def n_samples_done(self) -> int:
+        return int(self.manifest["n_samples"])
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest.get("complete"))
+
+    def append(self, acts: torch.Tensor, sample_ids: torch.Tensor | np.ndarray) -> None:
+        """acts [n_samples, T, d_in] (or [n_samples * T, d_in]) for n_samples samples."""
+        T, d_in = int(self.manifest["tokens_per_sample"]), int(self.manifest["d_in"])
+        sample_ids = torch.as_tensor(np.asarray(sample_ids), dtype=torch.int64)
+        acts = acts.reshape(-1, d_in)
+        if acts.shape[0] != len(sample_ids) * T:
+            raise DataError(f"{acts.shape[0]} activation rows for {len(sample_ids)} samples x {T} tokens")
+        index = len(self.manifest["shards"])
+        fname = f"shard-{index:05d}.safetensors"
+        tensors = {"acts": acts.to(_TORCH_DTYPES[self.manifest["dtype"]]).contiguous(), "sample_ids": sample_ids.contiguous()}
+        atomic_write_bytes(self.dpath / fname, safetensors_save(tensors))
+        self.manifest["shards"].append({"file": fname, "n_samples": len(sample_ids), "first_sample": self.n_samples_done})
+        self.manifest["n_samples"] += len(sample_ids)
+        self.manifest["n_tokens"] = self.manifest["n_samples"] * T
+        self._write_manifest()
+
+    def finish(self, **extra) -> None:
+        self.manifest.update(extra)
+        self.manifest["complete"] = True
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        atomic_write_json(self.dpath / MANIFEST, self.manifest)

@@ -1,0 +1,359 @@
+"""Train an SAE on an activation store: `train(TrainConfig(...))`.
+
+The batch order is a pure function of (seed, step), and the resumable state holds everything
+else that changes (weights, optimizer, dead-latent counters), so a killed run that resumes
+ends with the same weights as an uninterrupted one. Under `torchrun` every rank takes its
+slice of each global batch and DDP averages gradients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from sae_core.checkpoint import CFG_FILE, read_cfg, save
+from sae_core.config import SAEConfig
+from sae_core.contract import atomic_write_bytes, folder_id
+from sae_core.errors import ConfigError, FormatError
+from sae_core.metrics import MetricsAccumulator, batch_fvu
+from sae_core.model import SparseAutoencoder, check_finite
+from sae_core.progress import progress
+from sae_core.store import ActivationStore
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a training run; the run folder is a hash of these (minus paths)."""
+
+    store: str = field(default="", metadata={"help": "activation store folder to train on"})
+    out: str = field(default="data/saes", metadata={"help": "folder that run folders are created in"})
+    sae: SAEConfig = field(default_factory=SAEConfig, metadata={"help": "architecture"})
+    lr: float = field(default=3e-4, metadata={"help": "peak AdamW learning rate"})
+    batch_size: int = field(default=8192, metadata={"help": "tokens per optimizer step (global, across ranks)"})
+    n_tokens: int = field(default=0, metadata={"help": "tokens to train on (0: n_epochs passes over the training split)"})
+    n_epochs: float = field(default=1.0, metadata={"help": "passes over the training split when n_tokens is 0"})
+    warmup_frac: float = field(default=0.05, metadata={"help": "fraction of steps of linear learning-rate warmup"})
+    decay_start_frac: float = field(default=0.8, metadata={"help": "fraction of steps after which the lr decays linearly to 0"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0: off)"})
+    seed: int = field(default=0, metadata={"help": "seed for initialisation and batch order"})
+    eval_fraction: float = field(default=0.05, metadata={"help": "fraction of samples held out for final metrics"})
+    dead_after_tokens: int = field(default=0, metadata={"help": "a latent silent this many tokens is dead (0: min(10M, one epoch))"})
+    resample_every_tokens: int = field(default=0, metadata={"help": "resample dead latents of relu/jumprelu/gated SAEs this often (0: 4 times in the first half)"})
+    b_dec_init: Literal["geometric_median", "mean", "zero"] = field(default="geometric_median", metadata={"help": "b_dec initialisation"})
+    log_every: int = field(default=20, metadata={"help": "steps between metric log lines"})
+    checkpoint_every_tokens: int = field(default=0, metadata={"help": "tokens between resumable checkpoints (0: 10 per run)"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
+    name: str = field(default="", metadata={"help": "readable prefix of the run folder name"})
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"lr={self.lr} must be positive")
+        if self.batch_size <= 0:
+            raise ConfigError(f"batch_size={self.batch_size} must be positive")
+        if self.n_tokens < 0 or self.n_epochs <= 0:
+            raise ConfigError("n_tokens must be >= 0 and n_epochs > 0")
+        if not 0 <= self.eval_fraction < 1:
+            raise ConfigError(f"eval_fraction={self.eval_fraction} must be in [0, 1)")
+        if not 0 <= self.warmup_frac <= 1 or not 0 <= self.decay_start_frac <= 1:
+            raise ConfigError("warmup_frac and decay_start_frac must be in [0, 1]")
+
+    def identity(self) -> dict:
+        """What defines the run's result: everything but where files live and the device."""
+        d = dataclasses.asdict(self)
+        for key in ("out", "device", "log_every", "checkpoint_every_tokens", "name"):
+            d.pop(key)
+        return d
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dpath: Path
+    metrics: dict
+    reused: bool
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def run_dpath_for(cfg: TrainConfig, store: ActivationStore) -> Path:
+    ident = cfg.identity() | {"store": store.store_id}
+    slug = cfg.name or f"{store.manifest.get('layer', 'sae')}-{cfg.sae.arch}"
+    return Path(cfg.out) / folder_id(slug, ident)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train (or resume, or reuse) the run described by cfg; returns its folder and metrics."""
+    if not cfg.store:
+        raise ConfigError("no activation store given; pass --store PATH (see `saescope extract`)")
+    store = ActivationStore(cfg.store)
+    run_dpath = run_dpath_for(cfg, store)
+    if (run_dpath / CFG_FILE).exists():
+        done = read_cfg(run_dpath)
+        if done.get("metrics"):
+            return TrainResult(run_dpath, done["metrics"], reused=True)
+    return _Trainer(cfg, store, run_dpath).run()
+
+
+class _Trainer:
+    def __init__(self, cfg: TrainConfig, store: ActivationStore, run_dpath: Path):
+        self.cfg, self.store, self.run_dpath = cfg, store, run_dpath
+        self.dist = _init_distributed()
+        self.device = _pick_device(cfg.device, self.dist)
+        self.sae_cfg = cfg.sae.resolved(store.d_in)
+        n_eval_samples = int(store.n_samples * cfg.eval_fraction)
+        if cfg.eval_fraction > 0 and store.n_samples > 1:
+            n_eval_samples = max(1, n_eval_samples)
+        self.n_train_rows = (store.n_samples - n_eval_samples) * store.tokens_per_sample
+        if self.n_train_rows < 1:
+            raise ConfigError(f"{store.dpath}: too few samples ({store.n_samples}) to train on")
+        self.n_tokens_total = cfg.n_tokens or int(cfg.n_epochs * self.n_train_rows)
+        self.n_steps = max(1, math.ceil(self.n_tokens_total / cfg.batch_size))
+        self.dead_after = cfg.dead_after_tokens or min(10_000_000, self.n_train_rows)
+        ckpt_every = cfg.checkpoint_every_tokens or max(cfg.batch_size, self.n_tokens_total // 10)
+        self.ckpt_every_steps = max(1, ckpt_every // cfg.batch_size)
+        self._perm_cache: tuple[int, torch.Tensor] | None = None
+
+        torch.manual_seed(cfg.seed)
+        self.sae = SparseAutoencoder(self.sae_cfg).to(self.device)
+        self.opt = torch.optim.AdamW(self.sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+        self.tokens_since_fired = torch.zeros(self.sae_cfg.d_sae, dtype=torch.long, device=self.device)
+        self.step = 0
+        if not self._load_state():
+            self._init_from_data()
+        self.model = self.sae
+        if self.dist.enabled:
+            self.model = torch.nn.parallel.DistributedDataParallel(self.sae, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    # ---- data -------------------------------------------------------------------------------
+    def _epoch_perm(self, epoch: int) -> torch.Tensor:
+        if self._perm_cache is None or self._perm_cache[0] != epoch:
+            gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+            self._perm_cache = (epoch, torch.randperm(self.n_train_rows, generator=gen))
+        return self._perm_cache[1]
+
+    def batch_rows(self, step: int) -> np.ndarray:
+        """Training-row indices of global batch `step` (a pure function of seed and step)."""
+        start = step * self.cfg.batch_size
+        positions = np.arange(start, start + self.cfg.batch_size, dtype=np.int64)
+        epochs = positions // self.n_train_rows
+        rows = np.empty_like(positions)
+        for epoch in np.unique(epochs):
+            sel = epochs == epoch
+            rows[sel] = self._epoch_perm(int(epoch))[positions[sel] % self.n_train_rows].numpy()
+        return rows[self.dist.rank :: self.dist.world]
+
+    def _init_from_data(self) -> None:
+        gen = np.random.default_rng(self.cfg.seed)
+        n = min(self.n_train_rows, 32768)
+        sample = self.store.rows(np.sort(gen.choice(self.n_train_rows, size=n, replace=False)))
+        check_finite(sample, f"{self.store.dpath}")
+        self.sae.init_from_data(sample.to(self.device), self.cfg.b_dec_init)
+
+    # ---- state ------------------------------------------------------------------------------
+    @property
+    def _state_fpath(self) -> Path:
+        return self.run_dpath / "state" / "state.pt"
+
+    def _save_state(self) -> None:
+        if self.dist.rank != 0:
+            return
+        buf = io.BytesIO()
+        torch.save(
+            {"step": self.step, "sae": self.sae.state_dict(), "opt": self.opt.state_dict(),
+             "tokens_since_fired": self.tokens_since_fired.cpu(), "identity": self.cfg.identity()},
+            buf,
+        )
+        atomic_write_bytes(self._state_fpath, buf.getvalue())
+
+    def _load_state(self) -> bool:
+        if not self._state_fpath.exists():
+            return False
+        try:
+            state = torch.load(self._state_fpath, map_location=self.device, weights_only=True)
+        except (RuntimeError, OSError, EOFError) as e:
+            raise FormatError(f"{self._state_fpath}: corrupt training state ({e}); delete it to restart") from None
+        self.sae.load_state_dict(state["sae"])
+        self.opt.load_state_dict(state["opt"])
+        self.tokens_since_fired = state["tokens_since_fired"].to(self.device)
+        self.step = int(state["step"])
+        return True
+
+    # ---- loop -------------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        warmup = max(1, int(self.cfg.warmup_frac * self.n_steps))
+        decay_start = int(self.cfg.decay_start_frac * self.n_steps)
+        scale = min(1.0, (step + 1) / warmup)
+        if step >= decay_start and self.n_steps > decay_start:
+            scale *= max(0.0, (self.n_steps - step) / (self.n_steps - decay_start))
+        return self.cfg.lr * scale
+
+    def run(self) -> TrainResult:
+        log_fpath = self.run_dpath / "metrics.jsonl"
+        if self.dist.rank == 0:
+            self.run_dpath.mkdir(parents=True, exist_ok=True)
+            _truncate_log(log_fpath, self.step)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else _nullcontext()
+        bar = progress(total=self.n_steps * self.cfg.batch_size, initial=self.step * self.cfg.batch_size,
+                       desc="train", unit="tok", disable=self.dist.rank != 0)
+        t_last, tok_last = time.perf_counter(), self.step * self.cfg.batch_size
+        while self.step < self.n_steps:
+            x = self.store.rows(self.batch_rows(self.step)).to(self.device, non_blocking=True)
+            check_finite(x, f"{self.store.dpath} (batch {self.step})")
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr_at(self.step)
+            dead_mask = self.tokens_since_fired >= self.dead_after
+            with autocast:
+                out = self.model(x, dead_mask if self.sae_cfg.is_topk_family else None)
+            out.loss.backward()
+            self.sae.remove_parallel_grad()
+            if self.cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.sae.parameters(), self.cfg.grad_clip)
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.sae.normalize_decoder()
+            self._update_dead(out.fired)
+            self._maybe_resample(x, dead_mask)
+            self.step += 1
+            bar.update(self.cfg.batch_size)
+            if self.step % self.cfg.log_every == 0 or self.step == self.n_steps:
+                now = time.perf_counter()
+                rate = (self.step * self.cfg.batch_size - tok_last) / max(now - t_last, 1e-9)
+                t_last, tok_last = now, self.step * self.cfg.batch_size
+                row = self._log_row(out, x, rate)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", fvu=f"{row['fvu']:.3f}", l0=f"{row['l0']:.1f}", dead=f"{100 * row['dead_fraction']:.1f}%")
+                if self.dist.rank == 0:
+                    with open(log_fpath, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+            if self.step % self.ckpt_every_steps == 0 and self.step < self.n_steps:
+                self._save_state()
+        bar.close()
+        self._save_state()
+        metrics = self.evaluate()
+        if self.dist.rank == 0:
+            save(self.sae, self.run_dpath, train_cfg=self.cfg, store=self.store.summary(),
+                 n_tokens_trained=self.n_steps * self.cfg.batch_size, metrics=metrics)
+        if self.dist.enabled:
+            torch.distributed.barrier()
+        return TrainResult(self.run_dpath, metrics, reused=False)
+
+    def _log_row(self, out, x: torch.Tensor, rate: float) -> dict:
+        return {
+            "step": self.step, "n_tokens": self.step * self.cfg.batch_size,
+            "loss": float(out.loss.detach()), "mse": float(out.recon.detach()), "fvu": batch_fvu(x, out.x_hat.detach()),
+            "l0": float(out.l0.mean()), "dead_fraction": float((self.tokens_since_fired >= self.dead_after).float().mean()),
+            "lr": self.lr_at(self.step - 1), "tokens_per_s": rate,
+        }
+
+    def _update_dead(self, fired: torch.Tensor) -> None:
+        fired = fired.to(torch.int32)
+        if self.dist.enabled:
+            torch.distributed.all_reduce(fired, op=torch.distributed.ReduceOp.MAX)
+        self.tokens_since_fired += self.cfg.batch_size
+        self.tokens_since_fired[fired.bool()] = 0
+
+    def _maybe_resample(self, x: torch.Tensor, dead_mask: torch.Tensor) -> None:
+        """ReLU-family SAEs: re-seed dead latents towards badly reconstructed inputs."""
+        if self.sae_cfg.is_topk_family or self.step >= self.n_steps // 2:
+            return
+        every = self.cfg.resample_every_tokens or max(self.cfg.batch_size, self.n_tokens_total // 8)
+        every_steps = max(1, every // self.cfg.batch_size)
+        if (self.step + 1) % every_steps or not dead_mask.any():
+            return
+        gen = torch.Generator(device="cpu").manual_seed(self.cfg.seed * 7919 + self.step)
+        resample_dead(self.sae, self.opt, x, dead_mask, gen)
+        self.tokens_since_fired[dead_mask] = 0
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Held-out metrics (or training rows when nothing is held out)."""
+        self.sae.eval()
+        start = self.n_train_rows if self.n_train_rows < self.store.n_tokens else 0
+        acc = MetricsAccumulator(self.sae_cfg.d_sae)
+        for _, x in self.store.iter_chunks(8192, start_row=start):
+            x = x.to(self.device)
+            z = self.sae.encode(x)
+            acc.update(x * self.sae.input_scale, self.sae.decode(z) * self.sae.input_scale, z)
+        self.sae.train()
+        return acc.result()
+
+
+@torch.no_grad()
+def resample_dead(sae: SparseAutoencoder, opt: torch.optim.Optimizer, x: torch.Tensor, dead_mask: torch.Tensor, gen: torch.Generator) -> None:
+    """Point dead latents at inputs sampled by squared reconstruction error (Anthropic, 2023)."""
+    dead = dead_mask.nonzero().squeeze(-1)
+    x_n = x.float() * sae.input_scale
+    err = x_n - (sae.decode(sae.encode(x)) * sae.input_scale)
+    weights = err.pow(2).sum(-1).cpu()
+    if float(weights.sum()) <= 0:
+        return
+    picks = torch.multinomial(weights, len(dead), replacement=True, generator=gen).to(x.device)
+    directions = err[picks]
+    directions = directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    alive = ~dead_mask
+    enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0, device=x.device)
+    sae.W_dec[dead] = directions
+    sae.W_enc[:, dead] = directions.T * enc_norm * 0.2
+    sae.b_enc[dead] = 0.0
+    for param, index in ((sae.W_dec, (dead,)), (sae.W_enc, (slice(None), dead)), (sae.b_enc, (dead,))):
+        state = opt.state.get(param, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                state[key][index] = 0.0
+
+
+def _truncate_log(fpath: Path, step: int) -> None:
+    """On resume, drop log lines written after the state we resume from."""
+    if not fpath.exists():
+        return
+    keep = [ln for ln in fpath.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    fpath.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _init_distributed() -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return _Dist(rank=dist.get_rank(), world=dist.get_world_size())
+
+
+def _pick_device(name: str, dist: _Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and dist.enabled:
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device=cuda but no CUDA GPU is available; use --device cpu")
+        torch.cuda.set_device(device)
+    return device
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
