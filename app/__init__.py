@@ -1,0 +1,1 @@
+"""saescope explorer: a read-only web app over one DuckDB index (never imports torch)."""

@@ -1,0 +1,105 @@
+"""The index: one read-only, locked-down DuckDB connection and one cursor per thread.
+
+DuckDB connections are not thread-safe, so each threadpool worker gets its own cursor
+(`con.cursor()`), all sharing one database instance and its cache.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import duckdb
+from fastapi import Depends, Request
+
+from app.errors import IndexSchemaError
+
+SCHEMA_VERSION = 1
+REQUIRED_TABLES = (
+    "schema_version", "datasets", "samples", "saes", "features", "feature_top",
+    "feature_quantiles", "feature_hist", "feature_labels", "feature_neighbors", "clusters",
+    "sample_map", "sample_top", "training_curve",
+)
+
+
+class Index:
+    """Read-only access to an explorer index with a startup schema check."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise IndexSchemaError(f"index file not found: {self.path}")
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=True)
+        except duckdb.Error as exc:
+            raise IndexSchemaError(f"cannot open index {self.path}: not a readable DuckDB file") from exc
+        self._lock_down()
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
+        self.version, self.created_at = self._check_schema()
+
+    def _lock_down(self) -> None:
+        """No file or network access from SQL, and no way to turn it back on.
+
+        A second connection to the same file in one process shares the (already locked)
+        database instance, so each setting is only SET when it differs.
+        """
+        for name, value in (("enable_external_access", False), ("lock_configuration", True)):
+            current = self.con.execute("SELECT current_setting(?)", [name]).fetchone()[0]
+            if current != value:
+                self.con.execute(f"SET {name} = {str(value).lower()}")
+
+    def _check_schema(self) -> tuple[int, str]:
+        tables = {r[0] for r in self.con.execute(
+            "SELECT table_name FROM information_schema.tables").fetchall()}
+        if "schema_version" not in tables:
+            raise IndexSchemaError(f"{self.path} is not a saescope index: no schema_version table")
+        row = self.con.execute("SELECT version, CAST(created_at AS VARCHAR) FROM schema_version").fetchone()
+        if row is None or row[0] != SCHEMA_VERSION:
+            found = None if row is None else row[0]
+            raise IndexSchemaError(
+                f"{self.path} has index schema_version {found}; this app reads version {SCHEMA_VERSION}. "
+                "Rebuild the index with `saescope index` from the same saescope version.")
+        missing = [t for t in REQUIRED_TABLES if t not in tables]
+        if missing:
+            raise IndexSchemaError(f"{self.path} lacks tables: {', '.join(missing)}")
+        return row[0], str(row[1])
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._local.cur = self.con.cursor()
+            with self._lock:
+                self._cursors.append(cur)
+        return cur
+
+    def all(self, sql: str, params: list[Any] | tuple = ()) -> list[dict[str, Any]]:
+        """Rows as dicts; SQL only ever with bound parameters."""
+        cur = self.cursor().execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def one(self, sql: str, params: list[Any] | tuple = ()) -> dict[str, Any] | None:
+        rows = self.all(sql, params)
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, params: list[Any] | tuple = ()) -> Any:
+        row = self.cursor().execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def close(self) -> None:
+        """Close every thread's cursor, then the connection (idempotent)."""
+        with self._lock:
+            cursors, self._cursors = self._cursors, []
+        for cur in cursors:
+            cur.close()
+        self.con.close()
+
+
+def get_db(request: Request) -> Index:
+    return request.app.state.index
+
+
+DbDep = Annotated[Index, Depends(get_db)]

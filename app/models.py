@@ -1,0 +1,205 @@
+"""Response models: one per resource, shared by each HTML page and its JSON twin."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Health(BaseModel):
+    status: str
+    schema_version: int
+    n_saes: int
+
+
+class SaeSummary(BaseModel):
+    sae_id: str
+    title: str
+    dataset_id: str
+    modality: str
+    model: str | None
+    layer: str | None
+    token_selection: str | None
+    arch: str | None
+    d_in: int | None
+    d_sae: int
+    k: int | None
+    grid_h: int | None
+    grid_w: int | None
+    n_samples: int | None
+    n_tokens: int | None
+    l0: float | None
+    explained_variance: float | None
+    fvu: float | None
+    dead_fraction: float | None
+    dead_pct: float | None
+    is_patch: bool
+    url: str
+
+
+class SaeList(BaseModel):
+    data: list[SaeSummary]
+    count: int
+
+
+class SampleRef(BaseModel):
+    """A dataset sample as shown in a gallery tile."""
+
+    sample_id: int
+    activation: float | None = None
+    caption: str | None = None
+    label: str | None = None
+    thumb_url: str | None = None
+    url: str
+    heatmap: list[float] | None = Field(default=None, description="grid_h*grid_w activations, row-major")
+
+
+class FeatureSummary(BaseModel):
+    feature_id: int
+    name: str | None
+    title: str = Field(description="name, or 'feature N' when unnamed")
+    density: float | None
+    n_fired: int | None
+    mean_act: float | None
+    max_act: float | None
+    label_entropy: float | None
+    top_label: str | None
+    cluster_id: int | None
+    url: str
+
+
+class FeatureCard(FeatureSummary):
+    """Hover card on the map: stats plus a few top samples."""
+
+    top: list[SampleRef]
+
+
+class FeatureList(BaseModel):
+    data: list[FeatureSummary]
+    count: int
+
+
+class QuantileBin(BaseModel):
+    bin: int
+    samples: list[SampleRef]
+
+
+class Histogram(BaseModel):
+    edges: list[float]
+    counts: list[int]
+
+
+class LabelCount(BaseModel):
+    label: str | None
+    count: int
+    fraction: float
+
+
+class Neighbor(BaseModel):
+    feature_id: int
+    title: str
+    cosine: float
+    url: str
+    thumbs: list[SampleRef]
+
+
+class FeatureView(BaseModel):
+    sae: SaeSummary
+    feature: FeatureSummary
+    top: list[SampleRef]
+    quantiles: list[QuantileBin]
+    hist: Histogram
+    labels: list[LabelCount]
+    neighbors: list[Neighbor]
+    prev_url: str | None
+    next_url: str | None
+    random_url: str
+
+
+class Cluster(BaseModel):
+    cluster_id: int
+    name: str | None
+    size: int | None
+    x: float
+    y: float
+
+
+class ExplorerView(BaseModel):
+    sae: SaeSummary
+    feature_clusters: list[Cluster]
+    sample_clusters: list[Cluster]
+    features_bin: str
+    samples_bin: str
+    n_features: int
+    n_map_samples: int
+
+
+class CurvePoint(BaseModel):
+    step: int
+    n_tokens: int | None
+    loss: float | None
+    fvu: float | None
+    l0: float | None
+    dead_fraction: float | None
+
+
+class ScatterPoint(BaseModel):
+    feature_id: int
+    log_density: float
+    log_mean_act: float
+    label_entropy: float | None
+
+
+class DashboardView(BaseModel):
+    sae: SaeSummary
+    n_dead: int
+    density_hist: Histogram = Field(description="counts over log10(density) bins of firing features")
+    scatter: list[ScatterPoint] = Field(description="firing features, subsampled to at most 4000")
+    curve: list[CurvePoint]
+
+
+class SampleFeature(BaseModel):
+    rank: int
+    feature_id: int
+    title: str
+    activation: float
+    url: str
+    heatmap: list[float] | None
+    thumbs: list[SampleRef]
+
+
+class SampleView(BaseModel):
+    sae: SaeSummary
+    sample: SampleRef
+    source: str | None
+    features: list[SampleFeature]
+
+
+class SearchHit(FeatureSummary):
+    score: float
+    matches: int = Field(description="top samples whose caption or label matched")
+
+
+class SearchView(BaseModel):
+    sae: SaeSummary
+    q: str
+    page: int
+    page_size: int
+    count: int
+    n_pages: int
+    data: list[SearchHit]
+    redirect: str | None = Field(default=None, description="feature page when q is a feature id")
+
+
+class GameView(BaseModel):
+    sae: SaeSummary
+    token: str
+    clues: list[FeatureCard]
+    candidates: list[SampleRef]
+
+
+class GameAnswer(BaseModel):
+    sae: SaeSummary
+    correct: bool
+    pick: int
+    answer: SampleRef
+    next_url: str

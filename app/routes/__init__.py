@@ -1,0 +1,1 @@
+"""One router per resource; each HTML route has a `.json` twin registered before it."""

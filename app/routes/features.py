@@ -1,0 +1,39 @@
+"""Feature pages, their JSON twins, hover cards and random navigation."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from app.db import DbDep
+from app.deps import FeatureId, SaeDep
+from app.models import FeatureCard, FeatureView
+from app.render import page
+from app.views.features import feature_card, feature_view, random_feature_id
+
+router = APIRouter(tags=["features"])
+Seed = Annotated[int | None, Query(ge=0, le=2**32, description="fixes the random pick")]
+
+
+@router.get("/sae/{sae_id}/feature/random", response_class=RedirectResponse, status_code=307)
+def random_feature(db: DbDep, sae: SaeDep, seed: Seed = None) -> RedirectResponse:
+    fid = random_feature_id(db, sae, seed)
+    return RedirectResponse(f"/sae/{sae.sae_id}/feature/{fid}", status_code=307)
+
+
+@router.get("/sae/{sae_id}/feature/{fid}.json", response_model=FeatureView)
+def feature_json(db: DbDep, sae: SaeDep, fid: FeatureId) -> FeatureView:
+    return feature_view(db, sae, fid)
+
+
+@router.get("/sae/{sae_id}/feature/{fid}/card.json", response_model=FeatureCard)
+def feature_card_json(db: DbDep, sae: SaeDep, fid: FeatureId) -> FeatureCard:
+    """Small payload for map hover: stats and a few top samples."""
+    return feature_card(db, sae, fid)
+
+
+@router.get("/sae/{sae_id}/feature/{fid}", response_class=HTMLResponse)
+def feature(request: Request, db: DbDep, sae: SaeDep, fid: FeatureId) -> HTMLResponse:
+    return page(request, "feature.html", feature_view(db, sae, fid))

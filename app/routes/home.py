@@ -1,0 +1,34 @@
+"""Home page (the SAEs in the index) and the health check."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from app.db import DbDep
+from app.models import Health, SaeList
+from app.render import page
+from app.views.common import list_saes
+
+router = APIRouter(tags=["home"])
+
+
+def _home(db: DbDep) -> SaeList:
+    data = list_saes(db)
+    return SaeList(data=data, count=len(data))
+
+
+@router.get("/index.json", response_model=SaeList)
+def home_json(db: DbDep) -> SaeList:
+    return _home(db)
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request, db: DbDep) -> HTMLResponse:
+    return page(request, "home.html", _home(db))
+
+
+@router.get("/health", response_model=Health)
+def health(db: DbDep) -> Health:
+    n = int(db.scalar("SELECT count(*) FROM saes"))
+    return Health(status="ok", schema_version=db.version, n_saes=n)

@@ -1,0 +1,22 @@
+"""Explorer settings, read from arguments or `SAESCOPE_*` environment variables (for workers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the app needs to know; the index path is the only required value."""
+
+    model_config = SettingsConfigDict(env_prefix="SAESCOPE_", frozen=True)
+
+    index: Path = Field(description="the explorer index (.duckdb) to serve, opened read-only")
+    thumbs_root: Path | None = Field(
+        default=None, description="base folder for relative datasets.thumbs_dpath (default: the index's folder)")
+    secret: str | None = Field(
+        default=None, description="key that signs game tokens (default: derived from the index)")
+    page_size: int = Field(default=24, ge=1, le=500, description="search results per page")
+    thumb_max_age: int = Field(default=7 * 86400, ge=0, description="Cache-Control max-age of thumbnails (s)")

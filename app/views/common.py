@@ -1,0 +1,124 @@
+"""Lookups shared by every view: SAEs, samples as gallery tiles, feature summaries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.db import Index
+from app.errors import NotFoundError
+from app.models import FeatureSummary, SaeSummary, SampleRef
+
+SAE_SQL = """
+SELECT s.*, d.modality, d.thumbs_dpath
+FROM saes s LEFT JOIN datasets d USING (dataset_id)
+"""
+
+
+def sae_summary(row: dict[str, Any]) -> SaeSummary:
+    dead = row.get("dead_fraction")
+    return SaeSummary(
+        sae_id=row["sae_id"], title=row["title"] or row["sae_id"], dataset_id=row["dataset_id"],
+        modality=row.get("modality") or "image", model=row["model"], layer=row["layer"],
+        token_selection=row["token_selection"], arch=row["arch"], d_in=row["d_in"],
+        d_sae=row["d_sae"], k=row["k"], grid_h=row["grid_h"], grid_w=row["grid_w"],
+        n_samples=row["n_samples"], n_tokens=row["n_tokens"], l0=row["l0"],
+        explained_variance=row["explained_variance"], fvu=row["fvu"], dead_fraction=dead,
+        dead_pct=None if dead is None else 100.0 * dead,
+        is_patch=row["grid_h"] is not None and row["grid_w"] is not None,
+        url=f"/sae/{row['sae_id']}")
+
+
+class SaeCtx:
+    """An SAE plus what views need to render its samples (modality, thumbnails)."""
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.row = row
+        self.summary = sae_summary(row)
+        self.sae_id: str = row["sae_id"]
+        self.dataset_id: str = row["dataset_id"]
+        self.d_sae: int = row["d_sae"]
+        self.has_thumbs = self.summary.modality != "text" and bool(row.get("thumbs_dpath"))
+
+    def thumb_url(self, sample_id: int) -> str | None:
+        return f"/thumb/{self.dataset_id}/{sample_id}.webp" if self.has_thumbs else None
+
+
+def list_saes(db: Index) -> list[SaeSummary]:
+    return [sae_summary(r) for r in db.all(SAE_SQL + " ORDER BY s.title, s.sae_id")]
+
+
+def get_sae(db: Index, sae_id: str) -> SaeCtx:
+    row = db.one(SAE_SQL + " WHERE s.sae_id = ?", [sae_id])
+    if row is None:
+        raise NotFoundError(f"No SAE named {sae_id!r} in this index.")
+    return SaeCtx(row)
+
+
+def decode_heatmap(blob: bytes | None, scale: float | None) -> list[float] | None:
+    """uint8 patch map -> activations (value * scale / 255), per the contract."""
+    if blob is None or scale is None:
+        return None
+    return [round(b * scale / 255.0, 5) for b in blob]
+
+
+def sample_refs(db: Index, ctx: SaeCtx, rows: list[dict[str, Any]]) -> list[SampleRef]:
+    """Tiles for rows carrying sample_id (+ activation, heatmap, heatmap_scale, and maybe caption/label)."""
+    if not rows:
+        return []
+    if "caption" in rows[0]:
+        info = {int(r["sample_id"]): r for r in rows}
+    else:
+        ids = sorted({int(r["sample_id"]) for r in rows})
+        info = {r["sample_id"]: r for r in db.all(
+            "SELECT sample_id, caption, label FROM samples WHERE dataset_id = ? AND sample_id IN "
+            "(SELECT unnest(?::BIGINT[]))", [ctx.dataset_id, ids])}
+    out = []
+    for r in rows:
+        sid = int(r["sample_id"])
+        meta = info.get(sid, {})
+        out.append(SampleRef(
+            sample_id=sid, activation=r.get("activation"), caption=meta.get("caption"),
+            label=meta.get("label"), thumb_url=ctx.thumb_url(sid),
+            url=f"/sae/{ctx.sae_id}/sample/{sid}",
+            heatmap=decode_heatmap(r.get("heatmap"), r.get("heatmap_scale"))))
+    return out
+
+
+FEATURE_COLS = ("feature_id, name, density, n_fired, mean_act, max_act, label_entropy, "
+                "top_label, cluster_id")
+
+
+def feature_title(fid: int, name: str | None) -> str:
+    return name if name else f"feature {fid}"
+
+
+def feature_summary(sae_id: str, row: dict[str, Any]) -> FeatureSummary:
+    fid = int(row["feature_id"])
+    return FeatureSummary(
+        feature_id=fid, name=row["name"], title=feature_title(fid, row["name"]),
+        density=row["density"], n_fired=row["n_fired"], mean_act=row["mean_act"],
+        max_act=row["max_act"], label_entropy=row["label_entropy"], top_label=row["top_label"],
+        cluster_id=row["cluster_id"], url=f"/sae/{sae_id}/feature/{fid}")
+
+
+def get_feature_row(db: Index, ctx: SaeCtx, fid: int) -> dict[str, Any]:
+    row = db.one(f"SELECT {FEATURE_COLS} FROM features WHERE sae_id = ? AND feature_id = ?",
+                 [ctx.sae_id, fid])
+    if row is None:
+        raise NotFoundError(f"SAE {ctx.sae_id!r} has no feature {fid}.")
+    return row
+
+
+def top_thumbs(db: Index, ctx: SaeCtx, fids: list[int], n: int) -> dict[int, list[SampleRef]]:
+    """The first n top samples of several features in one query."""
+    if not fids:
+        return {}
+    rows = db.all(
+        "SELECT feature_id, sample_id, activation FROM feature_top WHERE sae_id = ? AND rank < ? "
+        "AND feature_id IN (SELECT unnest(?::INTEGER[])) ORDER BY feature_id, rank",
+        [ctx.sae_id, n, sorted(set(fids))])
+    refs = sample_refs(db, ctx, rows)
+    out: dict[int, list[SampleRef]] = {f: [] for f in fids}
+    for r, ref in zip(rows, refs, strict=True):
+        out[int(r["feature_id"])].append(ref)
+    return out

@@ -1,0 +1,188 @@
+"""Explorer benchmark: a large synthetic index, feature page latency under load, map payload sizes.
+
+    python bench/bench_app.py                       # 65,536 features x 64 top, 1M samples
+    python bench/bench_app.py --features 4096 --samples 100000 --requests 500   # quick
+
+Builds the index with DuckDB SQL (seconds), serves it with a real uvicorn in a subprocess,
+hits random feature pages (HTML and .json) with `--concurrency` clients and prints p50/p99 and
+req/s, then the binary map payload sizes (65k features, 1M features, 1M samples) and, when
+/usr/bin/chromium exists, the time to load and draw the 1M-point map in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "app"))
+from make_fixture_index import create_schema  # noqa: E402
+
+SAE, BIG = "bench", "bench-1m"
+
+
+def build_index(path: Path, n_features: int, n_top: int, n_samples: int, n_big: int) -> None:
+    """Synthetic but contract-shaped rows; per-feature tables written in (sae_id, feature_id) order."""
+    path.unlink(missing_ok=True)
+    con = duckdb.connect(str(path))
+    create_schema(con)
+    h = "hash(feature_id * 7919 + r)"  # cheap deterministic pseudo-randomness
+    con.execute("INSERT INTO schema_version VALUES (1, 'bench', now()::TIMESTAMP)")
+    con.execute("INSERT INTO datasets VALUES ('bench-ds', 'image', 'synthetic', ?, NULL, true)", [n_samples])
+    con.execute("INSERT INTO samples SELECT 'bench-ds', i, 'img/' || i || '.png', 'a photo of thing ' || (i % 997), "
+                "'class' || (i % 100), 224, 224 FROM range(?) t(i)", [n_samples])
+    for sid, d in [(SAE, n_features), (BIG, n_big)]:
+        con.execute("INSERT INTO saes VALUES (?, ?, 'bench-ds', 'synthetic', 'blocks.0', 'pooled', 'topk', 1024, ?, 32, "
+                    "NULL, NULL, ?, ?, 32, 0.8, 0.2, 0.01, 'x', 'y', '{}')", [sid, sid, d, n_samples, n_samples])
+        con.execute("INSERT INTO features SELECT ?, i, 'feature name ' || i, (hash(i) % 10000 + 1) / 1e6, hash(i) % 1000, "
+                    "(hash(i * 3) % 1000) / 100.0, (hash(i * 5) % 1000) / 50.0, (hash(i * 7) % 400) / 100.0, "
+                    "'class' || (i % 100), CAST(i % 50 AS INTEGER) - 1, "
+                    "CAST((i % 50) * 3 + (hash(i * 11) % 1000) / 400.0 AS REAL), "
+                    "CAST((i // 50 % 50) * 3 + (hash(i * 13) % 1000) / 400.0 AS REAL) FROM range(?) t(i)", [sid, d])
+    con.execute(f"INSERT INTO feature_top SELECT ?, feature_id, r, {h} % ?, CAST(10.0 - r * 0.1 AS REAL), NULL, NULL "
+                "FROM range(?) f(feature_id), range(?) k(r) ORDER BY feature_id, r", [SAE, n_samples, n_features, n_top])
+    con.execute(f"INSERT INTO feature_quantiles SELECT ?, feature_id, r // 2, r % 2, {h} % ?, CAST(r AS REAL), NULL, NULL "
+                "FROM range(?) f(feature_id), range(10) k(r) ORDER BY feature_id, r", [SAE, n_samples, n_features])
+    con.execute("INSERT INTO feature_hist SELECT ?, i, [0.01, 0.1, 1.0, 10.0], [5, 20, 3] FROM range(?) t(i)", [SAE, n_features])
+    con.execute("INSERT INTO feature_labels SELECT ?, i, 'class' || ((i + r) % 100), 10 - r, (10 - r) / 55.0 "
+                "FROM range(?) t(i), range(5) k(r) ORDER BY i, r", [SAE, n_features])
+    con.execute("INSERT INTO feature_neighbors SELECT ?, i, r, (i + r + 1) % ?, CAST(0.9 - r * 0.05 AS REAL) "
+                "FROM range(?) t(i), range(10) k(r) ORDER BY i, r", [SAE, n_features, n_features])
+    con.execute("INSERT INTO clusters SELECT ?, 'features', c, 'cluster ' || c, 100, c % 50 * 3, 0 FROM range(49) t(c)", [SAE])
+    con.execute("INSERT INTO sample_map SELECT ?, i, CAST((hash(i) % 100000) / 1000.0 AS REAL), "
+                "CAST((hash(i * 3) % 100000) / 1000.0 AS REAL), CAST(i % 20 AS INTEGER) FROM range(?) t(i)", [SAE, n_samples])
+    con.execute("INSERT INTO sample_top SELECT ?, i, r, CAST(hash(i * 5 + r) % ? AS INTEGER), CAST(5.0 - r AS REAL) "
+                "FROM range(?) t(i), range(3) k(r) ORDER BY i, r", [SAE, n_features, n_samples])
+    con.execute("INSERT INTO training_curve SELECT ?, s * 100, s * 100 * 4096, 1.0 / (s + 1), 0.3, 32, 0.01 FROM range(100) t(s)", [SAE])
+    con.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(index: Path, workers: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    code = f"from app.main import serve; serve({str(index)!r}, port={port}, workers={workers})"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+async def load(base: str, urls: list[str], concurrency: int) -> tuple[list[float], float, int]:
+    lat: list[float] = []
+    errors = 0
+    queue = list(urls)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while queue:
+            url = queue.pop()
+            t0 = time.perf_counter()
+            r = await client.get(url)
+            lat.append((time.perf_counter() - t0) * 1000)
+            errors += r.status_code != 200
+
+    t0 = time.perf_counter()
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    return lat, time.perf_counter() - t0, errors
+
+
+def pct(xs: list[float], q: float) -> float:
+    return statistics.quantiles(xs, n=100)[int(q) - 1] if len(xs) > 1 else xs[0]
+
+
+def browser_map_time(base: str) -> float | None:
+    if not Path("/usr/bin/chromium").exists():
+        return None
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium",
+                              args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                                    "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        pg = b.new_page(viewport={"width": 1200, "height": 800})
+        pg.goto(f"{base}/sae/{BIG}")
+        pg.wait_for_selector("#explorer[data-ready='features']", timeout=60000)
+        ms = float(pg.eval_on_selector("#explorer", "e => e.dataset.loadMs"))
+        b.close()
+    return ms
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--features", type=int, default=65_536)
+    ap.add_argument("--top", type=int, default=64)
+    ap.add_argument("--samples", type=int, default=1_000_000)
+    ap.add_argument("--big-map", type=int, default=1_000_000, help="features in the second SAE (map payload only)")
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--index", type=Path, default=None, help="reuse/build the index here")
+    ap.add_argument("--no-browser", action="store_true")
+    args = ap.parse_args()
+
+    index = args.index or Path(tempfile.mkdtemp()) / "bench.duckdb"
+    if not index.exists():
+        t0 = time.perf_counter()
+        build_index(index, args.features, args.top, args.samples, args.big_map)
+        print(f"built {index} ({index.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t0:.1f} s")
+    proc, base = start_server(index, args.workers)
+    try:
+        rows = []
+        rng = random.Random(0)
+        for kind, suffix in [("feature page HTML", ""), ("feature JSON", ".json")]:
+            urls = [f"/sae/{SAE}/feature/{rng.randrange(args.features)}{suffix}" for _ in range(args.requests)]
+            asyncio.run(load(base, urls[:50], 4))  # warm up
+            lat, wall, errors = asyncio.run(load(base, urls, args.concurrency))
+            rows.append((kind, len(lat), errors, pct(lat, 50), pct(lat, 99), len(lat) / wall))
+        print(f"\n{args.features:,} features x {args.top} top samples, {args.samples:,} samples, "
+              f"{args.workers} worker(s), {args.concurrency} concurrent clients")
+        print(f"{'endpoint':<20}{'n':>7}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}")
+        for kind, n, err, p50, p99, rps in rows:
+            print(f"{kind:<20}{n:>7}{err:>8}{p50:>9.1f}{p99:>9.1f}{rps:>9.0f}")
+        print(f"\n{'map payload':<32}{'points':>10}{'bytes':>12}{'MB':>8}")
+        for label, url in [("features.bin", f"/sae/{SAE}/points/features.bin"),
+                           ("features.bin (big SAE)", f"/sae/{BIG}/points/features.bin"),
+                           ("samples.bin", f"/sae/{SAE}/points/samples.bin")]:
+            t0 = time.perf_counter()
+            r = httpx.get(base + url, timeout=120)
+            n = int.from_bytes(r.content[:4], "little")
+            import json
+            pts = json.loads(r.content[4:4 + n])["n"]
+            print(f"{label:<32}{pts:>10,}{len(r.content):>12,}{len(r.content) / 2**20:>8.2f}"
+                  f"   (first request {time.perf_counter() - t0:.2f} s)")
+        if not args.no_browser:
+            ms = browser_map_time(base)
+            if ms is not None:
+                print(f"\nheadless Chromium: {args.big_map:,}-point map fetched, parsed and drawn in {ms:.0f} ms")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

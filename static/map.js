@@ -1,0 +1,623 @@
+// SAE explorer map: a small WebGL point renderer (gl.POINTS), pan/zoom, CPU picking on a grid,
+// lasso selection, cluster labels, and view state kept in the query string.
+import { drawHeat } from './app.js';
+
+const root = document.getElementById('explorer');
+const saeId = root.dataset.sae;
+const canvas = document.getElementById('map');
+const labelsEl = document.getElementById('labels');
+const hoverEl = document.getElementById('hover');
+const statusEl = document.getElementById('map-status');
+const lassoSvg = document.getElementById('lasso');
+const lassoPoly = lassoSvg.querySelector('polygon');
+const mapSelect = document.getElementById('map-select');
+const colorSelect = document.getElementById('color-select');
+const lassoBtn = document.getElementById('lasso-btn');
+const selList = document.getElementById('sel-list');
+const selCount = document.getElementById('sel-count');
+const samplePanel = document.getElementById('sample-panel');
+
+const PALETTE = [
+  [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75],
+  [227, 119, 194], [188, 189, 34], [23, 190, 207], [57, 59, 121], [173, 73, 74], [99, 121, 57],
+];
+const NOISE = [170, 170, 170];
+const MAX_LABELS = 40;
+const MAX_LIST = 200;
+
+// ---------- binary columns ----------
+export function parsePoints(buf) {
+  const dv = new DataView(buf);
+  const hlen = dv.getUint32(0, true);
+  const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 4, hlen)));
+  const base = 4 + hlen;
+  const types = { float32: Float32Array, int16: Int16Array, int32: Int32Array, uint8: Uint8Array,
+    int64: BigInt64Array, float64: Float64Array };
+  const cols = {};
+  for (const c of header.columns) cols[c.name] = new types[c.dtype](buf, base + c.offset, header.n);
+  return { header, cols, n: header.n };
+}
+
+// ---------- state in the query string ----------
+function readState() {
+  const p = new URLSearchParams(location.search);
+  const num = (k) => (p.has(k) && Number.isFinite(parseFloat(p.get(k))) ? parseFloat(p.get(k)) : null);
+  return {
+    map: p.get('map') === 'samples' ? 'samples' : 'features',
+    color: ['cluster', 'density', 'max_act', 'entropy'].includes(p.get('color')) ? p.get('color') : 'cluster',
+    x: num('x'), y: num('y'), z: num('z'),
+    sel: parseRanges(p.get('sel') || ''),
+    sample: p.has('sample') ? parseInt(p.get('sample'), 10) : null,
+  };
+}
+
+function parseRanges(s) {
+  const out = [];
+  for (const part of s.split(',')) {
+    const m = part.trim().match(/^(\d+)(?:-(\d+))?$/);
+    if (!m) continue;
+    const a = +m[1], b = m[2] ? +m[2] : a;
+    for (let i = a; i <= b && out.length < 100000; i++) out.push(i);
+  }
+  return out;
+}
+
+function toRanges(ids) {
+  const s = [...ids].sort((a, b) => a - b);
+  const parts = [];
+  for (let i = 0; i < s.length; i++) {
+    let j = i;
+    while (j + 1 < s.length && s[j + 1] === s[j] + 1) j++;
+    parts.push(i === j ? `${s[i]}` : `${s[i]}-${s[j]}`);
+    i = j;
+  }
+  return parts.join(',');
+}
+
+let urlTimer = null;
+function writeState() {
+  clearTimeout(urlTimer);
+  urlTimer = setTimeout(() => {
+    const p = new URLSearchParams();
+    p.set('map', state.map);
+    p.set('color', state.color);
+    p.set('x', view.cx.toPrecision(6));
+    p.set('y', view.cy.toPrecision(6));
+    p.set('z', view.zoom.toPrecision(4));
+    const sel = toRanges(selectedIds());
+    if (sel && sel.length < 1800) p.set('sel', sel);
+    if (state.sample !== null && state.map === 'samples') p.set('sample', state.sample);
+    history.replaceState(null, '', `${location.pathname}?${p}`);
+  }, 120);
+}
+
+// ---------- WebGL ----------
+const VS = `
+attribute float ax; attribute float ay; attribute vec4 acolor; attribute float asel;
+uniform vec2 center; uniform vec2 scale; uniform float psize; uniform float anysel;
+varying vec4 vcolor;
+void main() {
+  gl_Position = vec4((ax - center.x) * scale.x, (ay - center.y) * scale.y, 0.0, 1.0);
+  gl_PointSize = asel > 0.5 ? psize * 1.8 : psize;
+  vcolor = (anysel > 0.5 && asel < 0.5) ? vec4(acolor.rgb, 0.25) : acolor;
+}`;
+const FS = `
+precision mediump float;
+varying vec4 vcolor;
+void main() {
+  vec2 d = gl_PointCoord - vec2(0.5);
+  if (dot(d, d) > 0.25) discard;
+  gl_FragColor = vec4(vcolor.rgb * vcolor.a, vcolor.a);
+}`;
+
+function makeGL() {
+  const gl = canvas.getContext('webgl', { preserveDrawingBuffer: true, antialias: false, premultipliedAlpha: true });
+  if (!gl) return null;
+  const sh = (type, src) => {
+    const s = gl.createShader(type);
+    gl.shaderSource(s, src);
+    gl.compileShader(s);
+    if (!gl.getShaderParameter(s, gl.COMPILE_STATUS)) throw new Error(gl.getShaderInfoLog(s));
+    return s;
+  };
+  const prog = gl.createProgram();
+  gl.attachShader(prog, sh(gl.VERTEX_SHADER, VS));
+  gl.attachShader(prog, sh(gl.FRAGMENT_SHADER, FS));
+  gl.linkProgram(prog);
+  gl.useProgram(prog);
+  const loc = (n) => gl.getAttribLocation(prog, n);
+  const uni = (n) => gl.getUniformLocation(prog, n);
+  return {
+    gl, prog,
+    attrs: { ax: loc('ax'), ay: loc('ay'), acolor: loc('acolor'), asel: loc('asel') },
+    unis: { center: uni('center'), scale: uni('scale'), psize: uni('psize'), anysel: uni('anysel') },
+    bufs: { x: gl.createBuffer(), y: gl.createBuffer(), color: gl.createBuffer(), sel: gl.createBuffer() },
+  };
+}
+
+function upload(buf, data) {
+  const gl = R.gl;
+  gl.bindBuffer(gl.ARRAY_BUFFER, buf);
+  gl.bufferData(gl.ARRAY_BUFFER, data, gl.STATIC_DRAW);
+}
+
+function bindAttr(name, buf, size, type, norm) {
+  const gl = R.gl;
+  gl.bindBuffer(gl.ARRAY_BUFFER, buf);
+  gl.enableVertexAttribArray(R.attrs[name]);
+  gl.vertexAttribPointer(R.attrs[name], size, type, norm, 0, 0);
+}
+
+// ---------- data + view ----------
+const state = readState();
+const R = makeGL();
+let pts = null; // {n, cols, header, ids}
+let grid = null;
+let selected = new Uint8Array(0);
+let nSelected = 0;
+const view = { cx: 0, cy: 0, zoom: 1, fit: 1 };
+const cache = { features: null, samples: null };
+const cards = new Map();
+
+function idOf(i) { return pts.cols.id ? Number(pts.cols.id[i]) : i; }
+function selectedIds() {
+  const out = [];
+  if (!pts) return out;
+  for (let i = 0; i < pts.n; i++) if (selected[i]) out.push(idOf(i));
+  return out;
+}
+
+function bbox(x, y, n) {
+  let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const a = x[i], b = y[i];
+    if (!(a === a && b === b)) continue; // NaN
+    if (a < x0) x0 = a; if (a > x1) x1 = a; if (b < y0) y0 = b; if (b > y1) y1 = b;
+  }
+  if (x0 === Infinity) return [0, 1, 0, 1];
+  if (x1 === x0) { x0 -= 1; x1 += 1; }
+  if (y1 === y0) { y0 -= 1; y1 += 1; }
+  return [x0, x1, y0, y1];
+}
+
+// Uniform grid over the data for nearest-point picking and fast lasso pre-filtering.
+function buildGrid(x, y, n, bb) {
+  const G = Math.max(8, Math.min(1024, Math.round(Math.sqrt(n / 4))));
+  const [x0, x1, y0, y1] = bb;
+  const sx = G / (x1 - x0), sy = G / (y1 - y0);
+  const cellOf = new Int32Array(n);
+  const counts = new Int32Array(G * G + 1); // last slot: points with NaN coordinates
+  for (let i = 0; i < n; i++) {
+    const cx = Math.min(G - 1, Math.max(0, Math.floor((x[i] - x0) * sx)));
+    const cy = Math.min(G - 1, Math.max(0, Math.floor((y[i] - y0) * sy)));
+    const c = (x[i] === x[i] && y[i] === y[i]) ? cy * G + cx : G * G;
+    cellOf[i] = c;
+    counts[c]++;
+  }
+  const start = new Int32Array(G * G + 1);
+  for (let c = 0; c < G * G; c++) start[c + 1] = start[c] + counts[c];
+  const fill = start.slice();
+  const order = new Int32Array(n);
+  for (let i = 0; i < n; i++) if (cellOf[i] < G * G) order[fill[cellOf[i]]++] = i;
+  return { G, x0, y0, sx, sy, start, order };
+}
+
+function nearest(dx, dy, radius) {
+  if (!grid) return -1;
+  const { G, x0, y0, sx, sy, start, order } = grid;
+  const { x, y } = pts.cols;
+  const cx0 = Math.max(0, Math.floor((dx - radius - x0) * sx)), cx1 = Math.min(G - 1, Math.floor((dx + radius - x0) * sx));
+  const cy0 = Math.max(0, Math.floor((dy - radius - y0) * sy)), cy1 = Math.min(G - 1, Math.floor((dy + radius - y0) * sy));
+  let best = -1, bestD = radius * radius;
+  for (let cy = cy0; cy <= cy1; cy++) {
+    for (let cx = cx0; cx <= cx1; cx++) {
+      const c = cy * G + cx;
+      for (let k = start[c]; k < start[c + 1]; k++) {
+        const i = order[k];
+        const d = (x[i] - dx) ** 2 + (y[i] - dy) ** 2;
+        if (d <= bestD) { bestD = d; best = i; }
+      }
+    }
+  }
+  return best;
+}
+
+function size() {
+  const dpr = window.devicePixelRatio || 1;
+  const w = Math.max(1, Math.round(canvas.clientWidth * dpr)), h = Math.max(1, Math.round(canvas.clientHeight * dpr));
+  if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+  return { w, h, dpr };
+}
+
+function ppu() { // device pixels per data unit
+  const { w, h } = size();
+  return view.zoom * view.fit * Math.min(w, h);
+}
+
+export function toScreen(dx, dy) { // CSS pixels relative to the canvas
+  const { w, h, dpr } = size();
+  const k = ppu();
+  return [(w / 2 + (dx - view.cx) * k) / dpr, (h / 2 - (dy - view.cy) * k) / dpr];
+}
+
+function toData(sx, sy) {
+  const { w, h, dpr } = size();
+  const k = ppu();
+  return [view.cx + (sx * dpr - w / 2) / k, view.cy - (sy * dpr - h / 2) / k];
+}
+
+function ramp(t) { // viridis-like
+  const stops = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+  const s = Math.min(0.9999, Math.max(0, t)) * (stops.length - 1);
+  const i = Math.floor(s), f = s - i;
+  return stops[i].map((v, j) => Math.round(v + (stops[i + 1][j] - v) * f));
+}
+
+function colors() {
+  const n = pts.n;
+  const out = new Uint8Array(n * 4);
+  const key = state.map === 'features' ? state.color : 'cluster';
+  const q = pts.cols[key];
+  const cl = pts.cols.cluster;
+  for (let i = 0; i < n; i++) {
+    let c;
+    if (key === 'cluster' || !q) {
+      const id = cl ? cl[i] : 0;
+      c = id < 0 ? NOISE : PALETTE[id % PALETTE.length];
+    } else {
+      c = q[i] === 0 ? NOISE : ramp((q[i] - 1) / 254);
+    }
+    out[i * 4] = c[0]; out[i * 4 + 1] = c[1]; out[i * 4 + 2] = c[2]; out[i * 4 + 3] = 235;
+  }
+  return out;
+}
+
+function draw() {
+  if (!R || !pts) return;
+  const gl = R.gl;
+  const { w, h, dpr } = size();
+  gl.viewport(0, 0, w, h);
+  gl.clearColor(1, 1, 1, 1);
+  gl.clear(gl.COLOR_BUFFER_BIT);
+  gl.enable(gl.BLEND);
+  gl.blendFunc(gl.ONE, gl.ONE_MINUS_SRC_ALPHA);
+  const k = ppu();
+  gl.uniform2f(R.unis.center, view.cx, view.cy);
+  gl.uniform2f(R.unis.scale, (2 * k) / w, (2 * k) / h);
+  const n = pts.n;
+  const base = n < 1000 ? 9 : n < 20000 ? 5 : n < 200000 ? 3 : 2;
+  gl.uniform1f(R.unis.psize, Math.min(48, base * Math.min(4, Math.sqrt(view.zoom))) * dpr);
+  gl.uniform1f(R.unis.anysel, nSelected > 0 ? 1 : 0);
+  gl.drawArrays(gl.POINTS, 0, n);
+  drawLabels();
+}
+
+let rafPending = false;
+function redraw() {
+  if (rafPending) return;
+  rafPending = true;
+  requestAnimationFrame(() => { rafPending = false; draw(); writeState(); });
+}
+
+function drawLabels() {
+  const clusters = JSON.parse(document.getElementById(`clusters-${state.map}`).textContent || '[]');
+  labelsEl.replaceChildren();
+  const W = canvas.clientWidth, H = canvas.clientHeight;
+  for (const c of clusters.slice(0, MAX_LABELS)) {
+    const [sx, sy] = toScreen(c.x, c.y);
+    if (sx < 0 || sy < 0 || sx > W || sy > H || !c.name) continue;
+    const span = document.createElement('span');
+    span.textContent = c.name; // textContent: names are data, never HTML
+    span.style.left = `${sx}px`;
+    span.style.top = `${sy}px`;
+    labelsEl.appendChild(span);
+  }
+}
+
+async function loadMap(which) {
+  const t0 = performance.now();
+  statusEl.textContent = 'loading…';
+  if (!cache[which]) {
+    const url = which === 'features' ? root.dataset.featuresBin : root.dataset.samplesBin;
+    const res = await fetch(url);
+    if (!res.ok) { statusEl.textContent = `could not load points (${res.status})`; return; }
+    const p = parsePoints(await res.arrayBuffer());
+    p.bb = bbox(p.cols.x, p.cols.y, p.n);
+    p.grid = buildGrid(p.cols.x, p.cols.y, p.n, p.bb);
+    cache[which] = p;
+  }
+  pts = cache[which];
+  grid = pts.grid;
+  const [x0, x1, y0, y1] = pts.bb;
+  view.fit = 0.92 / Math.max(x1 - x0, y1 - y0);
+  if (R) {
+    upload(R.bufs.x, pts.cols.x); bindAttr('ax', R.bufs.x, 1, R.gl.FLOAT, false);
+    upload(R.bufs.y, pts.cols.y); bindAttr('ay', R.bufs.y, 1, R.gl.FLOAT, false);
+    upload(R.bufs.color, colors()); bindAttr('acolor', R.bufs.color, 4, R.gl.UNSIGNED_BYTE, true);
+  }
+  selected = new Uint8Array(pts.n);
+  nSelected = 0;
+  uploadSel();
+  draw();
+  if (R) R.gl.readPixels(0, 0, 1, 1, R.gl.RGBA, R.gl.UNSIGNED_BYTE, new Uint8Array(4)); // wait for the GPU
+  const ms = performance.now() - t0;
+  root.dataset.loadMs = ms.toFixed(1);
+  root.dataset.ready = which;
+  root.dataset.n = String(pts.n);
+  statusEl.textContent = R ? `${pts.n.toLocaleString()} points · ${ms.toFixed(0)} ms` : 'WebGL is not available in this browser';
+}
+
+function resetView() {
+  if (!pts) return;
+  const [x0, x1, y0, y1] = pts.bb;
+  view.cx = (x0 + x1) / 2; view.cy = (y0 + y1) / 2; view.zoom = 1;
+}
+
+function uploadSel() {
+  if (!R) return;
+  upload(R.bufs.sel, selected);
+  bindAttr('asel', R.bufs.sel, 1, R.gl.UNSIGNED_BYTE, false);
+}
+
+function setSelection(indices) {
+  selected = new Uint8Array(pts.n);
+  for (const i of indices) selected[i] = 1;
+  nSelected = indices.length;
+  uploadSel();
+  redraw();
+  renderSelection(indices);
+}
+
+async function renderSelection(indices) {
+  selCount.textContent = indices.length ? `(${indices.length.toLocaleString()})` : '';
+  selList.replaceChildren();
+  const ids = indices.slice(0, MAX_LIST).map(idOf);
+  if (!ids.length) return;
+  if (state.map === 'features') {
+    const res = await fetch(`/sae/${encodeURIComponent(saeId)}/features.json?limit=${MAX_LIST}&ids=${toRanges(ids)}`);
+    if (!res.ok) return;
+    const body = await res.json();
+    for (const f of body.data) {
+      const li = document.createElement('li');
+      const a = document.createElement('a');
+      a.href = f.url;
+      a.textContent = `#${f.feature_id} ${f.title}`;
+      li.appendChild(a);
+      selList.appendChild(li);
+    }
+  } else {
+    for (const id of ids) {
+      const li = document.createElement('li');
+      const a = document.createElement('a');
+      a.href = `/sae/${encodeURIComponent(saeId)}/sample/${id}`;
+      a.textContent = `sample ${id}`;
+      li.appendChild(a);
+      selList.appendChild(li);
+    }
+  }
+  if (indices.length > MAX_LIST) {
+    const li = document.createElement('li');
+    li.textContent = `… and ${(indices.length - MAX_LIST).toLocaleString()} more`;
+    selList.appendChild(li);
+  }
+}
+
+function lassoSelect(poly) {
+  if (poly.length < 3) return;
+  const dpoly = poly.map(([sx, sy]) => toData(sx, sy));
+  let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+  for (const [a, b] of dpoly) { x0 = Math.min(x0, a); x1 = Math.max(x1, a); y0 = Math.min(y0, b); y1 = Math.max(y1, b); }
+  const { x, y } = pts.cols;
+  const hits = [];
+  for (let i = 0; i < pts.n; i++) {
+    const px = x[i], py = y[i];
+    if (px < x0 || px > x1 || py < y0 || py > y1) continue;
+    let inside = false;
+    for (let a = 0, b = dpoly.length - 1; a < dpoly.length; b = a++) {
+      const [ax, ay] = dpoly[a], [bx, by] = dpoly[b];
+      if ((ay > py) !== (by > py) && px < ((bx - ax) * (py - ay)) / (by - ay) + ax) inside = !inside;
+    }
+    if (inside) hits.push(i);
+  }
+  setSelection(hits);
+}
+
+// ---------- hover and click ----------
+function el(tag, attrs = {}, text = null) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text !== null) e.textContent = text;
+  return e;
+}
+
+async function card(i) {
+  const id = idOf(i);
+  const key = `${state.map}:${id}`;
+  if (!cards.has(key)) {
+    const url = state.map === 'features'
+      ? `/sae/${encodeURIComponent(saeId)}/feature/${id}/card.json`
+      : `/sae/${encodeURIComponent(saeId)}/sample/${id}.json`;
+    cards.set(key, fetch(url).then((r) => (r.ok ? r.json() : null)));
+  }
+  return cards.get(key);
+}
+
+let hoverIdx = -1;
+async function showHover(i, sx, sy) {
+  hoverIdx = i;
+  if (i < 0) { hoverEl.hidden = true; return; }
+  const data = await card(i);
+  if (hoverIdx !== i || !data) return;
+  hoverEl.replaceChildren();
+  if (state.map === 'features') {
+    hoverEl.appendChild(el('strong', {}, `#${data.feature_id} ${data.title}`));
+    hoverEl.appendChild(el('div', {}, `density ${(100 * (data.density || 0)).toFixed(3)}% · max ${fmt(data.max_act)}`));
+    const row = el('div');
+    for (const t of data.top) {
+      if (t.thumb_url) row.appendChild(el('img', { src: t.thumb_url, alt: t.caption || t.label || `sample ${t.sample_id}` }));
+      else row.appendChild(el('div', { class: 'text-sample' }, t.caption || ''));
+    }
+    hoverEl.appendChild(row);
+  } else {
+    const s = data.sample;
+    hoverEl.appendChild(el('strong', {}, `sample ${s.sample_id}`));
+    if (s.thumb_url) hoverEl.appendChild(el('img', { src: s.thumb_url, alt: s.caption || s.label || '' }));
+    hoverEl.appendChild(el('div', {}, s.caption || s.label || ''));
+  }
+  hoverEl.style.left = `${Math.min(sx + 14, canvas.clientWidth - 270)}px`;
+  hoverEl.hidden = false;
+  const below = sy + 14 + hoverEl.offsetHeight < canvas.clientHeight;
+  hoverEl.style.top = `${below ? sy + 14 : Math.max(0, sy - 14 - hoverEl.offsetHeight)}px`;
+}
+
+function fmt(v) { return v === null || v === undefined ? '–' : Number(v).toPrecision(3); }
+
+async function openSample(id) {
+  state.sample = id;
+  writeState();
+  const res = await fetch(`/sae/${encodeURIComponent(saeId)}/sample/${id}.json`);
+  if (!res.ok) return;
+  const v = await res.json();
+  samplePanel.replaceChildren();
+  samplePanel.appendChild(el('h2', {}, `Sample ${v.sample.sample_id}`));
+  if (v.sample.thumb_url) samplePanel.appendChild(el('img', { class: 'big', src: v.sample.thumb_url, alt: v.sample.caption || v.sample.label || '' }));
+  if (v.sample.caption) samplePanel.appendChild(el('p', {}, v.sample.caption));
+  const ol = el('ol', { class: 'sample-features' });
+  for (const f of v.features) {
+    const li = el('li');
+    if (f.heatmap && v.sample.thumb_url && v.sae.is_patch) {
+      const wrap = el('span', { class: 'thumb-wrap small' });
+      wrap.appendChild(el('img', { src: v.sample.thumb_url, alt: `heatmap of feature ${f.feature_id}` }));
+      const c = el('canvas', { class: 'heat', width: v.sae.grid_w, height: v.sae.grid_h, 'data-heat': JSON.stringify(f.heatmap) });
+      wrap.appendChild(c);
+      li.appendChild(wrap);
+      drawHeat(c);
+    }
+    li.appendChild(el('a', { href: f.url }, `#${f.feature_id} ${f.title}`));
+    li.appendChild(el('span', { class: 'act' }, ` ${fmt(f.activation)}`));
+    ol.appendChild(li);
+  }
+  samplePanel.appendChild(ol);
+  samplePanel.appendChild(el('a', { href: `/sae/${encodeURIComponent(saeId)}/sample/${id}` }, 'open sample page'));
+  samplePanel.hidden = false;
+}
+
+function pickAt(sx, sy) {
+  const [dx, dy] = toData(sx, sy);
+  const radius = (10 * (window.devicePixelRatio || 1)) / ppu();
+  return nearest(dx, dy, radius);
+}
+
+// ---------- interaction ----------
+let drag = null;
+let lassoMode = false;
+canvas.addEventListener('pointerdown', (e) => {
+  canvas.setPointerCapture(e.pointerId);
+  const lasso = lassoMode || e.shiftKey;
+  drag = { x: e.offsetX, y: e.offsetY, cx: view.cx, cy: view.cy, moved: false, lasso, poly: lasso ? [[e.offsetX, e.offsetY]] : null };
+});
+canvas.addEventListener('pointermove', (e) => {
+  if (!pts) return;
+  if (drag) {
+    const ddx = e.offsetX - drag.x, ddy = e.offsetY - drag.y;
+    if (Math.abs(ddx) + Math.abs(ddy) > 3) drag.moved = true;
+    if (drag.lasso) {
+      drag.poly.push([e.offsetX, e.offsetY]);
+      lassoPoly.setAttribute('points', drag.poly.map((p) => p.join(',')).join(' '));
+    } else {
+      const k = ppu() / (window.devicePixelRatio || 1);
+      view.cx = drag.cx - ddx / k; view.cy = drag.cy + ddy / k;
+      redraw();
+    }
+    return;
+  }
+  const i = pickAt(e.offsetX, e.offsetY);
+  canvas.style.cursor = i >= 0 ? 'pointer' : 'crosshair';
+  showHover(i, e.offsetX, e.offsetY);
+});
+canvas.addEventListener('pointerup', (e) => {
+  if (!drag) return;
+  const d = drag;
+  drag = null;
+  if (d.lasso) {
+    lassoPoly.setAttribute('points', '');
+    if (d.moved) lassoSelect(d.poly);
+    return;
+  }
+  if (d.moved) return;
+  const i = pickAt(e.offsetX, e.offsetY);
+  if (i < 0) { if (nSelected) setSelection([]); return; }
+  if (state.map === 'features') window.location.href = `/sae/${encodeURIComponent(saeId)}/feature/${idOf(i)}`;
+  else openSample(idOf(i));
+});
+canvas.addEventListener('pointerleave', () => { hoverIdx = -1; hoverEl.hidden = true; });
+canvas.addEventListener('wheel', (e) => {
+  e.preventDefault();
+  const [dx, dy] = toData(e.offsetX, e.offsetY);
+  const f = Math.exp(-e.deltaY * 0.0015);
+  view.zoom = Math.min(5000, Math.max(0.2, view.zoom * f));
+  const [nx, ny] = toData(e.offsetX, e.offsetY);
+  view.cx += dx - nx; view.cy += dy - ny;
+  redraw();
+}, { passive: false });
+canvas.addEventListener('keydown', (e) => {
+  const step = 60 / (ppu() / (window.devicePixelRatio || 1));
+  const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, step], ArrowDown: [0, -step] };
+  if (moves[e.key]) { view.cx += moves[e.key][0]; view.cy += moves[e.key][1]; }
+  else if (e.key === '+' || e.key === '=') view.zoom *= 1.25;
+  else if (e.key === '-') view.zoom /= 1.25;
+  else if (e.key === '0') resetView();
+  else return;
+  e.preventDefault();
+  redraw();
+});
+lassoBtn.addEventListener('click', () => {
+  lassoMode = !lassoMode;
+  lassoBtn.setAttribute('aria-pressed', String(lassoMode));
+});
+document.getElementById('reset-btn').addEventListener('click', () => { resetView(); setSelection([]); });
+colorSelect.addEventListener('change', () => {
+  state.color = colorSelect.value;
+  if (R && pts) { upload(R.bufs.color, colors()); bindAttr('acolor', R.bufs.color, 4, R.gl.UNSIGNED_BYTE, true); }
+  redraw();
+});
+mapSelect.addEventListener('change', async () => {
+  state.map = mapSelect.value;
+  state.sample = null;
+  samplePanel.hidden = true;
+  colorSelect.disabled = state.map !== 'features';
+  await loadMap(state.map);
+  resetView();
+  renderSelection([]);
+  redraw();
+});
+new ResizeObserver(() => redraw()).observe(canvas);
+
+// Test hook: where a point is on screen, so browser tests can click it.
+window.saescopeMap = {
+  screenOf: (i) => toScreen(pts.cols.x[i], pts.cols.y[i]),
+  idOf: (i) => idOf(i),
+  view: () => ({ ...view }),
+  selected: () => selectedIds(),
+};
+
+// ---------- start ----------
+(async () => {
+  mapSelect.value = state.map;
+  colorSelect.value = state.color;
+  colorSelect.disabled = state.map !== 'features';
+  await loadMap(state.map);
+  resetView();
+  if (state.z !== null) view.zoom = state.z;
+  if (state.x !== null) view.cx = state.x;
+  if (state.y !== null) view.cy = state.y;
+  if (state.sel.length && pts) {
+    const want = new Set(state.sel);
+    const idx = [];
+    for (let i = 0; i < pts.n; i++) if (want.has(idOf(i))) idx.push(i);
+    setSelection(idx);
+  }
+  draw();
+  if (state.sample !== null && state.map === 'samples') openSample(state.sample);
+  root.dataset.restored = 'true';
+})();

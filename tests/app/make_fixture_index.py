@@ -1,0 +1,242 @@
+"""Build a small but complete explorer index (schema version 1) for the app tests.
+
+The DDL below is copied column for column from docs/data-contract.md ("Explorer index"), so
+the app is tested against exactly what `precompute index` writes. Run as a script to build one
+by hand: `python tests/app/make_fixture_index.py /tmp/fixture`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+from PIL import Image, ImageDraw
+
+SCHEMA_VERSION = 1
+
+# Column order and types exactly as in the contract; per-feature tables ordered by sae_id, feature_id.
+DDL = """
+CREATE TABLE schema_version (version INTEGER, saescope_version VARCHAR, created_at TIMESTAMP);
+CREATE TABLE datasets (dataset_id VARCHAR, modality VARCHAR, source VARCHAR, n_samples BIGINT,
+    thumbs_dpath VARCHAR, has_labels BOOLEAN);
+CREATE TABLE samples (dataset_id VARCHAR, sample_id BIGINT, source VARCHAR, caption VARCHAR,
+    label VARCHAR, width INTEGER, height INTEGER);
+CREATE TABLE saes (sae_id VARCHAR, title VARCHAR, dataset_id VARCHAR, model VARCHAR, layer VARCHAR,
+    token_selection VARCHAR, arch VARCHAR, d_in INTEGER, d_sae INTEGER, k INTEGER, grid_h INTEGER,
+    grid_w INTEGER, n_samples BIGINT, n_tokens BIGINT, l0 DOUBLE, explained_variance DOUBLE,
+    fvu DOUBLE, dead_fraction DOUBLE, checkpoint VARCHAR, store VARCHAR, config_json VARCHAR);
+CREATE TABLE features (sae_id VARCHAR, feature_id INTEGER, name VARCHAR, density DOUBLE,
+    n_fired BIGINT, mean_act DOUBLE, max_act DOUBLE, label_entropy DOUBLE, top_label VARCHAR,
+    cluster_id INTEGER, x REAL, y REAL);
+CREATE TABLE feature_top (sae_id VARCHAR, feature_id INTEGER, rank INTEGER, sample_id BIGINT,
+    activation REAL, heatmap BLOB, heatmap_scale REAL);
+CREATE TABLE feature_quantiles (sae_id VARCHAR, feature_id INTEGER, bin INTEGER, rank INTEGER,
+    sample_id BIGINT, activation REAL, heatmap BLOB, heatmap_scale REAL);
+CREATE TABLE feature_hist (sae_id VARCHAR, feature_id INTEGER, edges DOUBLE[], counts BIGINT[]);
+CREATE TABLE feature_labels (sae_id VARCHAR, feature_id INTEGER, label VARCHAR, count INTEGER,
+    fraction DOUBLE);
+CREATE TABLE feature_neighbors (sae_id VARCHAR, feature_id INTEGER, rank INTEGER,
+    neighbor_id INTEGER, cosine REAL);
+CREATE TABLE clusters (sae_id VARCHAR, map VARCHAR, cluster_id INTEGER, name VARCHAR,
+    size INTEGER, x REAL, y REAL);
+CREATE TABLE sample_map (sae_id VARCHAR, sample_id BIGINT, x REAL, y REAL, cluster_id INTEGER);
+CREATE TABLE sample_top (sae_id VARCHAR, sample_id BIGINT, rank INTEGER, feature_id INTEGER,
+    activation REAL);
+CREATE TABLE training_curve (sae_id VARCHAR, step BIGINT, n_tokens BIGINT, loss DOUBLE,
+    fvu DOUBLE, l0 DOUBLE, dead_fraction DOUBLE);
+"""
+
+TABLES = [
+    "schema_version", "datasets", "samples", "saes", "features", "feature_top",
+    "feature_quantiles", "feature_hist", "feature_labels", "feature_neighbors", "clusters",
+    "sample_map", "sample_top", "training_curve",
+]
+
+N_SAMPLES = 40
+N_FEATURES = 64
+N_TOP = 8
+LABELS = ["circle", "square", "triangle", "star"]
+COLORS = ["red", "green", "blue", "gold"]
+XSS = "<script>alert(1)</script>"
+POOLED, PATCH, TEXT = "pooled-img", "patch-img", "text-sae"
+IMG_DS, TEXT_DS = "shapes-0123456789ab", "words-0123456789ab"
+DEAD_FEATURE = 63  # never fires: no top rows, density 0
+
+
+def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create every contract table, empty."""
+    for stmt in DDL.split(";"):
+        if stmt.strip():
+            con.execute(stmt)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
+    """Multi-row INSERTs in chunks: far faster than executemany in DuckDB."""
+    if not rows:
+        return
+    one = "(" + ",".join("?" * len(rows[0])) + ")"
+    for i in range(0, len(rows), 400):
+        chunk = rows[i:i + 400]
+        con.execute(f"INSERT INTO {table} VALUES " + ",".join([one] * len(chunk)),
+                    [v for row in chunk for v in row])
+
+
+def caption_of(i: int) -> str:
+    """Sample 7 carries an XSS payload so every page is checked for escaping."""
+    if i == 7:
+        return f"a {XSS} shape"
+    return f"a {COLORS[i % 4]} {LABELS[(i // 4) % 4]} number {i}"
+
+
+def _draw_thumbs(dpath: Path) -> None:
+    dpath.mkdir(parents=True, exist_ok=True)
+    for i in range(N_SAMPLES):
+        img = Image.new("RGB", (64, 48), "white")
+        d = ImageDraw.Draw(img)
+        c, shape = COLORS[i % 4], LABELS[(i // 4) % 4]
+        box = (8 + i % 5, 6, 56 - i % 7, 42)
+        if shape == "circle":
+            d.ellipse(box, fill=c)
+        elif shape == "square":
+            d.rectangle(box, fill=c)
+        else:
+            d.polygon([(32, 4), (8, 44), (56, 44)], fill=c)
+        img.save(dpath / f"{i}.webp", "WEBP", quality=80)
+
+
+def _sample_rows() -> list[tuple]:
+    rows = [(IMG_DS, i, f"img/{i}.png", caption_of(i), LABELS[(i // 4) % 4], 64, 48)
+            for i in range(N_SAMPLES)]
+    words = ["apple pie recipe", "red apple orchard", "blue ocean waves", "green forest walk",
+             f"text with {XSS}", "stormy ocean night", "apple tree blossom", "forest cabin"]
+    rows += [(TEXT_DS, i, f"words#{i}", w, None, None, None) for i, w in enumerate(words)]
+    return rows
+
+
+def _heat(rng: np.random.Generator, act: float, grid: int | None) -> tuple[bytes | None, float | None]:
+    """A uint8 patch map whose maximum decodes to `act` (value * scale / 255)."""
+    if grid is None:
+        return None, None
+    h = rng.integers(0, 200, size=grid * grid).astype(np.uint8)
+    h[int(rng.integers(0, grid * grid))] = 255
+    return h.tobytes(), float(act)
+
+
+def _feature_tables(con, sae_id: str, d_sae: int, n_samples: int, grid: int | None, seed: int,
+                    labels: list[str | None]) -> None:
+    """Write features and every per-feature table for one SAE, consistent with each other."""
+    rng = np.random.default_rng(seed)
+    n_clusters = 4
+    feats, tops, quants, hists, labs, neigh, stop = [], [], [], [], [], [], {}
+    n_top = min(N_TOP, n_samples)
+    for f in range(d_sae):
+        cluster = -1 if f % 9 == 8 else f % n_clusters
+        cx, cy = math.cos(cluster * 1.57) * 5, math.sin(cluster * 1.57) * 5
+        x, y = cx + rng.normal(0, 1), cy + rng.normal(0, 1)
+        if f == DEAD_FEATURE:
+            feats.append((sae_id, f, None, 0.0, 0, 0.0, 0.0, 0.0, None, -1, float(x), float(y)))
+            hists.append((sae_id, f, [], []))
+            continue
+        samples = rng.permutation(n_samples)[:n_top]
+        acts = np.sort(rng.uniform(0.5, 5.0, n_top))[::-1] * (1 + f / 10)
+        # ties broken by smaller sample_id: make the order contract-correct explicitly
+        order = sorted(zip(acts.tolist(), samples.tolist(), strict=True), key=lambda t: (-round(t[0], 6), t[1]))
+        top_labels = [labels[s] for _, s in order if labels[s] is not None]
+        for r, (a, s) in enumerate(order):
+            hb, hs = _heat(rng, a, grid)
+            tops.append((sae_id, f, r, s, a, hb, hs))
+            stop.setdefault(s, []).append((a, f))
+        for b in range(3):
+            for r in range(2):
+                s = int(rng.integers(0, n_samples))
+                a = float(0.2 + b + r * 0.1)
+                hb, hs = _heat(rng, a, grid)
+                quants.append((sae_id, f, b, r, s, a, hb, hs))
+        edges = np.logspace(-2, math.log10(order[0][0]), 11).tolist()
+        hists.append((sae_id, f, edges, rng.integers(0, 50, 10).tolist()))
+        counts: dict[str, int] = {}
+        for lab in top_labels:
+            counts[lab] = counts.get(lab, 0) + 1
+        ent = 0.0
+        for lab, c in sorted(counts.items(), key=lambda t: (-t[1], t[0])):
+            frac = c / len(top_labels)
+            ent -= frac * math.log(frac)
+            labs.append((sae_id, f, lab, c, frac))
+        top_label = max(counts, key=lambda k: (counts[k], k)) if counts else None
+        name = f"{top_label or 'word'} detector {f}"
+        if f == 5:
+            name = f"evil {XSS} feature"
+        n_fired = int(rng.integers(n_top, n_samples + 1))
+        feats.append((sae_id, f, name, n_fired / n_samples, n_fired, float(np.mean(acts)),
+                      float(order[0][0]), ent, top_label, cluster, float(x), float(y)))
+        for r in range(10):
+            nb = (f + r + 1) % (d_sae - 1)
+            neigh.append((sae_id, f, r, nb, float(0.9 - r * 0.05)))
+    _insert(con, "features", feats)
+    _insert(con, "feature_top", tops)
+    _insert(con, "feature_quantiles", quants)
+    _insert(con, "feature_hist", hists)
+    _insert(con, "feature_labels", labs)
+    _insert(con, "feature_neighbors", neigh)
+    rows = []
+    for s in range(n_samples):
+        for r, (a, f) in enumerate(sorted(stop.get(s, []), key=lambda t: -t[0])[:5]):
+            rows.append((sae_id, s, r, f, a))
+    _insert(con, "sample_top", rows)
+    cl = [(sae_id, "features", c, f"cluster {c} of {sae_id}", 0, math.cos(c * 1.57) * 5,
+           math.sin(c * 1.57) * 5) for c in range(n_clusters)]
+    cl.append((sae_id, "samples", 0, "all samples", n_samples, 0.0, 0.0))
+    _insert(con, "clusters", cl)
+    smap = [(sae_id, s, float(rng.normal()), float(rng.normal()), 0) for s in range(n_samples)]
+    _insert(con, "sample_map", smap)
+    curve = [(sae_id, st * 100, st * 100 * 256, 1.0 / (st + 1), 0.5 / (st + 1) + 0.1,
+              32 - st * 0.5, 0.5 / (st + 1)) for st in range(20)]
+    _insert(con, "training_curve", curve)
+
+
+def build_fixture_index(dpath: Path, schema_version: int = SCHEMA_VERSION) -> Path:
+    """Write `dpath/fixture.duckdb` and `dpath/thumbs/`; returns the index path."""
+    dpath.mkdir(parents=True, exist_ok=True)
+    thumbs = dpath / "thumbs"
+    _draw_thumbs(thumbs)
+    path = dpath / "fixture.duckdb"
+    path.unlink(missing_ok=True)
+    con = duckdb.connect(str(path))
+    create_schema(con)
+    con.execute("INSERT INTO schema_version VALUES (?, '0.1.0', now()::TIMESTAMP)", [schema_version])
+    _insert(con, "datasets", [
+        (IMG_DS, "image", "shapes", N_SAMPLES, str(thumbs), True),
+        (TEXT_DS, "text", "words", 8, None, False),
+    ])
+    _insert(con, "samples", _sample_rows())
+    cfg = json.dumps({"arch": "topk", "k": 8})
+    _insert(con, "saes", [
+        (POOLED, "Shapes pooled <b>", IMG_DS, "efficientnet-lite0", "head", "pooled", "topk", 1280,
+         N_FEATURES, 8, None, None, N_SAMPLES, N_SAMPLES, 7.9, 0.83, 0.17, 1 / 64, "ckpt/a", "st/a", cfg),
+        (PATCH, "Shapes patches", IMG_DS, "efficientnet-lite0", "blocks.15", "patches", "relu", 320,
+         N_FEATURES, None, 4, 4, N_SAMPLES, N_SAMPLES * 16, 12.5, 0.71, 0.29, 1 / 64, "ckpt/b", "st/b", cfg),
+        (TEXT, "Words", TEXT_DS, "minilm", "pooled", "pooled", "topk", 384, 16, 4, None, None, 8, 8,
+         3.9, 0.6, 0.4, 1 / 16, "ckpt/c", "st/c", cfg),
+    ])
+    img_labels = [LABELS[(i // 4) % 4] for i in range(N_SAMPLES)]
+    _feature_tables(con, POOLED, N_FEATURES, N_SAMPLES, None, 1, img_labels)
+    _feature_tables(con, PATCH, N_FEATURES, N_SAMPLES, 4, 2, img_labels)
+    _feature_tables(con, TEXT, 16, 8, None, 3, [None] * 8)
+    # contract: per-feature tables stored ordered by (sae_id, feature_id, ...)
+    for table, order in [("features", "sae_id, feature_id"),
+                         ("feature_top", "sae_id, feature_id, rank"),
+                         ("feature_quantiles", "sae_id, feature_id, bin, rank"),
+                         ("feature_neighbors", "sae_id, feature_id, rank")]:
+        con.execute(f"CREATE TABLE _t AS SELECT * FROM {table} ORDER BY {order}")
+        con.execute(f"DROP TABLE {table}")
+        con.execute(f"ALTER TABLE _t RENAME TO {table}")
+    con.close()
+    return path
+
+
+if __name__ == "__main__":
+    print(build_fixture_index(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/saescope-fixture")))
