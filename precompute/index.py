@@ -124,7 +124,9 @@ def _index_one(con, cfg: IndexConfig, spec: str, device: str, datasets_done: set
     store = _resolve_store(cfg, sae_dpath)
     if sae.cfg.d_in != store.d_in:
         raise DataError(f"SAE {spec} has d_in={sae.cfg.d_in} but store {store.dpath} has d_in={store.d_in}; index it with the store it was trained on")
-    ds_dpath = Path(store.manifest.get("dataset_dpath", ""))
+    if not store.manifest.get("dataset_dpath"):
+        raise FormatError(f"{store.dpath}: the store names no dataset folder (dataset_dpath); re-run `saescope extract`")
+    ds_dpath = Path(store.manifest["dataset_dpath"])
     if not ds_dpath.is_absolute():
         ds_dpath = store.dpath / ds_dpath
     ds_manifest = read_manifest(ds_dpath / "manifest.json", "dataset")

@@ -32,6 +32,7 @@ def _mmap_safetensors(fpath: Path) -> dict[str, np.ndarray]:
             header = json.loads(f.read(header_len))
     except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise FormatError(f"{fpath}: not a readable safetensors file ({e})") from None
+    data_size = fpath.stat().st_size - 8 - header_len
     arrays = {}
     for name, meta in header.items():
         if name == "__metadata__":
@@ -42,7 +43,7 @@ def _mmap_safetensors(fpath: Path) -> dict[str, np.ndarray]:
         start, end = meta["data_offsets"]
         shape = tuple(meta["shape"])
         count = int(np.prod(shape)) if shape else 1
-        if end - start != count * np.dtype(dtype).itemsize:
+        if end - start != count * np.dtype(dtype).itemsize or end > data_size:
             raise FormatError(f"{fpath}: tensor {name} is truncated or corrupt")
         if count == 0:
             arrays[name] = np.zeros(shape, dtype=dtype)

@@ -188,7 +188,7 @@ class _Trainer:
             return False
         try:
             state = torch.load(self._state_fpath, map_location=self.device, weights_only=True)
-        except (RuntimeError, OSError, EOFError) as e:
+        except Exception as e:  # damaged files raise RuntimeError, EOFError, UnpicklingError, KeyError, ...
             raise FormatError(f"{self._state_fpath}: corrupt training state ({e}); delete it to restart") from None
         self.sae.load_state_dict(state["sae"])
         self.opt.load_state_dict(state["opt"])
@@ -289,6 +289,7 @@ class _Trainer:
         acc = MetricsAccumulator(self.sae_cfg.d_sae)
         for _, x in self.store.iter_chunks(8192, start_row=start):
             x = x.to(self.device)
+            check_finite(x, f"{self.store.dpath} (held-out rows)")
             z = self.sae.encode(x)
             acc.update(x * self.sae.input_scale, self.sae.decode(z) * self.sae.input_scale, z)
         self.sae.train()

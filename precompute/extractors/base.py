@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sae_core.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class ExtractorInfo:
@@ -56,5 +58,5 @@ class Extractor(abc.ABC):
         return None
 
 
-class ExtractorError(ValueError):
+class ExtractorError(ConfigError):
     """A model spec, layer or token selection that cannot be honoured."""

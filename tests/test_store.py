@@ -1,0 +1,64 @@
+"""Activation store: round trips, memory-mapped random access, resume and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sae_core.errors import DataError, FormatError
+from sae_core.store import ActivationStore, StoreWriter
+from tests.precompute_helpers import make_store
+
+HEADER = {"dataset_id": "d", "model": "m", "layer": "l", "token_selection": "patches", "tokens_per_sample": 2,
+          "grid": [1, 2], "d_in": 3}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_round_trip_and_random_access(tmp_path, dtype):
+    acts = torch.randn(10, 2, 3)
+    w = StoreWriter(tmp_path / "s", {**HEADER, "dtype": dtype})
+    w.append(acts[:4], np.arange(4))
+    w.append(acts[4:], np.arange(4, 10))
+    w.finish()
+    store = ActivationStore(tmp_path / "s")
+    assert (store.n_samples, store.n_tokens, store.d_in, store.grid) == (10, 20, 3, (1, 2))
+    flat = acts.reshape(20, 3).to(getattr(torch, dtype)).float()
+    idx = np.array([19, 0, 7, 8, 3])
+    torch.testing.assert_close(store.rows(idx), flat[idx])
+    np.testing.assert_array_equal(store.sample_ids(), np.arange(10))
+    chunks = list(store.iter_chunks(n_rows=6))
+    assert [c[0] for c in chunks] == [0, 6, 12, 18]
+    torch.testing.assert_close(torch.cat([c[1] for c in chunks]), flat)
+
+
+def test_writer_resumes_an_existing_store_and_refuses_a_different_one(tmp_path):
+    w = StoreWriter(tmp_path / "s", {**HEADER, "dtype": "float32"})
+    w.append(torch.zeros(2, 2, 3), [0, 1])
+    again = StoreWriter(tmp_path / "s", {**HEADER, "dtype": "float32"})
+    assert again.n_samples_done == 2 and not again.complete
+    with pytest.raises(FormatError, match="d_in"):
+        StoreWriter(tmp_path / "s", {**HEADER, "d_in": 4, "dtype": "float32"})
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(FormatError, match="not found"):
+        ActivationStore(tmp_path / "missing")
+    w = StoreWriter(tmp_path / "empty", {**HEADER, "dtype": "float32"})
+    w.finish()
+    with pytest.raises(DataError, match="empty"):
+        ActivationStore(tmp_path / "empty")
+    d = make_store(tmp_path, np.ones((8, 3), np.float32), shard_samples=4)
+    shard = d / "shard-00001.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-5])
+    with pytest.raises(FormatError, match="truncated|corrupt|readable"):
+        ActivationStore(d)
+    manifest = json.loads((d / "manifest.json").read_text())
+    manifest["schema_version"] = 999
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FormatError, match="schema version 999"):
+        ActivationStore(d)
+    with pytest.raises(DataError, match="rows"):
+        StoreWriter(tmp_path / "t", {**HEADER, "dtype": "float32"}).append(torch.zeros(3, 3), [0, 1])
