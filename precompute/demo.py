@@ -41,7 +41,7 @@ def build_demo(cfg: DemoConfig) -> Path:
     pooled_batch = min(256, max(32, n // 8))
     sae_head = train(TrainConfig(
         store=str(head.store_dpath), out=str(root / "saes"), name="emoji-head",
-        sae=SAEConfig(arch="topk", k=16, d_sae=2048), lr=1e-3, batch_size=pooled_batch, n_epochs=cfg.epochs, log_every=10))
+        sae=SAEConfig(arch="topk", k=16, d_sae=512), lr=1e-3, batch_size=pooled_batch, n_epochs=cfg.epochs, log_every=10))
     sae_patch = train(TrainConfig(
         store=str(patches.store_dpath), out=str(root / "saes"), name="emoji-patches",
         sae=SAEConfig(arch="topk", k=16, d_sae=1024), lr=1e-3, batch_size=512, n_epochs=max(4.0, cfg.epochs / 8), log_every=10))

@@ -293,7 +293,11 @@ class _Trainer:
             z = self.sae.encode(x)
             acc.update(x * self.sae.input_scale, self.sae.decode(z) * self.sae.input_scale, z)
         self.sae.train()
-        return acc.result()
+        result = acc.result()
+        # Few held-out tokens cannot show that a latent is dead; use the training-time counters.
+        result["heldout_never_fired"] = result["dead_fraction"]
+        result["dead_fraction"] = float((self.tokens_since_fired >= self.dead_after).float().mean())
+        return result
 
 
 @torch.no_grad()
