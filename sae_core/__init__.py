@@ -20,8 +20,8 @@ _LAZY = {
     "StoreWriter": "sae_core.store",
     "load": "sae_core.checkpoint",
     "save": "sae_core.checkpoint",
-    "TrainConfig": "sae_core.train",
-    "train": "sae_core.train",
+    "TrainConfig": "sae_core.training",
+    "train": "sae_core.training",
 }
 
 __all__ = ["SCHEMA_VERSION", "__version__", *_LAZY]
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from sae_core.config import SAEConfig
     from sae_core.model import ForwardOutput, SparseAutoencoder, SparseCode
     from sae_core.store import ActivationStore, StoreWriter
-    from sae_core.train import TrainConfig, train
+    from sae_core.training import TrainConfig, train
 
 
 def __getattr__(name: str):

@@ -70,7 +70,8 @@ def _is_saescope_cfg(fpath: Path) -> bool:
     try:
         return json.loads(fpath.read_text()).get("kind") == "sae"
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return False
+        # A corrupt cfg.json beside our weights file is ours: let read_cfg say it is corrupt.
+        return (fpath.parent / WEIGHTS_FILE).exists()
 
 
 def _load_own(dpath: Path) -> SparseAutoencoder:

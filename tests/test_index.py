@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from precompute.index import IndexConfig, build_index
-from precompute.index_schema import SORT_KEYS, TABLES
+from precompute.index_schema import DERIVED, SORT_KEYS, TABLES
 from sae_core.checkpoint import load
+from sae_core.contract import SCHEMA_VERSION
 from sae_core.errors import DataError
 from tests.precompute_helpers import make_dataset, make_sae, make_store
 from tests.test_scan import brute_top
@@ -35,12 +36,12 @@ def built(tmp_path_factory):
 def test_tables_and_columns_are_the_contract(built):
     _, _, result, *_ = built
     con = duckdb.connect(str(result.fpath), read_only=True)
-    for table, cols in TABLES.items():
+    for table, cols in (TABLES | DERIVED).items():
         got = con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
                           [table]).fetchall()
         assert [c for c, _ in got] == [c for c, _ in cols], table
         assert [t for _, t in got] == [t.replace("REAL", "FLOAT") for _, t in cols], table
-    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == 1
+    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     assert sorted(r[0] for r in con.execute("SELECT sae_id FROM saes").fetchall()) == ["a", "b"]
 
 

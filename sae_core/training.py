@@ -328,7 +328,13 @@ def _truncate_log(fpath: Path, step: int) -> None:
     """On resume, drop log lines written after the state we resume from."""
     if not fpath.exists():
         return
-    keep = [ln for ln in fpath.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    keep = []
+    for ln in fpath.read_text().splitlines():
+        try:
+            if json.loads(ln)["step"] <= step:
+                keep.append(ln)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line torn by a kill mid-write
     fpath.write_text("".join(ln + "\n" for ln in keep))
 
 

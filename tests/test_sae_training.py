@@ -1,0 +1,329 @@
+"""train(): ground-truth recovery, every architecture's sparsity, bad input, idempotency, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from sae_helpers import REPO, make_atoms, max_cosine, quiet_progress, read_metrics, sparse_mix, subprocess_env, synthetic_store, write_store  # noqa: F401
+
+from precompute.cli import build_parser, main
+from sae_core.checkpoint import load
+from sae_core.config import SAEConfig
+from sae_core.errors import ConfigError, DataError, FormatError, SaescopeError
+from sae_core.training import TrainConfig, train
+
+D_IN, D_SAE, K = 32, 128, 4
+
+
+@pytest.fixture(autouse=True)
+def _env(quiet_progress):  # noqa: F811
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matmuls: threads only add contention
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """4096 samples of 4-sparse mixtures of 32 atoms in 32 dims, in two shards."""
+    path, atoms = synthetic_store(tmp_path_factory.mktemp("store") / "s", n=4096, n_atoms=32, shard_samples=3000)
+    return path, atoms
+
+
+# ---- ground truth ------------------------------------------------------------------------------
+def test_topk_recovers_ground_truth_dictionary(tmp_path):
+    store, atoms = synthetic_store(tmp_path / "store", n=8192, d_in=D_IN, n_atoms=32, n_active=4, noise=0.01)
+    result = train(TrainConfig(store=str(store), out=str(tmp_path / "out"), sae=SAEConfig(arch="topk", d_sae=D_SAE, k=K),
+                               lr=3e-3, batch_size=256, n_epochs=5, seed=0))
+    assert not result.reused
+    sae = load(result.run_dpath)
+    cos = max_cosine(atoms, sae.W_dec.detach())
+    assert float(cos.mean()) >= 0.9, cos
+    assert float(cos.min()) >= 0.8, cos
+    m = result.metrics
+    assert m["explained_variance"] >= 0.9, m
+    n_eval = int(0.05 * 8192)  # eval_fraction: the last 5% of the samples are held out
+    assert m["n_tokens"] == n_eval
+    assert m["l0"] == pytest.approx(K, abs=0.05)
+    # held-out metrics recomputed independently from the loaded checkpoint agree
+    x, _ = sparse_mix(atoms, 8192, 4, 0.01, seed=1)
+    held = x[-n_eval:]
+    with torch.no_grad():
+        x_hat = sae.decode(sae.encode(held))
+    fvu = float((held - x_hat).pow(2).sum() / (held - held.mean(0)).pow(2).sum())
+    assert 1 - fvu == pytest.approx(m["explained_variance"], abs=1e-4)
+
+
+# ---- every architecture -----------------------------------------------------------------------
+ARCH_CFGS = {
+    "topk": SAEConfig(arch="topk", d_sae=D_SAE, k=K),
+    "batchtopk": SAEConfig(arch="batchtopk", d_sae=D_SAE, k=K),
+    "relu": SAEConfig(arch="relu", d_sae=D_SAE, l1_coeff=2.0),
+    "jumprelu": SAEConfig(arch="jumprelu", d_sae=D_SAE, l0_coeff=1e-3),
+    "gated": SAEConfig(arch="gated", d_sae=D_SAE, l1_coeff=2.0),
+}
+
+
+@pytest.mark.parametrize("arch", list(ARCH_CFGS))
+def test_every_arch_trains_and_reaches_its_sparsity(store, tmp_path, arch):
+    path, _ = store
+    cfg = TrainConfig(store=str(path), out=str(tmp_path), sae=ARCH_CFGS[arch], lr=3e-3, batch_size=256, n_epochs=6, seed=0, log_every=4)
+    result = train(cfg)
+    rows = read_metrics(result.run_dpath)
+    n_steps = -(-int(6 * (4096 - 204)) // 256)
+    assert [r["step"] for r in rows] == list(range(4, n_steps, 4)) + [n_steps]
+    for r in rows:
+        assert set(r) == {"step", "n_tokens", "loss", "mse", "fvu", "l0", "dead_fraction", "lr", "tokens_per_s"}
+        assert r["n_tokens"] == r["step"] * 256
+    first, last = rows[0], rows[-1]
+    assert last["loss"] < 0.35 * first["loss"], (first, last)
+    assert last["lr"] < first["lr"]  # warm-up then linear decay to 0
+    m = result.metrics
+    assert m["explained_variance"] > 0.5, m
+    if arch == "topk":
+        assert all(r["l0"] == K for r in rows)
+        assert m["l0"] == pytest.approx(K, abs=0.05)
+    elif arch == "batchtopk":
+        assert all(r["l0"] == pytest.approx(K, abs=1e-6) for r in rows)  # k * batch kept per step
+        sae = load(result.run_dpath)
+        assert float(sae.threshold) > 0
+        assert m["l0"] == pytest.approx(K, rel=0.35)  # the learned threshold gives about k at inference
+    else:
+        assert first["l0"] > D_SAE / 3
+        assert last["l0"] < 0.7 * first["l0"]
+        assert m["l0"] < D_SAE / 3, m
+    assert 0 <= m["dead_fraction"] < 1
+
+
+def test_train_is_deterministic_and_idempotent(store, tmp_path):
+    path, _ = store
+    cfg = TrainConfig(store=str(path), out=str(tmp_path / "a"), sae=SAEConfig(arch="topk", d_sae=64, k=K), batch_size=512, n_tokens=4096)
+    first = train(cfg)
+    assert not first.reused and (first.run_dpath / "cfg.json").exists()
+    mtime = (first.run_dpath / "sae.safetensors").stat().st_mtime_ns
+    t0 = time.perf_counter()
+    again = train(cfg)
+    assert time.perf_counter() - t0 < 1.0
+    assert again.reused and again.run_dpath == first.run_dpath and again.metrics == first.metrics
+    assert (first.run_dpath / "sae.safetensors").stat().st_mtime_ns == mtime
+    # paths and logging cadence are not part of the run's identity; the folder name is stable
+    other = train(dataclasses.replace(cfg, out=str(tmp_path / "b"), log_every=3, checkpoint_every_tokens=1024))
+    assert other.run_dpath.name == first.run_dpath.name and not other.reused
+    a, b = load(first.run_dpath).state_dict(), load(other.run_dpath).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a different seed is a different run
+    assert train(dataclasses.replace(cfg, seed=1)).run_dpath != first.run_dpath
+
+
+def test_n_tokens_sets_steps_and_patch_store(tmp_path):
+    atoms = make_atoms(16, 16)
+    x, _ = sparse_mix(atoms, 600 * 4)
+    path = write_store(tmp_path / "patches", x, tokens_per_sample=4, shard_samples=250)
+    result = train(TrainConfig(store=str(path), out=str(tmp_path), sae=SAEConfig(d_sae=32, k=2), batch_size=100, n_tokens=1050,
+                               eval_fraction=0.1, log_every=1))
+    rows = read_metrics(result.run_dpath)
+    assert len(rows) == 11 and rows[-1]["n_tokens"] == 1100
+    assert result.metrics["n_tokens"] == 60 * 4  # held out by sample, all tokens of each
+    cfg = json.loads((result.run_dpath / "cfg.json").read_text())
+    assert cfg["n_tokens_trained"] == 1100
+    assert cfg["store"]["grid"] == [1, 4] and cfg["store"]["tokens_per_sample"] == 4
+
+
+# ---- bad input --------------------------------------------------------------------------------
+def _no_checkpoint(out) -> None:
+    assert not list(out.rglob("cfg.json")), "a failed run left a cfg.json behind"
+    assert not list(out.rglob("sae.safetensors"))
+
+
+def test_wrong_width_store(store, tmp_path):
+    path, _ = store
+    with pytest.raises(ConfigError, match="d_in=16 does not match the activations' width 32"):
+        train(TrainConfig(store=str(path), out=str(tmp_path), sae=SAEConfig(d_in=16, d_sae=64, k=4)))
+    _no_checkpoint(tmp_path)
+
+
+def test_nan_activations_refused(tmp_path):
+    x, _ = sparse_mix(make_atoms(16, 16), 1000)
+    x[123, 5] = float("nan")
+    path = write_store(tmp_path / "nan", x)
+    with pytest.raises(DataError, match=r"NaN or inf.*clean the activations") as e:
+        train(TrainConfig(store=str(path), out=str(tmp_path / "out"), sae=SAEConfig(d_sae=32, k=2), batch_size=100))
+    assert str(path) in str(e.value)
+    _no_checkpoint(tmp_path / "out")
+
+
+def test_nan_in_held_out_rows_refused(tmp_path):
+    """NaN only in the held-out split must not end in a checkpoint with NaN metrics."""
+    x, _ = sparse_mix(make_atoms(16, 16), 1000)
+    x[-1, 0] = float("inf")
+    path = write_store(tmp_path / "nan", x)
+    with pytest.raises(DataError, match="NaN or inf"):
+        train(TrainConfig(store=str(path), out=str(tmp_path / "out"), sae=SAEConfig(d_sae=32, k=2), batch_size=100))
+    _no_checkpoint(tmp_path / "out")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(lr=-1e-3), "lr=-0.001 must be positive"),
+    (dict(lr=0.0), "lr=0.0 must be positive"),
+    (dict(batch_size=0), "batch_size=0"),
+    (dict(eval_fraction=1.0), "eval_fraction=1.0"),
+    (dict(n_epochs=0.0), "n_epochs"),
+    (dict(warmup_frac=2.0), "warmup_frac"),
+])
+def test_bad_train_config(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(store="x", **kwargs)
+
+
+def test_k_larger_than_d_sae(store, tmp_path):
+    path, _ = store
+    with pytest.raises(ConfigError, match="k=129 is larger than d_sae=128"):
+        TrainConfig(store=str(path), sae=SAEConfig(d_sae=128, k=129))
+    with pytest.raises(ConfigError, match="k=300 is larger than d_sae=64"):  # d_sae from expansion * d_in
+        train(TrainConfig(store=str(path), out=str(tmp_path), sae=SAEConfig(expansion=2, k=300)))
+    _no_checkpoint(tmp_path)
+
+
+def test_missing_and_broken_stores(tmp_path):
+    with pytest.raises(ConfigError, match="no activation store"):
+        train(TrainConfig(out=str(tmp_path)))
+    with pytest.raises(FormatError, match="manifest.json: not found"):
+        train(TrainConfig(store=str(tmp_path / "nowhere"), out=str(tmp_path)))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "manifest.json").write_text("{oops")
+    with pytest.raises(FormatError, match="manifest.json: corrupt JSON"):
+        train(TrainConfig(store=str(bad), out=str(tmp_path)))
+    x, _ = sparse_mix(make_atoms(8, 8), 100)
+    path = write_store(tmp_path / "v", x)
+    m = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps(m | {"schema_version": 99}))
+    with pytest.raises(FormatError, match="schema version 99 is not supported"):
+        train(TrainConfig(store=str(path), out=str(tmp_path)))
+    (path / "manifest.json").write_text(json.dumps(m | {"d_in": 9}))
+    with pytest.raises(FormatError, match="does not match d_in=9"):
+        train(TrainConfig(store=str(path), out=str(tmp_path)))
+    (path / "manifest.json").write_text(json.dumps(m))
+    (path / "shard-00000.safetensors").write_bytes(b"\x00" * 4)
+    with pytest.raises(FormatError, match="not a readable safetensors file"):
+        train(TrainConfig(store=str(path), out=str(tmp_path)))
+    empty = tmp_path / "empty"
+    write_store(empty, torch.zeros(0, 8))
+    with pytest.raises(DataError, match="empty"):
+        train(TrainConfig(store=str(empty), out=str(tmp_path)))
+    assert not list(tmp_path.rglob("cfg.json"))
+
+
+def test_failed_run_leaves_no_cfg_json(store, tmp_path, monkeypatch):
+    """A run that dies mid-way keeps its resumable state but never writes cfg.json."""
+    path, _ = store
+    import sae_core.training as train_mod
+
+    def boom(self):
+        raise RuntimeError("evaluation crashed")
+
+    original = train_mod._Trainer.evaluate
+    monkeypatch.setattr(train_mod._Trainer, "evaluate", boom)
+    cfg = TrainConfig(store=str(path), out=str(tmp_path), sae=SAEConfig(d_sae=64, k=K), batch_size=512, n_tokens=2048)
+    with pytest.raises(RuntimeError, match="evaluation crashed"):
+        train(cfg)
+    run = next(tmp_path.iterdir())
+    assert (run / "state" / "state.pt").exists() and (run / "metrics.jsonl").exists()
+    _no_checkpoint(tmp_path)
+    monkeypatch.setattr(train_mod._Trainer, "evaluate", original)
+    assert train(cfg).run_dpath == run and (run / "cfg.json").exists()
+
+
+# ---- CLI --------------------------------------------------------------------------------------
+def _train_parser():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sub.choices["train"]
+
+
+def test_train_help_lists_every_field():
+    actions = {a.dest: a for a in _train_parser()._actions}
+    fields = [f for f in dataclasses.fields(TrainConfig) if f.name != "sae"] + list(dataclasses.fields(SAEConfig))
+    for f in fields:
+        assert f.name in actions, f"--{f.name} missing from `saescope train --help`"
+        help_text = actions[f.name].help.split(" (default:")[0].strip()
+        assert help_text, f"--{f.name} has no help text"
+        assert actions[f.name].option_strings == ["--" + f.name.replace("_", "-")]
+    out = subprocess.run([sys.executable, "-m", "precompute.cli", "train", "--help"], cwd=REPO, env=subprocess_env(),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for f in fields:
+        assert "--" + f.name.replace("_", "-") in out.stdout
+
+
+def test_cli_parses_into_configs(tmp_path):
+    from precompute.cli_args import dataclass_from_args
+
+    args = _train_parser().parse_args(["--store", "s", "--arch", "relu", "--l1-coeff", "3", "--lr", "0.01", "--d-sae", "64"])
+    cfg = dataclass_from_args(TrainConfig, args)
+    assert cfg.store == "s" and cfg.lr == 0.01 and cfg.sae == SAEConfig(arch="relu", l1_coeff=3.0, d_sae=64)
+
+
+def test_cli_train_bad_store_exits_2_with_one_line(tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "manifest.json").write_text("{oops")
+    proc = subprocess.run([sys.executable, "-m", "precompute.cli", "train", "--store", str(bad), "--out", str(tmp_path / "out")],
+                          cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("saescope train: error: ") and "manifest.json: corrupt JSON" in lines[0]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_cli_train_and_info(store, tmp_path, capsys):
+    path, _ = store
+    argv = ["train", "--store", str(path), "--out", str(tmp_path), "--d-sae", "64", "--k", "4", "--batch-size", "512",
+            "--n-tokens", "4096", "--lr", "0.003", "--name", "cli"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("trained ") and "explained variance" in out
+    run = next(tmp_path.iterdir())
+    assert run.name.startswith("cli-")
+    assert main(argv) == 0
+    assert capsys.readouterr().out.startswith("reused ")
+    assert main(["info", str(run)]) == 0
+    info = capsys.readouterr().out
+    cfg = json.loads((run / "cfg.json").read_text())
+    m = cfg["metrics"]
+    assert "architecture  topk (k=4)" in info
+    assert "d_in=32  d_sae=64  (x2)" in info
+    assert f"trained on    {4096:,} tokens" in info
+    assert "synthetic layer synthetic (pooled)" in info
+    assert f"explained variance {m['explained_variance']:.4f}" in info and f"L0 {m['l0']:.2f}" in info
+    assert f"({m['n_tokens']:,} tokens)" in info
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_cli_info_store(store, capsys):
+    path, _ = store
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "4,096 samples, 4,096 tokens, d_in=32, float32, 2 shards" in out
+
+
+def test_package_exports_train_function():
+    import inspect
+
+    import sae_core
+    import sae_core.training  # noqa: F401  (any earlier import of the submodule has the same effect)
+
+    assert inspect.isfunction(sae_core.train)
+
+
+def test_errors_are_saescope_errors():
+    for cls in (ConfigError, DataError, FormatError):
+        assert issubclass(cls, SaescopeError)
