@@ -7,20 +7,26 @@ DuckDB connections are not thread-safe, so each threadpool worker gets its own c
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import duckdb
 from fastapi import Depends, Request
 
 from app.errors import IndexSchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # sae_core.contract.SCHEMA_VERSION (the app does not import sae_core)
 REQUIRED_TABLES = (
     "schema_version", "datasets", "samples", "saes", "features", "feature_top",
     "feature_quantiles", "feature_hist", "feature_labels", "feature_neighbors", "clusters",
-    "sample_map", "sample_top", "training_curve",
+    "sample_map", "sample_top", "training_curve", "feature_page",
 )
+CACHE_SIZE = 128
+"""Entries in the per-process LRU of derived views (the index is read-only, so they never go stale).
+A patch-SAE feature view holds ~70 heatmaps as floats (up to ~1 MB), hence a small bound."""
+T = TypeVar("T")
 
 
 class Index:
@@ -38,6 +44,7 @@ class Index:
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
+        self._cache: OrderedDict[Hashable, Any] = OrderedDict()
         self.version, self.created_at = self._check_schema()
 
     def _lock_down(self) -> None:
@@ -89,6 +96,22 @@ class Index:
         row = self.cursor().execute(sql, params).fetchone()
         return None if row is None else row[0]
 
+    def cached(self, key: Hashable, make: Callable[[], T]) -> T:
+        """`make()` once per key for the life of this Index (LRU, CACHE_SIZE entries).
+
+        Only for values derived from the index alone; exceptions are not cached.
+        """
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        value = make()
+        with self._lock:
+            self._cache[key] = value
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return value
+
     def close(self) -> None:
         """Close every thread's cursor, then the connection (idempotent)."""
         with self._lock:
@@ -98,7 +121,7 @@ class Index:
         self.con.close()
 
 
-def get_db(request: Request) -> Index:
+async def get_db(request: Request) -> Index:  # async: no threadpool hop for an attribute read
     return request.app.state.index
 
 

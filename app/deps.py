@@ -21,7 +21,8 @@ FeatureId = Annotated[int, Path(ge=0, le=2**31 - 1, description="feature index")
 SampleId = Annotated[int, Path(ge=0, le=2**62, description="dataset sample id")]
 
 
-def sae_ctx(db: DbDep, sae_id: SaeId) -> SaeCtx:
+async def sae_ctx(db: DbDep, sae_id: SaeId) -> SaeCtx:
+    """Async: after the first request per SAE this is a cache hit, not worth a threadpool hop."""
     return get_sae(db, sae_id)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -14,6 +15,32 @@ from app.errors import install_error_handlers
 from app.render import make_templates
 from app.routes import features, files, game, home, saes, samples, search
 from app.settings import Settings
+
+
+class ServerTiming:
+    """Pure ASGI middleware: `Server-Timing: app;dur=<ms>` on every HTTP response.
+
+    The time runs from the app receiving the request to the response head (for these
+    non-streamed responses the body is ready by then); the load benchmark reads it to report
+    server-side latency apart from the client's own queueing.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+
+        async def timed_send(message) -> None:
+            if message["type"] == "http.response.start":
+                dur = f"app;dur={(time.perf_counter() - t0) * 1000:.2f}".encode()
+                message = {**message, "headers": [*message.get("headers", []), (b"server-timing", dur)]}
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -34,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.game_secret = settings.secret or hashlib.sha256(
         f"saescope-game:{index.path.resolve()}:{index.created_at}".encode()).hexdigest()
     install_error_handlers(app)
+    app.add_middleware(ServerTiming)
     for module in (home, saes, features, samples, search, game, files):
         app.include_router(module.router)
     return app

@@ -30,6 +30,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "app"))
 from make_fixture_index import create_schema  # noqa: E402
 
+from precompute.index_schema import finalize  # noqa: E402
+from sae_core.contract import SCHEMA_VERSION  # noqa: E402
+
 SAE, BIG = "bench", "bench-1m"
 
 
@@ -39,7 +42,7 @@ def build_index(path: Path, n_features: int, n_top: int, n_samples: int, n_big: 
     con = duckdb.connect(str(path))
     create_schema(con)
     h = "hash(feature_id * 7919 + r)"  # cheap deterministic pseudo-randomness
-    con.execute("INSERT INTO schema_version VALUES (1, 'bench', now()::TIMESTAMP)")
+    con.execute("INSERT INTO schema_version VALUES (?, 'bench', now()::TIMESTAMP)", [SCHEMA_VERSION])
     con.execute("INSERT INTO datasets VALUES ('bench-ds', 'image', 'synthetic', ?, NULL, true)", [n_samples])
     con.execute("INSERT INTO samples SELECT 'bench-ds', i, 'img/' || i || '.png', 'a photo of thing ' || (i % 997), "
                 "'class' || (i % 100), 224, 224 FROM range(?) t(i)", [n_samples])
@@ -66,6 +69,7 @@ def build_index(path: Path, n_features: int, n_top: int, n_samples: int, n_big: 
     con.execute("INSERT INTO sample_top SELECT ?, i, r, CAST(hash(i * 5 + r) % ? AS INTEGER), CAST(5.0 - r AS REAL) "
                 "FROM range(?) t(i), range(3) k(r) ORDER BY i, r", [SAE, n_features, n_samples])
     con.execute("INSERT INTO training_curve SELECT ?, s * 100, s * 100 * 4096, 1.0 / (s + 1), 0.3, 32, 0.01 FROM range(100) t(s)", [SAE])
+    finalize(con)
     con.close()
 
 
@@ -91,8 +95,10 @@ def start_server(index: Path, workers: int) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("server did not start")
 
 
-async def load(base: str, urls: list[str], concurrency: int) -> tuple[list[float], float, int]:
+async def load(base: str, urls: list[str], concurrency: int) -> tuple[list[float], list[float], float, int]:
+    """Client-side latencies, server-side ones (the app's Server-Timing header), wall time, errors."""
     lat: list[float] = []
+    server: list[float] = []
     errors = 0
     queue = list(urls)
 
@@ -104,11 +110,14 @@ async def load(base: str, urls: list[str], concurrency: int) -> tuple[list[float
             r = await client.get(url)
             lat.append((time.perf_counter() - t0) * 1000)
             errors += r.status_code != 200
+            timing = r.headers.get("server-timing", "")
+            if "dur=" in timing:
+                server.append(float(timing.split("dur=")[1].split(",")[0]))
 
     t0 = time.perf_counter()
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-    return lat, time.perf_counter() - t0, errors
+    return lat, server, time.perf_counter() - t0, errors
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -139,7 +148,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=1_000_000)
     ap.add_argument("--big-map", type=int, default=1_000_000, help="features in the second SAE (map payload only)")
     ap.add_argument("--requests", type=int, default=2000)
-    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--concurrency", type=lambda v: [int(c) for c in v.split(",")], default=[4, 16],
+                    help="concurrent clients; a comma-separated list runs the load once per value")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--index", type=Path, default=None, help="reuse/build the index here")
     ap.add_argument("--no-browser", action="store_true")
@@ -154,16 +164,19 @@ def main() -> None:
     try:
         rows = []
         rng = random.Random(0)
-        for kind, suffix in [("feature page HTML", ""), ("feature JSON", ".json")]:
-            urls = [f"/sae/{SAE}/feature/{rng.randrange(args.features)}{suffix}" for _ in range(args.requests)]
-            asyncio.run(load(base, urls[:50], 4))  # warm up
-            lat, wall, errors = asyncio.run(load(base, urls, args.concurrency))
-            rows.append((kind, len(lat), errors, pct(lat, 50), pct(lat, 99), len(lat) / wall))
-        print(f"\n{args.features:,} features x {args.top} top samples, {args.samples:,} samples, "
-              f"{args.workers} worker(s), {args.concurrency} concurrent clients")
-        print(f"{'endpoint':<20}{'n':>7}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}")
-        for kind, n, err, p50, p99, rps in rows:
-            print(f"{kind:<20}{n:>7}{err:>8}{p50:>9.1f}{p99:>9.1f}{rps:>9.0f}")
+        for conc in args.concurrency:
+            for kind, suffix in [("feature page HTML", ""), ("feature JSON", ".json")]:
+                urls = [f"/sae/{SAE}/feature/{rng.randrange(args.features)}{suffix}" for _ in range(args.requests)]
+                asyncio.run(load(base, urls[:50], 4))  # warm up
+                lat, server, wall, errors = asyncio.run(load(base, urls, conc))
+                rows.append((kind, conc, len(lat), errors, pct(lat, 50), pct(lat, 99), pct(server, 50), pct(server, 99),
+                             len(lat) / wall))
+        print(f"\n{args.features:,} features x {args.top} top samples, {args.samples:,} samples, {args.workers} worker(s); "
+              "client = seen by the load client, server = the app's Server-Timing")
+        print(f"{'endpoint':<20}{'clients':>8}{'n':>7}{'errors':>7}{'client p50':>11}{'p99':>8}"
+              f"{'server p50':>11}{'p99':>8}{'req/s':>8}")
+        for kind, conc, n, err, p50, p99, s50, s99, rps in rows:
+            print(f"{kind:<20}{conc:>8}{n:>7}{err:>7}{p50:>11.1f}{p99:>8.1f}{s50:>11.1f}{s99:>8.1f}{rps:>8.0f}")
         print(f"\n{'map payload':<32}{'points':>10}{'bytes':>12}{'MB':>8}")
         for label, url in [("features.bin", f"/sae/{SAE}/points/features.bin"),
                            ("features.bin (big SAE)", f"/sae/{BIG}/points/features.bin"),

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from precompute.index_schema import create_tables, insert_table
+from precompute.index_schema import create_tables, finalize, insert_table
 from precompute.layout import hdbscan_labels, umap_2d
 from precompute.naming import TfIdfNamer, words_of
 from precompute.scan import patch_heatmaps, scan_features, scan_quantiles
@@ -83,6 +83,7 @@ def build_index(cfg: IndexConfig) -> IndexResult:
         sae_ids = []
         for spec in cfg.saes:
             sae_ids.append(_index_one(con, cfg, spec, device, datasets_done, taken=set(sae_ids)))
+        finalize(con)
         con.execute("CHECKPOINT")
         con.close()
         os.replace(tmp, out)

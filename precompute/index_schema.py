@@ -50,6 +50,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "sample_map": ("sae_id", "sample_id"),
     "sample_top": ("sae_id", "sample_id", "rank"),
     "training_curve": ("sae_id", "step"),
+    "feature_page": ("sae_id", "feature_id"),  # derived, written by finalize()
 }
 """Rows go in this order so a feature's (or sample's) rows sit together in one block."""
 
@@ -81,3 +82,69 @@ def _arrow_column(values):
     if isinstance(values, np.ndarray):
         return pa.array(values)
     return pa.array(list(values))
+
+
+# Derived tables: computed by SQL from the base tables once they are all written (`finalize`).
+# The explorer's feature page reads one `feature_page` row instead of joining seven tables and
+# looking captions up in the (large) samples table on every request.
+DERIVED: dict[str, list[tuple[str, str]]] = {
+    "feature_page": [("sae_id", "VARCHAR"), ("feature_id", "INTEGER"), ("page", "VARCHAR")],
+}
+
+_FEATURE_PAGE_SQL = """
+INSERT INTO feature_page
+WITH
+tops AS (
+  SELECT t.sae_id, t.feature_id,
+         list({'sample_id': t.sample_id, 'activation': t.activation::DOUBLE, 'caption': s.caption, 'label': s.label}
+              ORDER BY t.rank) AS top
+  FROM feature_top t JOIN saes a ON a.sae_id = t.sae_id
+  LEFT JOIN samples s ON s.dataset_id = a.dataset_id AND s.sample_id = t.sample_id
+  GROUP BY t.sae_id, t.feature_id),
+quants AS (
+  SELECT q.sae_id, q.feature_id,
+         list({'bin': q.bin, 'sample_id': q.sample_id, 'activation': q.activation::DOUBLE, 'caption': s.caption,
+               'label': s.label} ORDER BY q.bin, q.rank) AS quantiles
+  FROM feature_quantiles q JOIN saes a ON a.sae_id = q.sae_id
+  LEFT JOIN samples s ON s.dataset_id = a.dataset_id AND s.sample_id = q.sample_id
+  GROUP BY q.sae_id, q.feature_id),
+labs AS (
+  SELECT sae_id, feature_id, list({'label': label, 'count': count, 'fraction': fraction} ORDER BY count DESC, label) AS labels
+  FROM feature_labels GROUP BY sae_id, feature_id),
+nbrs AS (
+  SELECT n.sae_id, n.feature_id,
+         list({'feature_id': n.neighbor_id, 'cosine': n.cosine::DOUBLE, 'name': f.name,
+               'thumbs': coalesce(tp.top[1:3], [])} ORDER BY n.rank) AS neighbors
+  FROM feature_neighbors n
+  LEFT JOIN features f ON f.sae_id = n.sae_id AND f.feature_id = n.neighbor_id
+  LEFT JOIN tops tp ON tp.sae_id = n.sae_id AND tp.feature_id = n.neighbor_id
+  GROUP BY n.sae_id, n.feature_id)
+SELECT f.sae_id, f.feature_id, to_json({
+  'feature': {'feature_id': f.feature_id, 'name': f.name, 'density': f.density, 'n_fired': f.n_fired,
+              'mean_act': f.mean_act, 'max_act': f.max_act, 'label_entropy': f.label_entropy,
+              'top_label': f.top_label, 'cluster_id': f.cluster_id},
+  'top': coalesce(tops.top, []), 'quantiles': coalesce(quants.quantiles, []),
+  'hist': {'edges': coalesce(h.edges, []), 'counts': coalesce(h.counts, [])},
+  'labels': coalesce(labs.labels, []), 'neighbors': coalesce(nbrs.neighbors, [])})::VARCHAR
+FROM features f
+LEFT JOIN tops ON tops.sae_id = f.sae_id AND tops.feature_id = f.feature_id
+LEFT JOIN quants ON quants.sae_id = f.sae_id AND quants.feature_id = f.feature_id
+LEFT JOIN feature_hist h ON h.sae_id = f.sae_id AND h.feature_id = f.feature_id
+LEFT JOIN labs ON labs.sae_id = f.sae_id AND labs.feature_id = f.feature_id
+LEFT JOIN nbrs ON nbrs.sae_id = f.sae_id AND nbrs.feature_id = f.feature_id
+ORDER BY f.sae_id, f.feature_id
+"""
+
+
+def finalize(con) -> None:
+    """Build the derived tables from the base tables; call once, after the last insert_table.
+
+    `feature_page` holds one JSON document per feature (stats, top and quantile samples with
+    their captions and labels, histogram, label counts, neighbours with their names and first
+    three top samples), stored in (sae_id, feature_id) order so a page is one point lookup.
+    Heatmaps stay in feature_top / feature_quantiles.
+    """
+    for name, cols in DERIVED.items():
+        con.execute(f"DROP TABLE IF EXISTS {name}")
+        con.execute(f"CREATE TABLE {name} ({', '.join(f'{c} {t}' for c, t in cols)})")
+    con.execute(_FEATURE_PAGE_SQL)

@@ -48,6 +48,11 @@ def list_saes(db: Index) -> list[SaeSummary]:
 
 
 def get_sae(db: Index, sae_id: str) -> SaeCtx:
+    """Cached per process: a miss raises and is not cached, so unknown ids cannot fill the cache."""
+    return db.cached(("sae", sae_id), lambda: _load_sae(db, sae_id))
+
+
+def _load_sae(db: Index, sae_id: str) -> SaeCtx:
     row = db.one(SAE_SQL + " WHERE s.sae_id = ?", [sae_id])
     if row is None:
         raise NotFoundError(f"No SAE named {sae_id!r} in this index.")

@@ -2,64 +2,78 @@
 
 from __future__ import annotations
 
+import json
 import random
+from typing import Any
 
 from app.db import Index
-from app.errors import InvalidParamError
-from app.models import FeatureCard, FeatureList, FeatureView, Histogram, LabelCount, Neighbor, QuantileBin
-from app.views.common import FEATURE_COLS, SaeCtx, feature_summary, feature_title, get_feature_row, sample_refs, top_thumbs
+from app.errors import InvalidParamError, NotFoundError
+from app.models import FeatureCard, FeatureList, FeatureView, Histogram, LabelCount, Neighbor, QuantileBin, SampleRef
+from app.views.common import FEATURE_COLS, SaeCtx, decode_heatmap, feature_summary, feature_title
 
 N_TOP_SHOWN = 64
 N_CARD_THUMBS = 4
 MAX_LIST_IDS = 500
 
 
-def feature_view(db: Index, ctx: SaeCtx, fid: int) -> FeatureView:
-    row = get_feature_row(db, ctx, fid)
+def _page(db: Index, ctx: SaeCtx, fid: int) -> dict[str, Any]:
+    """The feature's precomputed `feature_page` document: one point lookup on sorted rows."""
+    raw = db.scalar("SELECT page FROM feature_page WHERE sae_id = ? AND feature_id = ?", [ctx.sae_id, fid])
+    if raw is None:
+        raise NotFoundError(f"SAE {ctx.sae_id!r} has no feature {fid}.")
+    return json.loads(raw)
+
+
+def _refs(ctx: SaeCtx, items: list[dict[str, Any]], heat: list[tuple[bytes | None, float | None]] | None = None) -> list[SampleRef]:
     sid = ctx.sae_id
-    # top and quantile samples with their captions in one round trip (kind 0 = top, 1 = quantiles)
-    rows = db.all(
-        "WITH t AS (SELECT 0 AS kind, 0 AS bin, rank, sample_id, activation, heatmap, heatmap_scale "
-        "FROM feature_top WHERE sae_id = ? AND feature_id = ? AND rank < ? UNION ALL "
-        "SELECT 1, bin, rank, sample_id, activation, heatmap, heatmap_scale FROM feature_quantiles "
-        "WHERE sae_id = ? AND feature_id = ?) "
-        "SELECT t.*, s.caption, s.label FROM t LEFT JOIN samples s ON s.dataset_id = ? AND s.sample_id = t.sample_id "
-        "ORDER BY kind, bin, rank", [sid, fid, N_TOP_SHOWN, sid, fid, ctx.dataset_id])
-    refs = sample_refs(db, ctx, rows)
-    top = [ref for r, ref in zip(rows, refs, strict=True) if r["kind"] == 0]
-    bins: dict[int, list] = {}
-    for r, ref in zip(rows, refs, strict=True):
-        if r["kind"] == 1:
-            bins.setdefault(int(r["bin"]), []).append(ref)
-    hist_row = db.one("SELECT edges, counts FROM feature_hist WHERE sae_id = ? AND feature_id = ?",
-                      [sid, fid])
-    hist = Histogram(edges=list(hist_row["edges"] or []), counts=list(hist_row["counts"] or [])) \
-        if hist_row else Histogram(edges=[], counts=[])
-    labels = [LabelCount(**r) for r in db.all(
-        "SELECT label, count, fraction FROM feature_labels WHERE sae_id = ? AND feature_id = ? "
-        "ORDER BY count DESC, label", [sid, fid])]
-    nrows = db.all(
-        "SELECT n.neighbor_id, n.cosine, f.name FROM feature_neighbors n LEFT JOIN features f "
-        "ON f.sae_id = n.sae_id AND f.feature_id = n.neighbor_id "
-        "WHERE n.sae_id = ? AND n.feature_id = ? ORDER BY n.rank", [sid, fid])
-    thumbs = top_thumbs(db, ctx, [int(r["neighbor_id"]) for r in nrows], 3)
-    neighbors = [Neighbor(feature_id=r["neighbor_id"], title=feature_title(r["neighbor_id"], r["name"]),
-                          cosine=r["cosine"], url=f"/sae/{sid}/feature/{r['neighbor_id']}",
-                          thumbs=thumbs.get(int(r["neighbor_id"]), [])) for r in nrows]
-    return FeatureView(
-        sae=ctx.summary, feature=feature_summary(sid, row), top=top,
-        quantiles=[QuantileBin(bin=b, samples=s) for b, s in sorted(bins.items())],
-        hist=hist, labels=labels, neighbors=neighbors,
+    return [SampleRef.model_construct(
+        sample_id=it["sample_id"], activation=it["activation"], caption=it["caption"], label=it["label"],
+        thumb_url=ctx.thumb_url(it["sample_id"]), url=f"/sae/{sid}/sample/{it['sample_id']}",
+        heatmap=decode_heatmap(*heat[i]) if heat else None) for i, it in enumerate(items)]
+
+
+def _heatmaps(db: Index, ctx: SaeCtx, fid: int, n_top: int) -> tuple[list, list]:
+    """Patch maps of the shown top rows and of the quantile rows, in page order (patch SAEs only)."""
+    rows = db.cursor().execute(
+        "SELECT 0 AS kind, 0 AS bin, rank, heatmap, heatmap_scale FROM feature_top "
+        "WHERE sae_id = ? AND feature_id = ? AND rank < ? UNION ALL "
+        "SELECT 1, bin, rank, heatmap, heatmap_scale FROM feature_quantiles WHERE sae_id = ? AND feature_id = ? "
+        "ORDER BY kind, bin, rank", [ctx.sae_id, fid, n_top, ctx.sae_id, fid]).fetchall()
+    return [(r[3], r[4]) for r in rows if r[0] == 0], [(r[3], r[4]) for r in rows if r[0] == 1]
+
+
+def feature_view(db: Index, ctx: SaeCtx, fid: int) -> FeatureView:
+    """Everything on a feature page; cached per (index, sae, feature): the index never changes."""
+    return db.cached(("feature_view", ctx.sae_id, fid), lambda: _feature_view(db, ctx, fid))
+
+
+def _feature_view(db: Index, ctx: SaeCtx, fid: int) -> FeatureView:
+    page = _page(db, ctx, fid)
+    sid = ctx.sae_id
+    top_items, q_items = page["top"][:N_TOP_SHOWN], page["quantiles"]
+    top_heat = q_heat = None
+    if ctx.summary.is_patch and (top_items or q_items):
+        top_heat, q_heat = _heatmaps(db, ctx, fid, N_TOP_SHOWN)
+    bins: dict[int, list[SampleRef]] = {}
+    for it, ref in zip(q_items, _refs(ctx, q_items, q_heat), strict=True):
+        bins.setdefault(int(it["bin"]), []).append(ref)
+    neighbors = [Neighbor.model_construct(
+        feature_id=n["feature_id"], title=feature_title(n["feature_id"], n["name"]), cosine=n["cosine"],
+        url=f"/sae/{sid}/feature/{n['feature_id']}", thumbs=_refs(ctx, n["thumbs"])) for n in page["neighbors"]]
+    return FeatureView.model_construct(
+        sae=ctx.summary, feature=feature_summary(sid, page["feature"]), top=_refs(ctx, top_items, top_heat),
+        quantiles=[QuantileBin.model_construct(bin=b, samples=s) for b, s in sorted(bins.items())],
+        hist=Histogram.model_construct(edges=page["hist"]["edges"], counts=page["hist"]["counts"]),
+        labels=[LabelCount.model_construct(**r) for r in page["labels"]], neighbors=neighbors,
         prev_url=f"/sae/{sid}/feature/{fid - 1}" if fid > 0 else None,
         next_url=f"/sae/{sid}/feature/{fid + 1}" if fid + 1 < ctx.d_sae else None,
         random_url=f"/sae/{sid}/feature/random")
 
 
 def feature_card(db: Index, ctx: SaeCtx, fid: int) -> FeatureCard:
-    row = get_feature_row(db, ctx, fid)
-    summary = feature_summary(ctx.sae_id, row)
-    thumbs = top_thumbs(db, ctx, [fid], N_CARD_THUMBS)[fid]
-    return FeatureCard(**summary.model_dump(), top=thumbs)
+    page = _page(db, ctx, fid)
+    summary = feature_summary(ctx.sae_id, page["feature"])
+    return FeatureCard.model_construct(**dict(summary), top=_refs(ctx, page["top"][:N_CARD_THUMBS]))
 
 
 def random_feature_id(db: Index, ctx: SaeCtx, seed: int | None = None) -> int:

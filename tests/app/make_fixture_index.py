@@ -1,7 +1,7 @@
-"""Build a small but complete explorer index (schema version 1) for the app tests.
+"""Build a small but complete explorer index for the app tests.
 
-The DDL below is copied column for column from docs/data-contract.md ("Explorer index"), so
-the app is tested against exactly what `precompute index` writes. Run as a script to build one
+Tables come from `precompute.index_schema` (`create_tables`, then `finalize` for the derived
+tables), so the app is tested against exactly what `precompute index` writes. Run as a script to build one
 by hand: `python tests/app/make_fixture_index.py /tmp/fixture`.
 """
 
@@ -16,45 +16,12 @@ import duckdb
 import numpy as np
 from PIL import Image, ImageDraw
 
-SCHEMA_VERSION = 1
+REPO = Path(__file__).resolve().parent.parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-# Column order and types exactly as in the contract; per-feature tables ordered by sae_id, feature_id.
-DDL = """
-CREATE TABLE schema_version (version INTEGER, saescope_version VARCHAR, created_at TIMESTAMP);
-CREATE TABLE datasets (dataset_id VARCHAR, modality VARCHAR, source VARCHAR, n_samples BIGINT,
-    thumbs_dpath VARCHAR, has_labels BOOLEAN);
-CREATE TABLE samples (dataset_id VARCHAR, sample_id BIGINT, source VARCHAR, caption VARCHAR,
-    label VARCHAR, width INTEGER, height INTEGER);
-CREATE TABLE saes (sae_id VARCHAR, title VARCHAR, dataset_id VARCHAR, model VARCHAR, layer VARCHAR,
-    token_selection VARCHAR, arch VARCHAR, d_in INTEGER, d_sae INTEGER, k INTEGER, grid_h INTEGER,
-    grid_w INTEGER, n_samples BIGINT, n_tokens BIGINT, l0 DOUBLE, explained_variance DOUBLE,
-    fvu DOUBLE, dead_fraction DOUBLE, checkpoint VARCHAR, store VARCHAR, config_json VARCHAR);
-CREATE TABLE features (sae_id VARCHAR, feature_id INTEGER, name VARCHAR, density DOUBLE,
-    n_fired BIGINT, mean_act DOUBLE, max_act DOUBLE, label_entropy DOUBLE, top_label VARCHAR,
-    cluster_id INTEGER, x REAL, y REAL);
-CREATE TABLE feature_top (sae_id VARCHAR, feature_id INTEGER, rank INTEGER, sample_id BIGINT,
-    activation REAL, heatmap BLOB, heatmap_scale REAL);
-CREATE TABLE feature_quantiles (sae_id VARCHAR, feature_id INTEGER, bin INTEGER, rank INTEGER,
-    sample_id BIGINT, activation REAL, heatmap BLOB, heatmap_scale REAL);
-CREATE TABLE feature_hist (sae_id VARCHAR, feature_id INTEGER, edges DOUBLE[], counts BIGINT[]);
-CREATE TABLE feature_labels (sae_id VARCHAR, feature_id INTEGER, label VARCHAR, count INTEGER,
-    fraction DOUBLE);
-CREATE TABLE feature_neighbors (sae_id VARCHAR, feature_id INTEGER, rank INTEGER,
-    neighbor_id INTEGER, cosine REAL);
-CREATE TABLE clusters (sae_id VARCHAR, map VARCHAR, cluster_id INTEGER, name VARCHAR,
-    size INTEGER, x REAL, y REAL);
-CREATE TABLE sample_map (sae_id VARCHAR, sample_id BIGINT, x REAL, y REAL, cluster_id INTEGER);
-CREATE TABLE sample_top (sae_id VARCHAR, sample_id BIGINT, rank INTEGER, feature_id INTEGER,
-    activation REAL);
-CREATE TABLE training_curve (sae_id VARCHAR, step BIGINT, n_tokens BIGINT, loss DOUBLE,
-    fvu DOUBLE, l0 DOUBLE, dead_fraction DOUBLE);
-"""
-
-TABLES = [
-    "schema_version", "datasets", "samples", "saes", "features", "feature_top",
-    "feature_quantiles", "feature_hist", "feature_labels", "feature_neighbors", "clusters",
-    "sample_map", "sample_top", "training_curve",
-]
+from precompute.index_schema import create_tables, finalize  # noqa: E402
+from sae_core.contract import SCHEMA_VERSION  # noqa: E402
 
 N_SAMPLES = 40
 N_FEATURES = 64
@@ -68,10 +35,8 @@ DEAD_FEATURE = 63  # never fires: no top rows, density 0
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create every contract table, empty."""
-    for stmt in DDL.split(";"):
-        if stmt.strip():
-            con.execute(stmt)
+    """Create every contract table, empty, exactly as the index builder does."""
+    create_tables(con)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
@@ -234,6 +199,7 @@ def build_fixture_index(dpath: Path, schema_version: int = SCHEMA_VERSION) -> Pa
         con.execute(f"CREATE TABLE _t AS SELECT * FROM {table} ORDER BY {order}")
         con.execute(f"DROP TABLE {table}")
         con.execute(f"ALTER TABLE _t RENAME TO {table}")
+    finalize(con)  # derived tables, as the index builder does last
     con.close()
     return path
 

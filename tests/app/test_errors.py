@@ -12,6 +12,7 @@ from make_fixture_index import IMG_DS, POOLED, XSS
 from app.errors import IndexSchemaError
 from app.main import create_app
 from app.settings import Settings
+from sae_core.contract import SCHEMA_VERSION
 
 
 @pytest.mark.parametrize("url", ["/sae/nope", "/sae/nope/feature/1", f"/sae/{POOLED}/feature/9999",
@@ -94,9 +95,9 @@ def test_wrong_schema_version_fails_at_startup(tmp_path, index_path):
     path = tmp_path / "v2.duckdb"
     shutil.copy(index_path, path)
     con = duckdb.connect(str(path))
-    con.execute("UPDATE schema_version SET version = 2")
+    con.execute("UPDATE schema_version SET version = 99")
     con.close()
-    with pytest.raises(IndexSchemaError, match="schema_version 2; this app reads version 1"):
+    with pytest.raises(IndexSchemaError, match=f"schema_version 99; this app reads version {SCHEMA_VERSION}"):
         create_app(Settings(index=path))
 
 

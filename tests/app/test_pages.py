@@ -7,11 +7,13 @@ import re
 import pytest
 from make_fixture_index import DEAD_FEATURE, IMG_DS, N_FEATURES, N_TOP, PATCH, POOLED, TEXT
 
+from sae_core.contract import SCHEMA_VERSION
+
 
 def test_health(client):
     r = client.get("/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "schema_version": 1, "n_saes": 3}
+    assert r.json() == {"status": "ok", "schema_version": SCHEMA_VERSION, "n_saes": 3}
 
 
 def test_home_lists_saes_with_metrics(client):
