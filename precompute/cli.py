@@ -22,7 +22,7 @@ def _cmd_extract(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from sae_core.train import TrainConfig, train
+    from sae_core.training import TrainConfig, train
 
     result = train(dataclass_from_args(TrainConfig, args))
     m = result.metrics
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     from precompute.demo import DemoConfig
     from precompute.extract import ExtractConfig
     from precompute.index import IndexConfig
-    from sae_core.train import TrainConfig
+    from sae_core.training import TrainConfig
 
     parser = argparse.ArgumentParser(prog="saescope", description="Explore sparse-autoencoder features of vision and diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -15,7 +15,7 @@ from pathlib import Path
 from precompute.extract import ExtractConfig, extract
 from precompute.index import IndexConfig, build_index
 from sae_core.config import SAEConfig
-from sae_core.train import TrainConfig, train
+from sae_core.training import TrainConfig, train
 
 
 @dataclass(frozen=True)

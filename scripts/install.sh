@@ -10,7 +10,7 @@ dev=0
 sudo_cmd=""
 [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
 apt_pkgs="fonts-noto-color-emoji unicode-data"
-[ "$dev" = 1 ] && apt_pkgs="$apt_pkgs chromium"
+[ "$dev" = 1 ] && apt_pkgs="$apt_pkgs chromium docker-compose"
 missing=""
 for p in $apt_pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
