@@ -89,14 +89,13 @@ def test_save_load_round_trip(tmp_path, arch):
 
     # the tensors of the contract, float32, with the documented shapes
     tensors = load_file(tmp_path / WEIGHTS_FILE)
-    shapes = {"W_enc": (D_IN, D_SAE), "b_enc": (D_SAE,), "W_dec": (D_SAE, D_IN), "b_dec": (D_IN,), "threshold": (),
+    shapes = {"W_enc": (D_IN, D_SAE), "b_enc": (D_SAE,), "W_dec": (D_SAE, D_IN), "b_dec": (D_IN,), "threshold": (), "input_scale": (),
               "log_threshold": (D_SAE,), "r_mag": (D_SAE,), "b_mag": (D_SAE,)}
     documented = set()
     for name, _shape, archs in _contract_table("SAE checkpoint", "tensor"):
         if archs.startswith("all") or arch in re.findall(r"[a-z]+", archs):
             documented |= {n.strip() for n in name.split(",")}
-    # input_scale is also stored as a tensor (the contract lists it in cfg.json only)
-    assert set(tensors) - {"input_scale"} == documented
+    assert set(tensors) == documented
     for name in documented:
         assert tensors[name].dtype == torch.float32 and tuple(tensors[name].shape) == shapes[name], name
     torch.testing.assert_close(tensors["W_dec"].norm(dim=-1), torch.ones(D_SAE))
