@@ -50,7 +50,12 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from precompute.demo import DemoConfig, build_demo
 
     cfg = dataclass_from_args(DemoConfig, args)
-    index = build_demo(cfg)
+    if cfg.text:
+        from precompute.text_demo import build_text_demo
+
+        index = build_text_demo(cfg.data_root, cfg.limit)
+    else:
+        index = build_demo(cfg)
     if cfg.serve:
         from app.main import serve
 

@@ -21,7 +21,8 @@ from sae_core.training import TrainConfig, train
 @dataclass(frozen=True)
 class DemoConfig:
     data_root: str = field(default="data", metadata={"help": "where datasets, stores, SAEs and the index go"})
-    limit: int = field(default=0, metadata={"help": "use only the first N emoji (0: all ~1,370); for quick checks"})
+    limit: int = field(default=0, metadata={"help": "use only the first N emoji (0: all ~1,370) or N WordNet definitions with --text"})
+    text: bool = field(default=False, metadata={"help": "build the text demo instead: MiniLM embeddings of WordNet definitions"})
     epochs: float = field(default=60.0, metadata={"help": "training passes over the pooled store"})
     image_size: int = field(default=128, metadata={"help": "input resolution of EfficientNet-Lite0"})
     serve: bool = field(default=True, metadata={"help": "start the explorer when the index is built"})

@@ -1,14 +1,20 @@
-"""Dataset sources: where samples come from (image folders, tables, text corpora, packaged emoji).
+"""Dataset sources: where samples come from (image folders, tables, WebDataset tar shards,
+Hugging Face `save_to_disk` folders, text corpora, WordNet definitions, packaged emoji).
 
 A source lists `SampleRecord`s (stable order = stable sample ids) and loads one sample's input
-on demand, so extraction can stream datasets of any size.
+on demand, so extraction can stream datasets of any size. Unreadable images make `load` raise
+OSError (PIL's UnidentifiedImageError is one) or ValueError; `prepare_dataset` skips and lists them.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
+import io
 import json
 import os
+import re
+import tarfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +26,19 @@ from sae_core.errors import DataError
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
+WORDNET_DIR = Path("/usr/share/wordnet")
+WORDNET_POS = ("noun", "verb", "adj", "adv")
+WORDNET_LEXNAMES = (
+    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body noun.cognition "
+    "noun.communication noun.event noun.feeling noun.food noun.group noun.location noun.motive noun.object noun.person "
+    "noun.phenomenon noun.plant noun.possession noun.process noun.quantity noun.relation noun.shape noun.state "
+    "noun.substance noun.time verb.body verb.change verb.cognition verb.communication verb.competition verb.consumption "
+    "verb.contact verb.creation verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative "
+    "verb.weather adj.ppl"
+).split()
+"""Lexicographer file names by `lex_filenum` (WordNet 3.0, lexnames(5WN))."""
+TAR_CAPTION_EXTS = ("txt", "caption")
+HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 
 
 @dataclass(frozen=True)
@@ -126,6 +145,211 @@ class TextLinesSource(Source):
         return self.records[i].caption or ""
 
 
+class WebDatasetSource(Source):
+    """WebDataset tar shards (the img2dataset / CC3M layout): members grouped into samples by key.
+
+    The key is the member path up to the first dot of its file name (`dir/000123.jpg` ->
+    `dir/000123`); `.jpg/.jpeg/.png/.webp` is the image, `.txt` the caption, `.cls` the label.
+    Shards are scanned once (plain `tarfile`, uncompressed tars) and each image's byte offset is
+    kept, so `load` is one read. Order: shard order as given (brace expansion order, or sorted
+    names in a folder), then member order. Keys without an image stay as records whose `load`
+    raises ValueError, so `prepare_dataset` counts them as skipped.
+    """
+
+    def __init__(self, shards: list[Path], name: str):
+        if not shards:
+            raise DataError(f"{name}: no .tar shards found")
+        missing = [str(p) for p in shards if not p.is_file()]
+        if missing:
+            raise DataError(f"{name}: shard(s) not found: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        self.shards, self.name = [p.resolve() for p in shards], name
+        parent = os.path.commonpath([str(p.parent) for p in self.shards])
+        self.shard_names = [os.path.relpath(p, parent) for p in self.shards]
+        self.records = []
+        self._where: list[tuple[int, int, int] | None] = []
+        """(shard index, data offset, size) of each record's image, None when it has none."""
+        for si, shard in enumerate(self.shards):
+            self._scan(si, shard)
+        if not self.records:
+            raise DataError(f"{name}: the shards hold no samples")
+        self._fds: dict[int, int] = {}
+
+    def _scan(self, si: int, shard: Path) -> None:
+        samples: dict[str, dict] = {}
+        try:
+            with tarfile.open(shard, mode="r:") as tf:
+                for m in tf:
+                    if not m.isfile():
+                        continue
+                    dname, _, base = m.name.rpartition("/")
+                    if "." not in base or base.startswith("."):
+                        continue
+                    stem, ext = base.split(".", 1)
+                    key, ext = (f"{dname}/{stem}" if dname else stem), ext.lower()
+                    entry = samples.setdefault(key, {})
+                    if ext in ("jpg", "jpeg", "png", "webp") and "image" not in entry:
+                        entry["image"] = (m.offset_data, m.size, ext)
+                    elif (ext in TAR_CAPTION_EXTS and "caption" not in entry) or ext == "cls":
+                        f = tf.extractfile(m)
+                        text = f.read().decode("utf-8", errors="replace").strip() if f else ""
+                        entry["label" if ext == "cls" else "caption"] = text or None
+        except (tarfile.TarError, OSError) as e:
+            raise DataError(f"{shard}: cannot read tar shard ({e})") from None
+        for key, entry in samples.items():
+            image = entry.get("image")
+            ext = image[2] if image else "missing-image"
+            self.records.append(SampleRecord(f"{self.shard_names[si]}/{key}.{ext}", entry.get("caption"), entry.get("label")))
+            self._where.append((si, image[0], image[1]) if image else None)
+
+    def load(self, i: int) -> Image.Image:
+        where = self._where[i]
+        if where is None:
+            raise ValueError(f"{self.records[i].source}: sample has no image member")
+        si, offset, size = where
+        fd = self._fds.get(si)
+        if fd is None:
+            fd = self._fds[si] = os.open(self.shards[si], os.O_RDONLY)
+        data = os.pread(fd, size, offset)
+        if len(data) != size:
+            raise OSError(f"{self.records[i].source}: truncated shard")
+        return _open_rgb(io.BytesIO(data))
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(super().fingerprint().encode())
+        for p in self.shards:
+            st = os.stat(p)
+            h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return h.hexdigest()
+
+    def __getstate__(self) -> dict:  # data-loader workers open their own file descriptors
+        state = dict(self.__dict__)
+        state["_fds"] = {}
+        return state
+
+    def __del__(self) -> None:
+        for fd in getattr(self, "_fds", {}).values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class HFDiskSource(Source):
+    """A Hugging Face `datasets` folder written by `save_to_disk` (a Dataset, or a DatasetDict:
+    its `train` split, else its first split; point at a split's sub-folder to choose).
+
+    The image column is `image_col` if present, else the first `Image` feature; without one the
+    dataset is text, read from `caption_col`, `text` or `sentence` (else the first string column).
+    Labels come from `label_col` or `labels`; ClassLabel integers become their names.
+    """
+
+    def __init__(self, root: str | Path, image_col: str = "image", caption_col: str = "caption", label_col: str = "label"):
+        try:
+            import datasets
+        except ImportError:
+            raise DataError(f"{root}: a Hugging Face dataset folder needs `pip install datasets`") from None
+        self.root = Path(root)
+        self.name = str(self.root.resolve())
+        try:
+            ds = datasets.load_from_disk(str(self.root))
+        except Exception as e:  # datasets raises FileNotFoundError, ValueError, arrow errors...
+            raise DataError(f"{root}: cannot load the Hugging Face dataset ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        self.split = None
+        if isinstance(ds, datasets.DatasetDict):
+            if not ds:
+                raise DataError(f"{root}: the DatasetDict has no splits")
+            self.split = "train" if "train" in ds else next(iter(ds))
+            ds = ds[self.split]
+            self.name = f"{self.name}[{self.split}]"
+        features = ds.features
+        self.image_col = image_col if isinstance(features.get(image_col), datasets.Image) else next(
+            (c for c, f in features.items() if isinstance(f, datasets.Image)), None)
+        self.modality = "image" if self.image_col else "text"
+        strings = [c for c, f in features.items() if isinstance(f, datasets.Value) and f.dtype in ("string", "large_string")]
+        caption = next((c for c in (caption_col, "caption", "text", "sentence") if c in strings), None)
+        if caption is None and self.modality == "text":
+            caption = strings[0] if strings else None
+            if caption is None:
+                raise DataError(f"{root}: no image column and no text column; columns are {', '.join(features)}")
+        label = next((c for c in (label_col, "labels") if c in features), None)
+        if ds._indices is not None:
+            ds = ds.flatten_indices()
+        table = ds.data
+        captions = table.column(caption).to_pylist() if caption else [None] * ds.num_rows
+        labels = table.column(label).to_pylist() if label else [None] * ds.num_rows
+        if label and isinstance(features[label], datasets.ClassLabel):
+            names = features[label].names
+            labels = [None if v is None or v < 0 else names[v] for v in labels]
+        self.records = [SampleRecord(f"{self.root.name}#{i}", _str(c), _str(lb)) for i, (c, lb) in enumerate(zip(captions, labels, strict=True))]
+        if not self.records:
+            raise DataError(f"{root}: the dataset has no rows")
+        self._ds = ds.select_columns([self.image_col]).cast_column(self.image_col, datasets.Image(decode=False)) if self.image_col else None
+        self._fingerprint = getattr(ds, "_fingerprint", "")
+
+    def load(self, i: int):
+        if self._ds is None:
+            return self.records[i].caption or ""
+        value = self._ds[i][self.image_col]
+        if value is None:
+            raise ValueError(f"{self.records[i].source}: no image")
+        if isinstance(value, Image.Image):
+            return value.convert("RGB")
+        if value.get("bytes"):
+            return _open_rgb(io.BytesIO(value["bytes"]))
+        if value.get("path"):
+            path = Path(value["path"])
+            return _open_rgb(path if path.is_absolute() else self.root / path)
+        raise ValueError(f"{self.records[i].source}: image has neither bytes nor path")
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256((super().fingerprint() + self._fingerprint).encode())
+        for p in sorted(self.root.rglob("*.arrow")):
+            st = p.stat()
+            h.update(f"{p.relative_to(self.root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return h.hexdigest()
+
+
+class WordNetSource(Source):
+    """WordNet 3.0 synset definitions (Debian `wordnet-base`): a real, labelled text corpus.
+
+    Each sample is one synset's definition (the gloss without its quoted examples); the label is
+    its lexicographer file (`noun.animal`, `verb.motion`, ...: 45 classes); the source is
+    `wordnet:<pos>:<offset>`. Order is fixed by a hash of the source, so any first N is a
+    representative sample over parts of speech and lexicographer files, and never changes.
+    """
+
+    modality = "text"
+
+    def __init__(self, limit: int = 0, root: Path = WORDNET_DIR):
+        files = [root / f"data.{pos}" for pos in WORDNET_POS]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise DataError(f"WordNet data files are missing ({', '.join(missing)}); install them with `apt-get install wordnet-base`")
+        self.name = "wordnet-3.0"
+        keyed = []
+        for pos, fpath in zip(WORDNET_POS, files, strict=True):
+            with open(fpath, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    if line.startswith("  ") or "|" not in line:
+                        continue  # licence header
+                    head, gloss = line.split("|", 1)
+                    fields = head.split()
+                    offset, lexnum = fields[0], int(fields[1])
+                    definition = _wordnet_definition(gloss)
+                    if not definition:
+                        continue
+                    source = f"wordnet:{pos}:{offset}"
+                    label = WORDNET_LEXNAMES[lexnum] if lexnum < len(WORDNET_LEXNAMES) else f"lex.{lexnum:02d}"
+                    keyed.append((hashlib.sha1(source.encode()).digest(), SampleRecord(source, definition, label)))
+        keyed.sort(key=lambda kv: kv[0])
+        self.records = [r for _, r in keyed]
+        if limit:
+            self.records = self.records[:limit]
+
+    def load(self, i: int) -> str:
+        return self.records[i].caption or ""
+
+
 class EmojiSource(Source):
     """Noto colour emoji (Debian fonts-noto-color-emoji) with Unicode names and sub-groups as labels.
 
@@ -172,18 +396,71 @@ class EmojiSource(Source):
 
 
 def open_source(spec: str, **kwargs) -> Source:
-    """`emoji`, `text:FILE`, a table file (.csv .tsv .parquet .jsonl) or an image folder."""
+    """Open a dataset spec.
+
+    - `emoji` / `emoji:N`: packaged Noto emoji; `wordnet` / `wordnet:N`: WordNet definitions;
+    - `text:FILE`: one text sample per line;
+    - a table file (.csv .tsv .parquet .jsonl .json) with image paths relative to it;
+    - WebDataset shards: `shards-{00000..00009}.tar` (brace ranges and `{a,b}` lists, globs), one
+      `.tar`, or a folder whose top level holds `.tar` files;
+    - a Hugging Face `save_to_disk` folder (holds `dataset_info.json`/`state.json` or `dataset_dict.json`);
+    - any other folder: images, labelled by their first sub-folder.
+
+    Table keyword arguments (`image_col`, `caption_col`, `label_col`) also apply to HF folders.
+    """
     if spec == "emoji" or spec.startswith("emoji:"):
         limit = int(spec.split(":", 1)[1]) if ":" in spec else 0
         return EmojiSource(limit=limit)
+    if spec == "wordnet" or spec.startswith("wordnet:"):
+        arg = spec.split(":", 1)[1] if ":" in spec else "0"
+        if not arg.isdigit():
+            raise DataError(f"{spec}: use wordnet or wordnet:N (the first N definitions)")
+        return WordNetSource(limit=int(arg))
     if spec.startswith("text:"):
         return TextLinesSource(spec[5:])
     path = Path(spec)
     if path.is_dir():
+        if any((path / m).is_file() for m in HF_MARKERS):
+            hf_kwargs = {k: v for k, v in kwargs.items() if k in ("image_col", "caption_col", "label_col")}
+            return HFDiskSource(path, **hf_kwargs)
+        tars = sorted(p for p in path.iterdir() if p.suffix.lower() == ".tar" and p.is_file())
+        if tars:
+            return WebDatasetSource(tars, str(path.resolve()))
         return ImageFolderSource(path)
+    if spec.lower().endswith(".tar"):
+        shards: list[Path] = []
+        for item in expand_braces(spec):
+            if glob.has_magic(item):
+                shards.extend(Path(p) for p in sorted(glob.glob(item)))
+            else:
+                shards.append(Path(item))
+        return WebDatasetSource(shards, str(path.resolve()) if path.is_file() else str(path.absolute()))
     if path.suffix.lower() in (".csv", ".tsv", ".parquet", ".jsonl", ".json"):
         return TableSource(path, **kwargs)
-    raise DataError(f"{spec}: not a dataset; give an image folder, a table (.csv/.tsv/.parquet/.jsonl), text:FILE or emoji")
+    raise DataError(
+        f"{spec}: not a dataset; give an image folder, a table (.csv/.tsv/.parquet/.jsonl), WebDataset shards "
+        "(x-{00000..00009}.tar, a .tar or a folder of them), a Hugging Face save_to_disk folder, text:FILE, wordnet or emoji"
+    )
+
+
+def expand_braces(spec: str) -> list[str]:
+    """Shell-style brace expansion: `{00000..00009}` (zero padding kept) and `{a,b,c}`, nested left to right."""
+    m = re.search(r"\{([^{}]*)\}", spec)
+    if not m:
+        return [spec]
+    head, body, tail = spec[: m.start()], m.group(1), spec[m.end():]
+    rng = re.fullmatch(r"(-?\d+)\.\.(-?\d+)", body)
+    if rng:
+        a, b = rng.group(1), rng.group(2)
+        padded = any(len(x.lstrip("-")) > 1 and x.lstrip("-").startswith("0") for x in (a, b))
+        width = max(len(a), len(b)) if padded else 0
+        step = 1 if int(b) >= int(a) else -1
+        items = [str(n).zfill(width) for n in range(int(a), int(b) + step, step)]
+    elif "," in body:
+        items = body.split(",")
+    else:
+        return [head + "{" + body + "}" + t for t in expand_braces(tail)]
+    return [x for item in items for x in expand_braces(head + item + tail)]
 
 
 def _read_table(fpath: Path):
@@ -203,7 +480,17 @@ def _read_table(fpath: Path):
         raise DataError(f"{fpath}: cannot read table ({str(e).splitlines()[0]})") from None
 
 
-def _open_rgb(fpath: Path) -> Image.Image:
+def _wordnet_definition(gloss: str) -> str:
+    """The definition part of a WordNet gloss: drop the quoted examples that follow `; "`."""
+    text = gloss.strip()
+    cut = text.find('"')
+    if cut >= 0:
+        text = text[:cut]
+    return text.strip().rstrip(";").strip()
+
+
+def _open_rgb(fpath) -> Image.Image:
+    """Decode fully (so truncated files fail here, not later) and convert to RGB."""
     with Image.open(fpath) as im:
         im.load()
         return im.convert("RGB")

@@ -9,7 +9,7 @@ dev=0
 
 sudo_cmd=""
 [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-apt_pkgs="fonts-noto-color-emoji unicode-data"
+apt_pkgs="fonts-noto-color-emoji unicode-data wordnet-base"
 [ "$dev" = 1 ] && apt_pkgs="$apt_pkgs chromium docker-compose"
 missing=""
 for p in $apt_pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
@@ -28,6 +28,6 @@ python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
 if [ "$dev" = 1 ]; then
   pip install -q -e ".[dev,flux]"
 else
-  pip install -q -e .
+  pip install -q -e ".[text]"
 fi
 echo "==> saescope installed in .venv ($(python -c 'import torch; print("torch", torch.__version__)'))"

@@ -17,6 +17,10 @@ def build_extractor(spec: str, layer: str, token_selection: str, *, device: str 
         from precompute.extractors.efficientnet import EfficientNetExtractor
 
         return EfficientNetExtractor(layer, token_selection, image_size=image_size or 224, device=device)
+    if spec == "minilm":
+        from precompute.extractors.minilm import MiniLMExtractor
+
+        return MiniLMExtractor(layer, token_selection, device=device)
     if spec.startswith("hf:"):
         from precompute.extractors.hf import build_hf_extractor
 
