@@ -1,4 +1,4 @@
-// Page helpers shared by every view: copy-link, patch heatmap overlays, gallery keyboard nav.
+// Page helpers shared by every view: copy-link, patch heatmap overlays, gallery keyboard nav, shortcuts.
 
 function copyLink(btn) {
   const url = window.location.href;
@@ -27,7 +27,7 @@ export function heatColor(t) {
   const r = Math.round(255 * Math.min(1, 2 * t));
   const g = Math.round(255 * Math.max(0, 1 - Math.abs(t - 0.5) * 2) * 0.6);
   const b = Math.round(255 * Math.max(0, 1 - 2 * t));
-  return [r, g, b, Math.round(200 * t)];
+  return [r, g, b, t < 0.08 ? 0 : Math.round(210 * t)]; // near-zero patches stay clear
 }
 
 export function drawHeat(canvas) {
@@ -43,6 +43,26 @@ export function drawHeat(canvas) {
   });
   ctx.putImageData(img, 0, 0);
   canvas.dataset.drawn = 'true';
+  alignHeat(canvas);
+}
+
+// The patch grid covers the whole model input (the image resized to a square), so the overlay must
+// cover exactly the drawn image: with object-fit: contain that is a centred box of the image's aspect.
+export function alignHeat(canvas) {
+  const img = canvas.parentElement && canvas.parentElement.querySelector('img');
+  if (!img) return;
+  const place = () => {
+    const nw = img.naturalWidth, nh = img.naturalHeight;
+    if (!nw || !nh) return;
+    const wrap = canvas.parentElement;
+    const W = wrap.clientWidth || 1, H = wrap.clientHeight || 1;
+    const s = Math.min(W / nw, H / nh);
+    const w = (nw * s) / W * 100, h = (nh * s) / H * 100;
+    Object.assign(canvas.style, { inset: 'auto', left: `${(100 - w) / 2}%`, top: `${(100 - h) / 2}%`, width: `${w}%`, height: `${h}%` });
+    canvas.dataset.aligned = 'true';
+  };
+  if (img.complete && img.naturalWidth) place();
+  else img.addEventListener('load', place, { once: true });
 }
 
 function setupHeat() {
@@ -51,6 +71,33 @@ function setupHeat() {
     const apply = () => document.body.classList.toggle('heat-off', !box.checked);
     box.addEventListener('change', apply);
     apply();
+  });
+}
+
+// Page-level shortcuts (feature pages): j / → next, k / ← previous, r random, h heatmaps, m map, / search.
+function typing(e) {
+  const t = e.target;
+  return t && (t.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(t.tagName)) && t.type !== 'checkbox';
+}
+
+function setupShortcuts() {
+  const nav = document.querySelector('[data-shortcuts]');
+  const search = document.getElementById('q');
+  document.addEventListener('keydown', (e) => {
+    if (e.defaultPrevented || e.altKey || e.ctrlKey || e.metaKey || typing(e)) return;
+    if (e.key === '/' && search) { e.preventDefault(); search.focus(); search.select(); return; }
+    if (!nav) return;
+    const inGallery = document.activeElement && document.activeElement.closest('[data-gallery]');
+    const keys = { j: 'next', k: 'prev', r: 'random', m: 'map' };
+    if (!inGallery) Object.assign(keys, { ArrowRight: 'next', ArrowLeft: 'prev' });
+    if (e.key === 'h') {
+      const box = document.querySelector('[data-heat-toggle]');
+      if (box) { e.preventDefault(); box.click(); }
+      return;
+    }
+    const which = keys[e.key];
+    const link = which && nav.querySelector(`[data-nav="${which}"]`);
+    if (link) { e.preventDefault(); window.location.href = link.href; }
   });
 }
 
@@ -72,5 +119,37 @@ function setupGalleryKeys() {
 }
 
 document.querySelectorAll('[data-copy-link]').forEach((b) => b.addEventListener('click', () => copyLink(b)));
+// Guess-the-input game: number keys pick a candidate; score and streak are kept in localStorage.
+function setupGame() {
+  const KEY = 'saescope-game';
+  let score = { played: 0, right: 0, streak: 0, best: 0 };
+  try { score = { ...score, ...JSON.parse(localStorage.getItem(KEY) || '{}') }; } catch { /* private mode */ }
+  const result = document.querySelector('[data-game-result]');
+  if (result && !sessionStorage.getItem(`${KEY}:${location.search}`)) {
+    const right = result.dataset.gameResult === 'right';
+    score.played += 1;
+    score.right += right ? 1 : 0;
+    score.streak = right ? score.streak + 1 : 0;
+    score.best = Math.max(score.best, score.streak);
+    try { localStorage.setItem(KEY, JSON.stringify(score)); sessionStorage.setItem(`${KEY}:${location.search}`, '1'); } catch { /* ignore */ }
+  }
+  const out = document.getElementById('game-score');
+  if (out && score.played) out.textContent = `Score ${score.right} / ${score.played} · streak ${score.streak} · best ${score.best}`;
+  const cands = [...document.querySelectorAll('button.candidate[data-key]')];
+  const again = document.querySelector('[data-play-again]');
+  if (!cands.length && !again) return;
+  document.addEventListener('keydown', (e) => {
+    if (e.altKey || e.ctrlKey || e.metaKey || typing(e)) return;
+    const b = cands.find((c) => c.dataset.key === e.key);
+    if (b) { e.preventDefault(); b.click(); return; }
+    if (again && (e.key === 'n' || (e.key === 'Enter' && document.activeElement === document.body))) {
+      e.preventDefault();
+      window.location.href = again.href;
+    }
+  });
+}
+
 setupHeat();
 setupGalleryKeys();
+setupShortcuts();
+setupGame();

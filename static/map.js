@@ -16,13 +16,14 @@ const lassoBtn = document.getElementById('lasso-btn');
 const selList = document.getElementById('sel-list');
 const selCount = document.getElementById('sel-count');
 const samplePanel = document.getElementById('sample-panel');
+const legendEl = document.getElementById('legend');
 
 const PALETTE = [
   [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75],
   [227, 119, 194], [188, 189, 34], [23, 190, 207], [57, 59, 121], [173, 73, 74], [99, 121, 57],
 ];
 const NOISE = [170, 170, 170];
-const MAX_LABELS = 40;
+const MAX_LABELS = 28;
 const MAX_LIST = 200;
 
 // ---------- binary columns ----------
@@ -285,7 +286,7 @@ function draw() {
   gl.uniform2f(R.unis.center, view.cx, view.cy);
   gl.uniform2f(R.unis.scale, (2 * k) / w, (2 * k) / h);
   const n = pts.n;
-  const base = n < 1000 ? 9 : n < 20000 ? 5 : n < 200000 ? 3 : 2;
+  const base = n < 1000 ? 9 : n < 5000 ? 7 : n < 20000 ? 5 : n < 200000 ? 3 : 2;
   gl.uniform1f(R.unis.psize, Math.min(48, base * Math.min(4, Math.sqrt(view.zoom))) * dpr);
   gl.uniform1f(R.unis.anysel, nSelected > 0 ? 1 : 0);
   gl.drawArrays(gl.POINTS, 0, n);
@@ -299,18 +300,92 @@ function redraw() {
   requestAnimationFrame(() => { rafPending = false; draw(); writeState(); });
 }
 
+// Cluster labels, largest clusters first, skipping any that would overlap one already placed.
+// Fewer labels at low zoom (more as you zoom in), so names never pile up into an unreadable heap.
+const clusterCache = {};
+function clusterList(which) {
+  if (!clusterCache[which]) clusterCache[which] = JSON.parse(document.getElementById(`clusters-${which}`).textContent || '[]');
+  return clusterCache[which];
+}
+
+export function placeLabels(clusters, project, W, H, zoom) {
+  const budget = Math.min(MAX_LABELS, Math.round(8 + 10 * Math.log2(Math.max(1, zoom)) + (W * H) / 60000));
+  const boxes = [];
+  const out = [];
+  for (const c of clusters) {
+    if (out.length >= budget) break;
+    if (!c.name) continue;
+    let [sx, sy] = project(c.x, c.y);
+    if (!(sx >= 0 && sy >= 0 && sx <= W && sy <= H)) continue; // centroid off screen
+    const w = Math.min(224, 7.5 * c.name.length + 12), h = 18;
+    if (w > W - 4 || h > H - 4) continue;
+    sx = Math.min(W - 2 - w / 2, Math.max(2 + w / 2, sx)); // keep the whole label inside the map
+    sy = Math.min(H - 2 - h / 2, Math.max(2 + h / 2, sy));
+    const b = [sx - w / 2, sy - h / 2, sx + w / 2, sy + h / 2];
+    if (boxes.some((o) => b[0] < o[2] + 4 && b[2] + 4 > o[0] && b[1] < o[3] + 2 && b[3] + 2 > o[1])) continue;
+    boxes.push(b);
+    out.push({ c, sx, sy });
+  }
+  return out;
+}
+
 function drawLabels() {
-  const clusters = JSON.parse(document.getElementById(`clusters-${state.map}`).textContent || '[]');
   labelsEl.replaceChildren();
   const W = canvas.clientWidth, H = canvas.clientHeight;
-  for (const c of clusters.slice(0, MAX_LABELS)) {
-    const [sx, sy] = toScreen(c.x, c.y);
-    if (sx < 0 || sy < 0 || sx > W || sy > H || !c.name) continue;
+  const placed = placeLabels(clusterList(state.map), toScreen, W, H, view.zoom);
+  for (const { c, sx, sy } of placed) {
     const span = document.createElement('span');
     span.textContent = c.name; // textContent: names are data, never HTML
+    span.title = c.name;
+    const col = c.cluster_id < 0 ? NOISE : PALETTE[c.cluster_id % PALETTE.length];
+    if (state.map !== 'features' || state.color === 'cluster') span.style.borderLeft = `3px solid rgb(${col.join(',')})`;
     span.style.left = `${sx}px`;
     span.style.top = `${sy}px`;
     labelsEl.appendChild(span);
+  }
+  labelsEl.dataset.n = String(placed.length);
+}
+
+// ---------- colour legend ----------
+const COLOR_NAMES = { density: 'density (log10 fraction of samples)', max_act: 'max activation', entropy: 'label entropy' };
+function fmtTick(v, log10) {
+  if (!Number.isFinite(v)) return '–';
+  if (log10) {
+    const p = 10 ** v * 100;
+    return p >= 1 ? `${p.toPrecision(2)}%` : `${p.toPrecision(1)}%`;
+  }
+  return Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(2);
+}
+
+function renderLegend() {
+  legendEl.replaceChildren();
+  if (!pts) return;
+  const key = state.map === 'features' ? state.color : 'cluster';
+  const spec = pts.header.columns.find((c) => c.name === key);
+  if (key !== 'cluster' && spec) {
+    legendEl.appendChild(el('div', { class: 'legend-title' }, COLOR_NAMES[key] || key));
+    const row = el('div', { class: 'legend-ramp' });
+    row.appendChild(el('span', {}, fmtTick(spec.min, spec.log10)));
+    row.appendChild(el('span', { class: 'ramp-bar', 'aria-hidden': 'true' }));
+    row.appendChild(el('span', {}, fmtTick(spec.max, spec.log10)));
+    legendEl.appendChild(row);
+    const miss = el('div', { class: 'legend-item' });
+    miss.appendChild(el('i', { style: `background: rgb(${NOISE.join(',')})` }));
+    miss.appendChild(document.createTextNode(spec.log10 ? 'never fires' : 'no value'));
+    legendEl.appendChild(miss);
+  } else {
+    const cl = clusterList(state.map);
+    legendEl.appendChild(el('div', { class: 'legend-title' }, cl.length ? `clusters (largest ${Math.min(8, cl.length)} of ${cl.length})` : 'clusters'));
+    for (const c of cl.slice(0, 8)) {
+      const item = el('div', { class: 'legend-item', title: c.name || `cluster ${c.cluster_id}` });
+      item.appendChild(el('i', { style: `background: rgb(${PALETTE[c.cluster_id % PALETTE.length].join(',')})` }));
+      item.appendChild(document.createTextNode(`${c.name || `cluster ${c.cluster_id}`}${c.size ? ` (${c.size})` : ''}`));
+      legendEl.appendChild(item);
+    }
+    const noise = el('div', { class: 'legend-item' });
+    noise.appendChild(el('i', { style: `background: rgb(${NOISE.join(',')})` }));
+    noise.appendChild(document.createTextNode('no cluster'));
+    legendEl.appendChild(noise);
   }
 }
 
@@ -338,8 +413,9 @@ async function loadMap(which) {
   selected = new Uint8Array(pts.n);
   nSelected = 0;
   uploadSel();
+  renderLegend();
   draw();
-  if (R) R.gl.readPixels(0, 0, 1, 1, R.gl.RGBA, R.gl.UNSIGNED_BYTE, new Uint8Array(4)); // wait for the GPU
+  if (R) R.gl.finish(); // wait for the GPU
   const ms = performance.now() - t0;
   root.dataset.loadMs = ms.toFixed(1);
   root.dataset.ready = which;
@@ -370,6 +446,8 @@ function setSelection(indices) {
 
 async function renderSelection(indices) {
   selCount.textContent = indices.length ? `(${indices.length.toLocaleString()})` : '';
+  const hint = document.getElementById('sel-hint');
+  if (hint) hint.hidden = indices.length > 0;
   selList.replaceChildren();
   const ids = indices.slice(0, MAX_LIST).map(idOf);
   if (!ids.length) return;
@@ -579,6 +657,7 @@ document.getElementById('reset-btn').addEventListener('click', () => { resetView
 colorSelect.addEventListener('change', () => {
   state.color = colorSelect.value;
   if (R && pts) { upload(R.bufs.color, colors()); bindAttr('acolor', R.bufs.color, 4, R.gl.UNSIGNED_BYTE, true); }
+  renderLegend();
   redraw();
 });
 mapSelect.addEventListener('change', async () => {

@@ -140,3 +140,111 @@ def test_phone_width_has_no_horizontal_scroll(browser, server):
         pg.goto(server + url)
         assert pg.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), url
     ctx.close()
+
+
+# ---------- polish: overlay alignment, shortcuts, legends, labels, console cleanliness ----------
+
+def test_heatmap_overlay_covers_exactly_the_image(page, server):
+    page.goto(f"{server}/sae/{PATCH}/feature/2")
+    page.wait_for_selector("canvas.heat[data-aligned='true']")
+    boxes = page.evaluate("""() => [...document.querySelectorAll('.gallery canvas.heat')].slice(0, 6).map(c => {
+        const img = c.parentElement.querySelector('img');
+        const r = img.getBoundingClientRect(), k = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+        const w = img.naturalWidth * k, h = img.naturalHeight * k;
+        const cr = c.getBoundingClientRect();
+        return { img: [r.left + (r.width - w) / 2, r.top + (r.height - h) / 2, w, h],
+                 heat: [cr.left, cr.top, cr.width, cr.height], grid: [c.width, c.height] }; })""")
+    assert boxes
+    for b in boxes:
+        assert b["grid"] == [4, 4]
+        for a, h in zip(b["img"], b["heat"], strict=True):
+            assert abs(a - h) < 1.5, b  # the 4x4 grid sits on the drawn image, not the tile or caption
+
+
+def test_feature_keyboard_navigation(page, server):
+    page.goto(f"{server}/sae/{PATCH}/feature/5")
+    assert "next" in page.inner_text(".keys")  # documented on the page
+    page.keyboard.press("j")
+    page.wait_for_url(re.compile(rf"/sae/{PATCH}/feature/6$"))
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_url(re.compile(rf"/sae/{PATCH}/feature/5$"))
+    page.keyboard.press("k")
+    page.wait_for_url(re.compile(rf"/sae/{PATCH}/feature/4$"))
+    page.keyboard.press("h")  # toggles the heatmaps
+    assert page.evaluate("document.body.classList.contains('heat-off')")
+    page.keyboard.press("h")
+    assert not page.evaluate("document.body.classList.contains('heat-off')")
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "q"
+    page.keyboard.type("j")  # typing in the search box never navigates
+    assert page.url.endswith("/feature/4") and page.input_value("#q") == "j"
+    page.goto(f"{server}/sae/{PATCH}/feature/5")
+    page.keyboard.press("r")
+    page.wait_for_url(re.compile(rf"/sae/{PATCH}/feature/\d+$"))
+
+
+def test_quantiles_are_one_row_per_bin(page, server):
+    page.goto(f"{server}/sae/{POOLED}/feature/3")
+    rows = page.locator(".qrow")
+    assert rows.count() == 3
+    for i in range(rows.count()):
+        tops = rows.nth(i).evaluate("r => [...r.querySelectorAll('figure.tile')].map(t => Math.round(t.getBoundingClientRect().top))")
+        assert len(set(tops)) == 1  # the bin's samples sit side by side
+
+
+def test_map_legend_follows_colour_mode(page, server):
+    open_map(page, server)
+    assert "clusters" in page.inner_text("#legend")
+    page.select_option("#color-select", "density")
+    assert "density" in page.inner_text("#legend") and page.locator("#legend .ramp-bar").count() == 1
+    page.select_option("#color-select", "max_act")
+    assert "max activation" in page.inner_text("#legend")
+
+
+def test_cluster_labels_do_not_overlap(page, server):
+    open_map(page, server)
+    for zoomed in (False, True):  # default view, then zoomed in
+        page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        rects = page.evaluate("""() => [...document.querySelectorAll('#labels span')].map(s => {
+            const r = s.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })""")
+        assert rects or zoomed
+        for i, a in enumerate(rects):
+            for b in rects[i + 1:]:
+                assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+        page.focus("#map")
+        for _ in range(3):
+            page.keyboard.press("+")
+
+
+def test_game_number_keys_and_score(page, server):
+    page.goto(f"{server}/sae/{POOLED}/game?seed=3")
+    page.evaluate("localStorage.clear()")
+    page.keyboard.press("2")
+    page.wait_for_url(re.compile(r"/game/answer\?"))
+    assert page.locator("[data-game-result]").count() == 1
+    assert re.search(r"Score [01] / 1", page.inner_text("#game-score"))
+    page.keyboard.press("n")
+    page.wait_for_url(re.compile(rf"/sae/{POOLED}/game$"))
+    assert "/ 1" in page.inner_text("#game-score")
+
+
+PAGES = ["/", f"/sae/{POOLED}", f"/sae/{POOLED}?map=samples&sample=0", f"/sae/{PATCH}", f"/sae/{POOLED}/feature/3",
+         f"/sae/{PATCH}/feature/2", f"/sae/{POOLED}/dashboard", f"/sae/{PATCH}/dashboard", f"/sae/{POOLED}/search?q=star",
+         f"/sae/{PATCH}/sample/2", f"/sae/{POOLED}/game", "/nope"]
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_no_console_errors_or_overflow(browser, server, width):
+    ctx = browser.new_context(viewport={"width": width, "height": 800})
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("console", lambda m: errors.append(f"{pg.url}: {m.text}") if m.type == "error" and "404" not in m.text else None)
+    pg.on("pageerror", lambda e: errors.append(f"{pg.url}: {e}"))
+    for url in PAGES:
+        pg.goto(server + url)
+        if url.startswith(f"/sae/{POOLED}") and "/" not in url[len(f"/sae/{POOLED}"):].split("?")[0] or url == f"/sae/{PATCH}":
+            pg.wait_for_selector("#explorer[data-restored='true']", timeout=15000)
+        pg.wait_for_load_state("networkidle")
+        assert pg.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), url
+    ctx.close()
+    assert not errors, errors
