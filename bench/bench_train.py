@@ -2,7 +2,7 @@
 
 CPU: the demo configurations. CUDA: the three configurations of ../shared/NOTES.md (sparsify's
 anchors: 459k/275k tokens/s without/with AuxK at d=1024, 65,536 latents, k=32 on an H100).
-`--sparsify` also times EleutherAI sparsify's step in the same run when it is installed.
+`--sparsify` also times EleutherAI sparsify's step on identical batches in the same run.
 """
 
 from __future__ import annotations
@@ -24,17 +24,32 @@ GPU_CONFIGS = [("d=1024, 65,536, k=32", 1024, 65536, 32, 8192), ("d=768, 24,576,
                ("d=1152, 36,864, k=64", 1152, 36864, 64, 8192)]
 
 
-def time_steps(d_in: int, d_sae: int, k: int, batch: int, auxk: bool, device: str, n_steps: int) -> float:
+class SyntheticStream:
+    """Batches drawn from a fixed sparse dictionary on the device, so data loading is not measured
+    and both libraries see identical batches (FVU after the same tokens is comparable)."""
+
+    def __init__(self, d_in: int, batch: int, device: str, n_atoms: int = 0, active: int = 32, seed: int = 0):
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        n_atoms = n_atoms or 4 * d_in
+        self.atoms = torch.nn.functional.normalize(torch.randn(n_atoms, d_in, generator=gen), dim=-1).to(device)
+        self.batch, self.active, self.device, self.seed = batch, active, device, seed
+
+    def __call__(self, step: int) -> torch.Tensor:
+        gen = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + step)
+        idx = torch.randint(0, self.atoms.shape[0], (self.batch, self.active), generator=gen, device=self.device)
+        vals = torch.rand(self.batch, self.active, generator=gen, device=self.device) * 2
+        return torch.nn.functional.embedding_bag(idx, self.atoms, per_sample_weights=vals, mode="sum")
+
+
+def saescope_step_fn(d_in: int, d_sae: int, k: int, device: str, auxk: bool):
     torch.manual_seed(0)
-    sae = SparseAutoencoder(SAEConfig(arch="topk", k=k, d_in=d_in, d_sae=d_sae)).to(device)
+    sae = SparseAutoencoder(SAEConfig(arch="topk", k=k, d_in=d_in, d_sae=d_sae, aux_coeff=1 / 32 if auxk else 0.0)).to(device)
     opt = torch.optim.AdamW(sae.parameters(), lr=3e-4)
-    x = torch.randn(batch, d_in, device=device)
     dead = torch.zeros(d_sae, dtype=torch.bool, device=device)
-    if auxk:
-        dead[: d_sae // 2] = True
+    dead[: d_sae // 2] = auxk
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
 
-    def step():
+    def step(x: torch.Tensor) -> float:
         with autocast:
             out = sae(x, dead if auxk else None)
         out.loss.backward()
@@ -43,32 +58,70 @@ def time_steps(d_in: int, d_sae: int, k: int, batch: int, auxk: bool, device: st
         opt.step()
         opt.zero_grad(set_to_none=True)
         sae.normalize_decoder()
+        return out.x_hat
 
-    for _ in range(3):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
+    return step
+
+
+def sparsify_step_fn(d_in: int, d_sae: int, k: int, device: str, auxk: bool):
+    """EleutherAI sparsify's SparseCoder with its own loss terms, as its trainer uses them."""
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    torch.manual_seed(0)
+    sae = SparseCoder(d_in, SparseCoderConfig(num_latents=d_sae, k=k), device=device)
+    opt = torch.optim.AdamW(sae.parameters(), lr=3e-4)
+    dead = torch.zeros(d_sae, dtype=torch.bool, device=device)
+    dead[: d_sae // 2] = auxk
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+
+    def step(x: torch.Tensor) -> torch.Tensor:
+        with autocast:
+            out = sae(x, dead_mask=dead if auxk else None)
+        (out.fvu + out.auxk_loss / 32).backward()
+        sae.remove_gradient_parallel_to_decoder_directions()
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sae.set_decoder_norm_to_unit_norm()
+        return out.sae_out
+
+    return step
+
+
+def run(step, stream: SyntheticStream, n_steps: int, device: str) -> tuple[float, float]:
+    """(tokens/s over n_steps after 3 warm-up steps, FVU of the last batch)."""
+    for i in range(3):
+        step(stream(i))
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    batches = [stream(3 + i) for i in range(min(n_steps, 8))]
+    sync()
     t0 = time.perf_counter()
-    for _ in range(n_steps):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return batch * n_steps / (time.perf_counter() - t0)
+    for i in range(n_steps):
+        x_hat = step(batches[i % len(batches)])
+    sync()
+    rate = stream.batch * n_steps / (time.perf_counter() - t0)
+    x = batches[(n_steps - 1) % len(batches)]
+    fvu = float((x - x_hat.float()).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+    return rate, fvu
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--steps", type=int, default=20, help="timed steps per configuration")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--sparsify", action="store_true", help="also time EleutherAI sparsify (pip install eai-sparsify)")
     args = p.parse_args()
     configs = GPU_CONFIGS if args.device == "cuda" else CPU_CONFIGS
+    libs = [("saescope", saescope_step_fn)] + ([("sparsify", sparsify_step_fn)] if args.sparsify else [])
     rows = []
     for name, d_in, d_sae, k, batch in configs:
-        plain = time_steps(d_in, d_sae, k, batch, False, args.device, args.steps)
-        aux = time_steps(d_in, d_sae, k, batch, True, args.device, args.steps)
-        rows.append([name, batch, f"{plain:,.0f}", f"{aux:,.0f}"])
+        stream = SyntheticStream(d_in, batch, args.device)
+        for lib, make in libs:
+            plain, _ = run(make(d_in, d_sae, k, args.device, False), stream, args.steps, args.device)
+            aux, fvu = run(make(d_in, d_sae, k, args.device, True), stream, args.steps, args.device)
+            rows.append([name, lib, batch, f"{plain:,.0f}", f"{aux:,.0f}", f"{fvu:.4f}"])
     print(machine())
-    print_table(["config", "batch", "tokens/s", "tokens/s with AuxK"], rows)
+    print_table(["config", "library", "batch", "tokens/s", "tokens/s with AuxK", f"FVU after {args.steps + 3} steps"], rows)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,17 @@ from precompute.cli_args import add_dataclass_args, dataclass_from_args
 from sae_core.errors import SaescopeError
 
 
+def _is_main_rank() -> bool:
+    """Under torchrun every rank runs the command; only rank 0 reports."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _cmd_extract(args: argparse.Namespace) -> None:
     from precompute.extract import ExtractConfig, extract
 
     result = extract(dataclass_from_args(ExtractConfig, args))
-    print(f"{'reused' if result.reused else 'wrote'} store {result.store_dpath} ({result.n_samples} samples)")
+    if _is_main_rank():
+        print(f"{'reused' if result.reused else 'wrote'} store {result.store_dpath} ({result.n_samples} samples)")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -26,8 +32,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     result = train(dataclass_from_args(TrainConfig, args))
     m = result.metrics
-    print(f"{'reused' if result.reused else 'trained'} {result.run_dpath}: explained variance {m['explained_variance']:.4f}, "
-          f"L0 {m['l0']:.2f}, dead {100 * m['dead_fraction']:.1f}%")
+    if _is_main_rank():
+        print(f"{'reused' if result.reused else 'trained'} {result.run_dpath}: explained variance {m['explained_variance']:.4f}, "
+              f"L0 {m['l0']:.2f}, dead {100 * m['dead_fraction']:.1f}%")
 
 
 def _cmd_index(args: argparse.Namespace) -> None:
@@ -35,7 +42,8 @@ def _cmd_index(args: argparse.Namespace) -> None:
 
     args.saes = tuple(args.saes or ())
     result = build_index(dataclass_from_args(IndexConfig, args))
-    print(f"{'reused' if result.reused else 'wrote'} index {result.fpath} with SAEs {', '.join(result.sae_ids)}")
+    if _is_main_rank():
+        print(f"{'reused' if result.reused else 'wrote'} index {result.fpath} with SAEs {', '.join(result.sae_ids)}")
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:

@@ -2,7 +2,8 @@
 
 The store folder is named by a hash of the config, so the same extraction is found and reused;
 a killed run resumes after its last complete shard (shards are written atomically and the
-manifest lists only complete ones).
+manifest lists only complete ones). Under torchrun the ranks split the samples into contiguous
+slices of whole shards and each resumes its own slice (see `sae_core.store.RankStoreWriter`).
 """
 
 from __future__ import annotations
@@ -15,18 +16,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from precompute import distributed
 from precompute.dataset import DatasetConfig, PreparedDataset, prepare_dataset
 from precompute.extractors import build_extractor
 from sae_core.contract import folder_id
 from sae_core.errors import ConfigError
 from sae_core.progress import progress
-from sae_core.store import ActivationStore, StoreWriter
+from sae_core.store import ActivationStore, RankStoreWriter, StoreWriter
 
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    dataset: str = field(default="emoji", metadata={"help": "image folder, table (.csv/.tsv/.parquet/.jsonl), text:FILE or emoji"})
-    model: str = field(default="efficientnet-lite0", metadata={"help": "efficientnet-lite0, hf:<name or folder>, diffusers:<name or folder>"})
+    dataset: str = field(default="emoji", metadata={"help": "image folder, table (.csv/.tsv/.parquet/.jsonl), WebDataset tars ('shards-{00000..00009}.tar'), a save_to_disk folder, text:FILE, wordnet[:N] or emoji[:N]"})
+    model: str = field(default="efficientnet-lite0", metadata={"help": "efficientnet-lite0, minilm, hf:<name or folder>, diffusers:<name or folder>"})
     layer: str = field(default="head", metadata={"help": "layer to read (e.g. head, blocks.15, -2 for CLIP's penultimate block)"})
     tokens: str = field(default="pooled", metadata={"help": "token selection: pooled, cls, patches or all"})
     image_size: int = field(default=0, metadata={"help": "input resolution (0: the model's default)"})
@@ -57,18 +59,37 @@ class ExtractResult:
 
 
 def extract(cfg: ExtractConfig) -> ExtractResult:
-    dataset = prepare_dataset(DatasetConfig(source=cfg.dataset, out=str(Path(cfg.data_root) / "datasets"),
-                                            image_col=cfg.image_col, caption_col=cfg.caption_col, label_col=cfg.label_col))
+    """Under torchrun every rank forwards a contiguous slice of whole shards; rank 0 writes the manifest.
+
+    The function returns the same result on every rank, once the store is complete.
+    """
+    with distributed.session() as d:
+        return _extract(cfg, d)
+
+
+def _extract(cfg: ExtractConfig, d: distributed.Dist) -> ExtractResult:
+    dcfg = DatasetConfig(source=cfg.dataset, out=str(Path(cfg.data_root) / "datasets"),
+                         image_col=cfg.image_col, caption_col=cfg.caption_col, label_col=cfg.label_col)
+    if d.is_main:  # thumbnails are made once; the other ranks then read the finished dataset
+        dataset = prepare_dataset(dcfg)
+    distributed.barrier()
+    if not d.is_main:
+        dataset = prepare_dataset(dcfg)
     n_samples = len(dataset.kept) if not cfg.limit else min(cfg.limit, len(dataset.kept))
     ident = {"dataset": dataset.manifest["dataset_id"], "model": cfg.model, "layer": cfg.layer, "tokens": cfg.tokens,
              "image_size": cfg.image_size, "dtype": cfg.dtype, "n_samples": n_samples}
     store_dpath = Path(cfg.data_root) / "stores" / folder_id(f"{_slug(cfg.model)}-{cfg.layer}-{cfg.tokens}", ident)
+    reused = False
     if (store_dpath / "manifest.json").exists():
         with contextlib.suppress(Exception):
-            if ActivationStore(store_dpath).manifest.get("complete"):
-                return ExtractResult(store_dpath, dataset.dpath, n_samples, reused=True)
+            reused = bool(ActivationStore(store_dpath).manifest.get("complete"))
+    if d.enabled:  # every rank must take the same branch
+        reused = all(int(a[0]) for a in distributed.all_gather_arrays(np.array([int(reused)], dtype=np.int64)))
+        distributed.barrier()
+    if reused:
+        return ExtractResult(store_dpath, dataset.dpath, n_samples, reused=True)
 
-    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
+    device = distributed.pick_device(cfg.device)
     with contextlib.redirect_stdout(io.StringIO()):  # some model packages print on load
         extractor = build_extractor(cfg.model, cfg.layer, cfg.tokens, device=device,
                                     image_size=cfg.image_size or None, modality=dataset.manifest["modality"])
@@ -82,17 +103,32 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
         "grid": list(info.grid) if info.grid else None, "d_in": info.d_in, "dtype": cfg.dtype,
         "fingerprint": dataset.manifest["fingerprint"],
     }
-    writer = StoreWriter(store_dpath, header)
-    _run(cfg, dataset, extractor, writer, n_samples)
-    writer.finish()
+    if not d.enabled:
+        writer = StoreWriter(store_dpath, header)
+        _run(cfg, dataset, extractor, writer, 0, n_samples)
+        writer.finish()
+        return ExtractResult(store_dpath, dataset.dpath, n_samples, reused=False)
+
+    # Slices are whole shards, so batches (and shard contents) are those of a single-process run.
+    main = StoreWriter(store_dpath, header) if d.is_main else None
+    first, stop = distributed.split_range(n_samples, cfg.shard_samples, d)
+    part = RankStoreWriter(store_dpath, header, d.rank, d.world, first, stop)
+    _run(cfg, dataset, extractor, part, first, stop)
+    part.finish()
+    distributed.barrier()
+    if main is not None:
+        main.finish_parts(d.world)
+    distributed.barrier()
     return ExtractResult(store_dpath, dataset.dpath, n_samples, reused=False)
 
 
-def _run(cfg: ExtractConfig, dataset: PreparedDataset, extractor, writer: StoreWriter, n_samples: int) -> None:
-    """Forward every sample after the last complete shard, one shard at a time."""
-    start = writer.n_samples_done
-    bar = progress(total=n_samples, initial=start, desc=f"extract {cfg.layer}", unit="img")
-    loader = _loader(cfg, dataset, extractor, start, n_samples)
+def _run(cfg: ExtractConfig, dataset: PreparedDataset, extractor, writer: StoreWriter | RankStoreWriter, first: int, stop: int) -> None:
+    """Forward samples [writer.next_sample, stop) of the slice [first, stop), one shard at a time."""
+    start = writer.next_sample
+    rank = distributed.current()
+    desc = f"extract {cfg.layer}" + (f" [rank {rank.rank}]" if rank.enabled else "")
+    bar = progress(total=stop - first, initial=start - first, desc=desc, unit="img")
+    loader = _loader(cfg, dataset, extractor, start, stop)
     pending_acts: list[torch.Tensor] = []
     pending_ids: list[np.ndarray] = []
     n_pending = 0

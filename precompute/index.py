@@ -2,11 +2,13 @@
 
 The file is built under a temporary name and renamed into place, so a crash never leaves a
 broken index and the old one keeps serving. A hash of the inputs is stored in `index_meta`;
-re-running with the same inputs returns at once.
+re-running with the same inputs returns at once. Under torchrun the ranks share the scans
+(`precompute.scan` merges their results exactly) and rank 0 writes the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import Counter
@@ -18,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from precompute import distributed
 from precompute.index_schema import create_tables, finalize, insert_table
 from precompute.layout import hdbscan_labels, umap_2d
 from precompute.naming import TfIdfNamer, words_of
@@ -55,22 +58,46 @@ class IndexResult:
 
 
 def build_index(cfg: IndexConfig) -> IndexResult:
-    import duckdb
-
+    """Under torchrun all ranks scan slices of each store; rank 0 alone lays out, names and writes
+    the file. Every rank returns the same result once the index is in place."""
     if not cfg.saes:
         raise ConfigError("no SAE given; pass --sae PATH (a checkpoint folder from `saescope train`)")
+    with distributed.session() as d:
+        result = distributed.broadcast_object(_reused_index(cfg) if d.is_main else None)
+        if result is None:
+            result = _build(cfg, d)
+        distributed.barrier()
+        return result
+
+
+def _reused_index(cfg: IndexConfig) -> IndexResult | None:
+    import duckdb
+
     out = Path(cfg.out)
-    inputs = _inputs_hash(cfg)
     if out.exists():
         try:
             with duckdb.connect(str(out), read_only=True) as con:
                 row = con.execute("SELECT value FROM index_meta WHERE key = 'inputs_hash'").fetchone()
-            if row and row[0] == inputs:
-                ids = [r[0] for r in duckdb.connect(str(out), read_only=True).execute("SELECT sae_id FROM saes ORDER BY sae_id").fetchall()]
-                return IndexResult(out, ids, reused=True)
+                if row and row[0] == _inputs_hash(cfg):
+                    ids = [r[0] for r in con.execute("SELECT sae_id FROM saes ORDER BY sae_id").fetchall()]
+                    return IndexResult(out, ids, reused=True)
         except duckdb.Error:
             pass  # an unreadable old index is simply rebuilt
-    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
+    return None
+
+
+def _build(cfg: IndexConfig, d: distributed.Dist) -> IndexResult:
+    import duckdb
+
+    out = Path(cfg.out)
+    device = distributed.pick_device(cfg.device)
+    if not d.is_main:  # the other ranks only take part in the scans
+        datasets_done: set[str] = set()
+        sae_ids: list[str] = []
+        for spec in cfg.saes:
+            sae_ids.append(_index_one(None, cfg, spec, device, datasets_done, taken=set(sae_ids)))
+        return IndexResult(out, sae_ids, reused=False)
+    inputs = _inputs_hash(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
@@ -79,7 +106,7 @@ def build_index(cfg: IndexConfig) -> IndexResult:
         create_tables(con)
         con.execute("INSERT INTO schema_version VALUES (?, ?, current_timestamp)", [SCHEMA_VERSION, SAESCOPE_VERSION])
         con.execute("INSERT INTO index_meta VALUES ('inputs_hash', ?)", [inputs])
-        datasets_done: set[str] = set()
+        datasets_done = set()
         sae_ids = []
         for spec in cfg.saes:
             sae_ids.append(_index_one(con, cfg, spec, device, datasets_done, taken=set(sae_ids)))
@@ -131,15 +158,16 @@ def _index_one(con, cfg: IndexConfig, spec: str, device: str, datasets_done: set
     if not ds_dpath.is_absolute():
         ds_dpath = store.dpath / ds_dpath
     ds_manifest = read_manifest(ds_dpath / "manifest.json", "dataset")
+    sae_id = _sae_id(sae_dpath, taken)
+    scan = scan_features(sae, store, cfg.top_n, cfg.sample_top, cfg.chunk_samples, device)
+    quant = scan_quantiles(sae, store, scan.max_scores, cfg.quantile_bins, cfg.per_bin, cfg.chunk_samples, cfg.seed, device)
+    if con is None:  # a torchrun rank other than 0: its share of the scans is done
+        return sae_id
     samples = pq.read_table(ds_dpath / "samples.parquet")
     dataset_id = ds_manifest["dataset_id"]
     if dataset_id not in datasets_done:
         _insert_dataset(con, ds_manifest, ds_dpath, samples)
         datasets_done.add(dataset_id)
-
-    sae_id = _sae_id(sae_dpath, taken)
-    scan = scan_features(sae, store, cfg.top_n, cfg.sample_top, cfg.chunk_samples, device)
-    quant = scan_quantiles(sae, store, scan.max_scores, cfg.quantile_bins, cfg.per_bin, cfg.chunk_samples, cfg.seed, device)
     captions = samples.column("caption").to_pylist()
     labels = samples.column("label").to_pylist()
     d_sae = sae.cfg.d_sae
@@ -188,8 +216,9 @@ def _index_one(con, cfg: IndexConfig, spec: str, device: str, datasets_done: set
     nb_f, nb_r, nb_n, nb_c = _neighbors(w_dec, cfg.neighbors)
     insert_table(con, "feature_neighbors", {"sae_id": [sae_id] * len(nb_f), "feature_id": nb_f, "rank": nb_r,
                                             "neighbor_id": nb_n, "cosine": nb_c})
-    xy = umap_2d(w_dec.numpy(), seed=cfg.seed, metric="cosine")
-    clusters = hdbscan_labels(xy)
+    with _torch_threads_kept():
+        xy = umap_2d(w_dec.numpy(), seed=cfg.seed, metric="cosine")
+        clusters = hdbscan_labels(xy)
     density = scan.n_fired / max(store.n_samples, 1)
     mean_act = np.where(scan.n_fired > 0, scan.sum_scores / np.maximum(scan.n_fired, 1), 0.0)
     insert_table(con, "features", {
@@ -205,8 +234,9 @@ def _index_one(con, cfg: IndexConfig, spec: str, device: str, datasets_done: set
     n = store.n_samples
     m = scan.sample_top_ids.shape[1]
     mat = sp.csr_matrix((np.maximum(scan.sample_top_values.ravel(), 0), (np.repeat(np.arange(n), m), scan.sample_top_ids.ravel())), shape=(n, d_sae))
-    sxy = umap_2d(mat, seed=cfg.seed, metric="cosine") if mat.nnz else np.zeros((n, 2), np.float32)
-    sclusters = hdbscan_labels(sxy)
+    with _torch_threads_kept():
+        sxy = umap_2d(mat, seed=cfg.seed, metric="cosine") if mat.nnz else np.zeros((n, 2), np.float32)
+        sclusters = hdbscan_labels(sxy)
     insert_table(con, "sample_map", {"sae_id": [sae_id] * n, "sample_id": scan.sample_ids, "x": sxy[:, 0], "y": sxy[:, 1], "cluster_id": sclusters})
     _insert_clusters(con, sae_id, "samples", sxy, sclusters, [docs[int(s)] for s in scan.sample_ids])
     keep = scan.sample_top_values > 0
@@ -218,6 +248,17 @@ def _index_one(con, cfg: IndexConfig, spec: str, device: str, datasets_done: set
     _insert_sae_row(con, sae_id, sae, sae_dpath, store, dataset_id, scan.metrics)
     _insert_training_curve(con, sae_id, sae_dpath)
     return sae_id
+
+
+@contextlib.contextmanager
+def _torch_threads_kept():
+    """UMAP's numba start-up resets the OpenMP thread count; later scans must keep the caller's, so their
+    float reductions (and results) do not depend on whether a layout ran before them."""
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _sae_id(dpath: Path, taken: set[str]) -> str:

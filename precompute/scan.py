@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from precompute import distributed
 from sae_core.metrics import MetricsAccumulator
 from sae_core.model import SparseAutoencoder, check_finite
 from sae_core.progress import progress
@@ -47,46 +48,93 @@ def sample_scores(sae: SparseAutoencoder, acts: torch.Tensor, tokens_per_sample:
     return z.view(-1, tokens_per_sample, z.shape[-1]).amax(dim=1), z
 
 
-def _sample_chunks(store: ActivationStore, chunk_samples: int):
+def _sample_chunks(store: ActivationStore, chunk_samples: int, first: int = 0, stop: int | None = None):
     T = store.tokens_per_sample
-    for first_row, acts in store.iter_chunks(n_rows=chunk_samples * T):
+    stop = store.n_samples if stop is None else stop
+    for first_row, acts in store.iter_chunks(n_rows=chunk_samples * T, start_row=first * T, end_row=stop * T):
         yield first_row // T, acts
 
 
 @torch.no_grad()
 def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 64, sample_top_m: int = 16,
                   chunk_samples: int = 4096, device: str = "cpu") -> ScanResult:
+    """Under torchrun (an initialised process group) each rank scans a slice of whole chunks and
+    every rank returns the merged result, equal bit for bit to the single-process one."""
     sae = sae.to(device).eval()
+    d = distributed.current()
     d_sae, T = sae.cfg.d_sae, store.tokens_per_sample
     ids_all = store.sample_ids()
+    lo, hi = distributed.split_range(store.n_samples, chunk_samples, d)
     best_v = torch.full((top_n, d_sae), -torch.inf, device=device)
     best_i = torch.full((top_n, d_sae), -1, dtype=torch.long, device=device)
     n_fired = torch.zeros(d_sae, dtype=torch.long, device=device)
     sum_s = torch.zeros(d_sae, dtype=torch.float64, device=device)
     max_s = torch.zeros(d_sae, device=device)
     m = min(sample_top_m, d_sae)
-    st_ids = np.zeros((store.n_samples, m), dtype=np.int32)
-    st_vals = np.zeros((store.n_samples, m), dtype=np.float32)
+    st_ids = np.zeros((hi - lo, m), dtype=np.int32)
+    st_vals = np.zeros((hi - lo, m), dtype=np.float32)
     acc = MetricsAccumulator(d_sae)
-    bar = progress(total=store.n_samples, desc="scan", unit="img")
-    for first, acts in _sample_chunks(store, chunk_samples):
+    parts: list[tuple] = []  # per-chunk float sums, folded in store order after the gather (torchrun only)
+    bar = progress(total=hi - lo, desc="scan", unit="img")
+    for first, acts in _sample_chunks(store, chunk_samples, lo, hi):
         acts = acts.to(device)
         check_finite(acts, f"{store.dpath}")
         scores, z = sample_scores(sae, acts, T)
         n = scores.shape[0]
-        acc.update(acts * sae.input_scale, sae.decode(z) * sae.input_scale, z)
+        if d.enabled:
+            chunk_acc = MetricsAccumulator(d_sae)
+            chunk_acc.update(acts * sae.input_scale, sae.decode(z) * sae.input_scale, z)
+            parts.append((chunk_acc, scores.double().sum(0).cpu()))
+        else:
+            acc.update(acts * sae.input_scale, sae.decode(z) * sae.input_scale, z)
         ids = torch.as_tensor(ids_all[first : first + n], device=device)
         best_v, best_i = merge_top(best_v, best_i, scores, ids)
         fired = scores > 0
         n_fired += fired.sum(0)
-        sum_s += scores.double().sum(0)
+        if not d.enabled:
+            sum_s += scores.double().sum(0)
         max_s = torch.maximum(max_s, scores.amax(0))
         v, i = scores.topk(m, dim=1)
-        st_vals[first : first + n], st_ids[first : first + n] = v.cpu().numpy(), i.cpu().numpy()
+        st_vals[first - lo : first - lo + n], st_ids[first - lo : first - lo + n] = v.cpu().numpy(), i.cpu().numpy()
         bar.update(n)
     bar.close()
-    return ScanResult(best_v.cpu().numpy(), best_i.cpu().numpy(), n_fired.cpu().numpy(), sum_s.cpu().numpy(),
-                      max_s.cpu().numpy(), st_ids, st_vals, ids_all, acc.result())
+    if not d.enabled:
+        return ScanResult(best_v.cpu().numpy(), best_i.cpu().numpy(), n_fired.cpu().numpy(), sum_s.cpu().numpy(),
+                          max_s.cpu().numpy(), st_ids, st_vals, ids_all, acc.result())
+
+    gather = distributed.all_gather_arrays
+    best_v, best_i = merge_top_lists([torch.from_numpy(a) for a in gather(best_v)], [torch.from_numpy(a) for a in gather(best_i)])
+    n_fired = np.sum(gather(n_fired[None]), axis=0)[0]
+    max_s = np.max(gather(max_s[None]), axis=0)[0]
+    # Sequential float sums depend on their order: gather every chunk's partial sums and add them
+    # up in store order, exactly as the single-process loop does.
+    empty = torch.zeros((0, d_sae), dtype=torch.float64)
+    chunk_sums = np.concatenate(gather(torch.stack([p[1] for p in parts]) if parts else empty))
+    total = torch.zeros(d_sae, dtype=torch.float64)
+    for row in torch.from_numpy(chunk_sums):
+        total += row
+    acc = _fold_metrics(d_sae, [p[0] for p in parts], gather)
+    return ScanResult(best_v.numpy(), best_i.numpy(), n_fired, total.numpy(), max_s, np.concatenate(gather(st_ids)),
+                      np.concatenate(gather(st_vals)), ids_all, acc.result())
+
+
+def _fold_metrics(d_sae: int, chunks: list[MetricsAccumulator], gather) -> MetricsAccumulator:
+    """All ranks' per-chunk metric accumulators combined in store order, as one sequential pass would."""
+    scalars = np.array([[c.n_tokens, c.sq_err, c.sum_x2, c.l0_sum] for c in chunks], dtype=np.float64).reshape(-1, 4)
+    d_in = chunks[0].sum_x.numel() if chunks else 0
+    d_in = int(max(a[0] for a in gather(np.array([d_in], dtype=np.int64))))
+    sum_x = torch.stack([c.sum_x.cpu() for c in chunks]).numpy() if chunks else np.zeros((0, d_in))
+    fires = torch.stack([c.fire_counts for c in chunks]).sum(0)[None].numpy() if chunks else np.zeros((1, d_sae), np.int64)
+    acc = MetricsAccumulator(d_sae)
+    for (n_tok, sq_err, sum_x2, l0_sum), sx in zip(np.concatenate(gather(scalars)), np.concatenate(gather(sum_x))):
+        acc.n_tokens += int(n_tok)
+        acc.sq_err += float(sq_err)
+        sx = torch.from_numpy(sx)
+        acc.sum_x = sx if acc.sum_x is None else acc.sum_x + sx
+        acc.sum_x2 += float(sum_x2)
+        acc.l0_sum += float(l0_sum)
+    acc.fire_counts = torch.from_numpy(np.sum(gather(fires.astype(np.int64)), axis=0)[0])
+    return acc
 
 
 def merge_top(best_v: torch.Tensor, best_i: torch.Tensor, scores: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,8 +151,16 @@ def merge_top(best_v: torch.Tensor, best_i: torch.Tensor, scores: torch.Tensor, 
         return best_v, best_i
     scores, ids, keep = scores[rows], ids[rows], keep[rows]
     scores = torch.where(keep, scores, torch.tensor(-torch.inf, device=scores.device))
-    cand_v = torch.cat([best_v, scores], 0)
-    cand_i = torch.cat([best_i, ids[:, None].expand_as(scores)], 0)
+    return _select_top(torch.cat([best_v, scores], 0), torch.cat([best_i, ids[:, None].expand_as(scores)], 0), top_n)
+
+
+def merge_top_lists(values: list[torch.Tensor], ids: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge several top-N lists [N, d] (e.g. one per rank) by the same (score desc, sample_id asc) rule."""
+    return _select_top(torch.cat(values, 0), torch.cat(ids, 0), values[0].shape[0])
+
+
+def _select_top(cand_v: torch.Tensor, cand_i: torch.Tensor, top_n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """First top_n candidates per column by (score desc, id asc); -inf scores get id -1."""
     by_id = torch.argsort(torch.where(cand_i < 0, torch.iinfo(torch.long).max, cand_i), dim=0, stable=True)
     cand_v, cand_i = cand_v.gather(0, by_id), cand_i.gather(0, by_id)
     order = torch.argsort(cand_v, dim=0, descending=True, stable=True)[:top_n]
@@ -130,9 +186,12 @@ def scan_quantiles(sae: SparseAutoencoder, store: ActivationStore, max_scores: n
 
     Bins split [0, max] into `n_bins` equal intervals; within a bin the kept samples are those
     with the smallest pseudo-random key (a hash of seed, feature and sample id): deterministic,
-    uniform, and independent of chunking.
+    uniform, and independent of chunking. Equal keys keep the sample earlier in the store. Under
+    torchrun each rank scans a slice and the reservoirs merge to the single-process result.
     """
     sae = sae.to(device).eval()
+    d = distributed.current()
+    lo, hi = distributed.split_range(store.n_samples, chunk_samples, d)
     d_sae, T = sae.cfg.d_sae, store.tokens_per_sample
     ids_all = store.sample_ids()
     mx = torch.as_tensor(max_scores, device=device).clamp_min(1e-12)
@@ -143,8 +202,8 @@ def scan_quantiles(sae: SparseAutoencoder, store: ActivationStore, max_scores: n
     kid = torch.full((n_bins, per_bin, d_sae), -1, dtype=torch.long, device=device)
     kval = torch.zeros((n_bins, per_bin, d_sae), device=device)
     feat = torch.arange(d_sae, device=device, dtype=torch.long)
-    bar = progress(total=store.n_samples, desc="quantiles", unit="img")
-    for first, acts in _sample_chunks(store, chunk_samples):
+    bar = progress(total=hi - lo, desc="quantiles", unit="img")
+    for first, acts in _sample_chunks(store, chunk_samples, lo, hi):
         scores, _ = sample_scores(sae, acts.to(device), T)
         n = scores.shape[0]
         ids = torch.as_tensor(ids_all[first : first + n], device=device)
@@ -162,11 +221,19 @@ def scan_quantiles(sae: SparseAutoencoder, store: ActivationStore, max_scores: n
             cand_k = torch.cat([keys[b], k], 0)
             cand_i = torch.cat([kid[b], ids[:, None].expand_as(k)], 0)
             cand_v = torch.cat([kval[b], scores], 0)
-            order = cand_k.argsort(dim=0)[:per_bin]
+            order = cand_k.argsort(dim=0, stable=True)[:per_bin]
             keys[b], kid[b], kval[b] = cand_k.gather(0, order), cand_i.gather(0, order), cand_v.gather(0, order)
         bar.update(n)
     bar.close()
+    if d.enabled:  # concatenated in rank (= store) order, so the stable sort breaks ties as one pass does
+        gather = distributed.all_gather_arrays
+        counts = torch.from_numpy(np.sum(gather(counts[None]), axis=0)[0])
+        cand_k, cand_i, cand_v = (torch.from_numpy(np.concatenate(gather(t), axis=1)) for t in (keys, kid, kval))
+        order = cand_k.argsort(dim=1, stable=True)[:, :per_bin]
+        keys, kid, kval = cand_k.gather(1, order), cand_i.gather(1, order), cand_v.gather(1, order)
+        edges = edges.cpu()
     kid = torch.where(torch.isinf(keys), -1, kid)
+    kval = torch.where(torch.isinf(keys), 0.0, kval)
     edges_np = (10.0 ** edges.double()).cpu().numpy()
     return QuantileResult(edges_np, counts.cpu().numpy(), kid.permute(2, 0, 1).cpu().numpy(), kval.permute(2, 0, 1).cpu().numpy())
 

@@ -1,8 +1,10 @@
 """The activation store: sharded safetensors + manifest.json (docs/data-contract.md).
 
 `StoreWriter` appends shards atomically and rewrites the manifest after each, so a killed
-extraction resumes after the last complete shard. `ActivationStore` memory-maps shards, so
-stores larger than RAM can be trained on and indexed.
+extraction resumes after the last complete shard. Under torchrun each rank writes its own slice
+with a `RankStoreWriter` (own shard names, own progress record) and rank 0 joins the parts into
+the manifest with `StoreWriter.finish_parts`. `ActivationStore` memory-maps shards, so stores
+larger than RAM can be trained on and indexed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from sae_core.contract import SCHEMA_VERSION, atomic_write_bytes, atomic_write_j
 from sae_core.errors import DataError, FormatError
 
 MANIFEST = "manifest.json"
+PART_KIND = "activation_store_part"
+_HEADER_KEYS = ("d_in", "dtype", "tokens_per_sample", "model", "layer")
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64}
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -170,26 +174,116 @@ class StoreWriter:
     def complete(self) -> bool:
         return bool(self.manifest.get("complete"))
 
+    @property
+    def next_sample(self) -> int:
+        """Position (in store order) of the next sample to write."""
+        return self.n_samples_done
+
     def append(self, acts: torch.Tensor, sample_ids: torch.Tensor | np.ndarray) -> None:
         """acts [n_samples, T, d_in] (or [n_samples * T, d_in]) for n_samples samples."""
-        T, d_in = int(self.manifest["tokens_per_sample"]), int(self.manifest["d_in"])
-        sample_ids = torch.as_tensor(np.asarray(sample_ids), dtype=torch.int64)
-        acts = acts.reshape(-1, d_in)
-        if acts.shape[0] != len(sample_ids) * T:
-            raise DataError(f"{acts.shape[0]} activation rows for {len(sample_ids)} samples x {T} tokens")
-        index = len(self.manifest["shards"])
-        fname = f"shard-{index:05d}.safetensors"
-        tensors = {"acts": acts.to(_TORCH_DTYPES[self.manifest["dtype"]]).contiguous(), "sample_ids": sample_ids.contiguous()}
-        atomic_write_bytes(self.dpath / fname, safetensors_save(tensors))
-        self.manifest["shards"].append({"file": fname, "n_samples": len(sample_ids), "first_sample": self.n_samples_done})
-        self.manifest["n_samples"] += len(sample_ids)
-        self.manifest["n_tokens"] = self.manifest["n_samples"] * T
+        fname = f"shard-{len(self.manifest['shards']):05d}.safetensors"
+        n = _write_shard(self.dpath / fname, self.manifest, acts, sample_ids)
+        self.manifest["shards"].append({"file": fname, "n_samples": n, "first_sample": self.n_samples_done})
+        self.manifest["n_samples"] += n
+        self.manifest["n_tokens"] = self.manifest["n_samples"] * int(self.manifest["tokens_per_sample"])
         self._write_manifest()
 
+    def finish_parts(self, world: int, **extra) -> None:
+        """Rank 0, after every rank finished its `RankStoreWriter`: list all parts' shards in sample order."""
+        shards, n = [], 0
+        for rank in range(world):
+            fpath = self.dpath / part_fname(rank)
+            part = read_manifest(fpath, PART_KIND)
+            if not part.get("complete") or part.get("world_size") != world or part.get("first_sample") != n:
+                raise DataError(f"{fpath}: rank {rank} did not finish its slice; re-run the extraction to resume")
+            for entry in part["shards"]:
+                shards.append({**entry, "first_sample": n})
+                n += int(entry["n_samples"])
+            if n != part["stop_sample"]:
+                raise DataError(f"{fpath}: rank {rank} wrote {n - part['first_sample']} samples, not {part['stop_sample'] - part['first_sample']}")
+        self.manifest.update(shards=shards, n_samples=n, n_tokens=n * int(self.manifest["tokens_per_sample"]))
+        self.finish(**extra)
+
     def finish(self, **extra) -> None:
+        """Mark the store complete, then delete files no longer listed (earlier runs' shards, parts' progress)."""
         self.manifest.update(extra)
         self.manifest["complete"] = True
         self._write_manifest()
+        listed = {entry["file"] for entry in self.manifest["shards"]}
+        stale = [*self.dpath.glob("shard-*.safetensors"), *self.dpath.glob(".shard-*.tmp"), *self.dpath.glob("progress-r*.json")]
+        for fpath in stale:
+            if fpath.name not in listed:
+                fpath.unlink(missing_ok=True)
 
     def _write_manifest(self) -> None:
         atomic_write_json(self.dpath / MANIFEST, self.manifest)
+
+
+def part_fname(rank: int) -> str:
+    return f"progress-r{rank:02d}.json"
+
+
+def _write_shard(fpath: Path, header: dict, acts: torch.Tensor, sample_ids) -> int:
+    """Write one shard atomically; returns its number of samples."""
+    T, d_in = int(header["tokens_per_sample"]), int(header["d_in"])
+    sample_ids = torch.as_tensor(np.asarray(sample_ids), dtype=torch.int64)
+    acts = acts.reshape(-1, d_in)
+    if acts.shape[0] != len(sample_ids) * T:
+        raise DataError(f"{acts.shape[0]} activation rows for {len(sample_ids)} samples x {T} tokens")
+    tensors = {"acts": acts.to(_TORCH_DTYPES[header["dtype"]]).contiguous(), "sample_ids": sample_ids.contiguous()}
+    atomic_write_bytes(fpath, safetensors_save(tensors))
+    return len(sample_ids)
+
+
+class RankStoreWriter:
+    """One torchrun rank's slice [first_sample, stop_sample) of a store: shards `shard-rRR-NNNNN.safetensors`
+    and the progress record `progress-rRR.json`, rewritten after each shard so the rank resumes on its own.
+
+    A record left by a run with another slice, world size or header is discarded (the rank starts its
+    slice over). Readers never see parts: rank 0 lists them in manifest.json once all are complete.
+    """
+
+    def __init__(self, dpath: str | Path, header: dict, rank: int, world: int, first_sample: int, stop_sample: int):
+        self.dpath = Path(dpath)
+        self.dpath.mkdir(parents=True, exist_ok=True)
+        if header.get("dtype") not in _TORCH_DTYPES:
+            raise FormatError(f"dtype={header.get('dtype')!r}; choose one of {', '.join(_TORCH_DTYPES)}")
+        self.rank, self.first_sample, self.stop_sample = rank, first_sample, stop_sample
+        self.fpath = self.dpath / part_fname(rank)
+        fresh = {
+            **{k: header.get(k) for k in _HEADER_KEYS}, "schema_version": SCHEMA_VERSION, "kind": PART_KIND, "rank": rank,
+            "world_size": world, "first_sample": first_sample, "stop_sample": stop_sample, "shards": [], "n_samples": 0,
+            "complete": False,
+        }
+        self.record = fresh
+        if self.fpath.exists():
+            try:
+                old = read_manifest(self.fpath, PART_KIND)
+            except FormatError:
+                old = None
+            same = old is not None and all(old.get(k) == v for k, v in fresh.items() if k not in ("shards", "n_samples", "complete"))
+            if same and all((self.dpath / e["file"]).is_file() for e in old["shards"]):
+                self.record = old
+        self._write()
+
+    @property
+    def next_sample(self) -> int:
+        return self.first_sample + int(self.record["n_samples"])
+
+    def append(self, acts: torch.Tensor, sample_ids: torch.Tensor | np.ndarray) -> None:
+        fname = f"shard-r{self.rank:02d}-{len(self.record['shards']):05d}.safetensors"
+        n = _write_shard(self.dpath / fname, self.record, acts, sample_ids)
+        if self.next_sample + n > self.stop_sample:
+            raise DataError(f"rank {self.rank} wrote past the end of its slice ({self.stop_sample})")
+        self.record["shards"].append({"file": fname, "n_samples": n})
+        self.record["n_samples"] += n
+        self._write()
+
+    def finish(self) -> None:
+        if self.next_sample != self.stop_sample:
+            raise DataError(f"rank {self.rank} stopped at sample {self.next_sample}, before {self.stop_sample}")
+        self.record["complete"] = True
+        self._write()
+
+    def _write(self) -> None:
+        atomic_write_json(self.fpath, self.record)

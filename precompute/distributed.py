@@ -1,0 +1,130 @@
+"""Multi-process (torchrun) helpers shared by extraction and indexing.
+
+Under `torchrun` the environment names each process's RANK and WORLD_SIZE; `session()` joins the
+process group (gloo on CPU, NCCL on GPUs) and leaves it again on exit. Outside torchrun every
+helper degrades to the single-process case at no cost, so callers need no special path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+import torch
+
+TIMEOUT_ENV = "SAESCOPE_DIST_TIMEOUT_S"
+"""Collective timeout in seconds (default 4 hours: rank 0 may prepare a dataset or lay out maps while the others wait)."""
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def current() -> Dist:
+    """This process's place in the initialised process group (rank 0 of 1 when there is none)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return Dist(dist.get_rank(), dist.get_world_size())
+    return Dist()
+
+
+@contextlib.contextmanager
+def session():
+    """Join the torchrun process group if WORLD_SIZE > 1 (and none is joined yet); leave it on exit."""
+    import torch.distributed as dist
+
+    owned = False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not (dist.is_available() and dist.is_initialized()):
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, 4 * 3600)))
+        dist.init_process_group(backend=backend, timeout=timeout)
+        owned = True
+    try:
+        yield current()
+    finally:
+        if owned:
+            dist.destroy_process_group()
+
+
+def pick_device(name: str) -> str:
+    """`auto` -> cuda or cpu; under torchrun a bare `cuda` becomes this process's `cuda:LOCAL_RANK`."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and current().enabled:
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return name
+
+
+def barrier() -> None:
+    if current().enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def split_range(n: int, align: int, d: Dist | None = None) -> tuple[int, int]:
+    """This rank's contiguous slice [start, stop) of n items, cut only at multiples of `align`."""
+    d = d or current()
+    if not d.enabled:
+        return 0, n
+    blocks = -(-n // align)
+    lo, hi = blocks * d.rank // d.world, blocks * (d.rank + 1) // d.world
+    return min(lo * align, n), min(hi * align, n)
+
+
+def _comm_device() -> torch.device:
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_gather_arrays(arr: np.ndarray | torch.Tensor) -> list[np.ndarray]:
+    """Every rank's array, in rank order. First dimensions may differ; trailing shape and dtype may not."""
+    arr = arr.detach().cpu().numpy() if isinstance(arr, torch.Tensor) else np.asarray(arr)
+    if not current().enabled:
+        return [arr]
+    import torch.distributed as dist
+
+    dev = _comm_device()
+    world = dist.get_world_size()
+    t = torch.from_numpy(np.ascontiguousarray(arr)).to(dev)
+    t = t.reshape(t.shape[0], int(np.prod(arr.shape[1:], dtype=np.int64))) if t.ndim else t.reshape(1, 1)
+    n = torch.tensor([t.shape[0]], dtype=torch.int64, device=dev)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    sizes_i = [int(s) for s in sizes]
+    pad = torch.zeros((max(sizes_i), t.shape[1]), dtype=t.dtype, device=dev)
+    pad[: t.shape[0]] = t
+    out = [torch.empty_like(pad) for _ in range(world)]
+    dist.all_gather(out, pad)
+    tail = arr.shape[1:] if arr.ndim else ()
+    return [o[:s].cpu().numpy().reshape((s, *tail) if arr.ndim else ()) for o, s in zip(out, sizes_i)]
+
+
+def broadcast_object(obj, src: int = 0):
+    """`obj` from rank `src` on every rank (picklable objects)."""
+    if not current().enabled:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=src, device=_comm_device())
+    return box[0]
