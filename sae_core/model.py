@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from sae_core.config import SAEConfig
 from sae_core.errors import DataError
 from sae_core.jumprelu import jumprelu, step
+from sae_core.kernels import topk_encode
 
 
 class SparseCode(NamedTuple):
@@ -167,16 +168,14 @@ class SparseAutoencoder(nn.Module):
         arch = self.cfg.arch
         target = x.float() * self.input_scale
         zero = target.new_zeros(())
-        if arch == "topk" or (arch == "batchtopk" and self.training):
+        if arch == "topk":
+            return self._forward_topk(x, target, dead_mask)
+        if arch == "batchtopk" and self.training:
             code = self._train_sparse_code(x)
             x_hat_n = self._decode_sparse_scaled(code.values, code.indices) + self.b_dec
-            active = code.values > 0
-            l0 = active.sum(-1).float()
-            fired = torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=x.device)
-            fired[code.indices[active]] = True
             recon = _mse(x_hat_n, target)
             aux = self._auxk_loss(x, target - x_hat_n.detach(), dead_mask) if dead_mask is not None else zero
-            return ForwardOutput(x_hat_n / self.input_scale, recon + aux, recon, zero, aux, l0, fired)
+            return self._sparse_output(x_hat_n, recon, aux, code)
 
         if arch == "gated":
             z, pi_gate = self._gated_latents(x)
@@ -204,10 +203,28 @@ class SparseAutoencoder(nn.Module):
             active.sum(-1).float(), active.any(0),
         )
 
+    def _forward_topk(self, x: Tensor, target: Tensor, dead_mask: Tensor | None) -> ForwardOutput:
+        """One encoder matmul serves the top-k and the AuxK selection (see sae_core.kernels)."""
+        n_dead = int(dead_mask.sum()) if dead_mask is not None and self.cfg.aux_coeff > 0 else 0
+        k_aux = min(self.cfg.n_aux, n_dead)
+        sel = topk_encode(target - self.b_dec, self.W_enc, self.b_enc, self.cfg.k, dead_mask if k_aux else None, k_aux)
+        x_hat_n = self._decode_sparse_scaled(sel.values, sel.indices) + self.b_dec
+        recon = _mse(x_hat_n, target)
+        aux = target.new_zeros(())
+        if k_aux:
+            residual = (target - x_hat_n).detach()
+            aux = self._normalized_aux(self._decode_sparse_scaled(sel.aux_values, sel.aux_indices), residual)
+        return self._sparse_output(x_hat_n, recon, aux, SparseCode(sel.values, sel.indices))
+
+    def _sparse_output(self, x_hat_n: Tensor, recon: Tensor, aux: Tensor, code: SparseCode) -> ForwardOutput:
+        active = code.values > 0
+        fired = torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=x_hat_n.device)
+        fired[code.indices[active]] = True
+        zero = recon.new_zeros(())
+        return ForwardOutput(x_hat_n / self.input_scale, recon + aux, recon, zero, aux, active.sum(-1).float(), fired)
+
     def _train_sparse_code(self, x: Tensor) -> SparseCode:
-        """TopK per row, or BatchTopK: the batch's k*batch largest, updating the inference threshold."""
-        if self.cfg.arch == "topk":
-            return self.encode_sparse(x)
+        """BatchTopK: the batch's k*batch largest, kept sparse per row; updates the inference threshold."""
         pre = self.pre_acts(x).relu()
         batch, d_sae = pre.shape
         flat_vals, flat_idx = pre.flatten().topk(self.cfg.k * batch, sorted=False)
@@ -244,7 +261,10 @@ class SparseAutoencoder(nn.Module):
         pre = self.pre_acts(x).relu()
         pre = pre.masked_fill(~dead_mask, 0.0)
         values, indices = pre.topk(min(self.cfg.n_aux, n_dead), dim=-1, sorted=False)
-        residual_hat = self._decode_sparse_scaled(values, indices)
+        return self._normalized_aux(self._decode_sparse_scaled(values, indices), residual)
+
+    def _normalized_aux(self, residual_hat: Tensor, residual: Tensor) -> Tensor:
+        """AuxK loss: squared error of the residual's reconstruction over the residual's variance."""
         baseline = (residual - residual.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
         loss = (residual_hat - residual).pow(2).sum(-1).mean() / baseline
         return self.cfg.aux_coeff * torch.nan_to_num(loss, nan=0.0)
