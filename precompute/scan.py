@@ -45,7 +45,11 @@ class ScanResult:
 def sample_scores(sae: SparseAutoencoder, acts: torch.Tensor, tokens_per_sample: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(scores [n_samples, d_sae], latents [rows, d_sae]): a sample's score is its max over tokens."""
     z = sae.encode(acts)
-    return z.view(-1, tokens_per_sample, z.shape[-1]).amax(dim=1), z
+    return _max_over_tokens(z, tokens_per_sample), z
+
+
+def _max_over_tokens(z: torch.Tensor, tokens_per_sample: int) -> torch.Tensor:
+    return z if tokens_per_sample == 1 else z.view(-1, tokens_per_sample, z.shape[-1]).amax(dim=1)
 
 
 def _sample_chunks(store: ActivationStore, chunk_samples: int, first: int = 0, stop: int | None = None):
@@ -79,20 +83,20 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
     for first, acts in _sample_chunks(store, chunk_samples, lo, hi):
         acts = acts.to(device)
         check_finite(acts, f"{store.dpath}")
-        scores, z = sample_scores(sae, acts, T)
+        z, x_hat = sae.encode_decode(acts)
+        scores = _max_over_tokens(z, T)
         n = scores.shape[0]
         if d.enabled:
             chunk_acc = MetricsAccumulator(d_sae)
-            chunk_acc.update(acts * sae.input_scale, sae.decode(z) * sae.input_scale, z)
-            parts.append((chunk_acc, scores.double().sum(0).cpu()))
+            chunk_acc.update(acts * sae.input_scale, x_hat * sae.input_scale, z)
+            parts.append((chunk_acc, scores.sum(0, dtype=torch.float64).cpu()))
         else:
-            acc.update(acts * sae.input_scale, sae.decode(z) * sae.input_scale, z)
+            acc.update(acts * sae.input_scale, x_hat * sae.input_scale, z)
         ids = torch.as_tensor(ids_all[first : first + n], device=device)
         best_v, best_i = merge_top(best_v, best_i, scores, ids)
-        fired = scores > 0
-        n_fired += fired.sum(0)
+        n_fired += torch.count_nonzero(scores, dim=0)
         if not d.enabled:
-            sum_s += scores.double().sum(0)
+            sum_s += scores.sum(0, dtype=torch.float64)
         max_s = torch.maximum(max_s, scores.amax(0))
         v, i = scores.topk(m, dim=1)
         st_vals[first - lo : first - lo + n], st_ids[first - lo : first - lo + n] = v.cpu().numpy(), i.cpu().numpy()
@@ -140,18 +144,52 @@ def _fold_metrics(d_sae: int, chunks: list[MetricsAccumulator], gather) -> Metri
 def merge_top(best_v: torch.Tensor, best_i: torch.Tensor, scores: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge a chunk's positive scores [n, d] into the running top-N lists [N, d].
 
-    Order is (score desc, sample_id asc): candidates are sorted by id first, then a stable sort
-    by score keeps equal scores in id order. Rows that cannot enter any list are dropped first.
+    Order is (score desc, sample_id asc). Only (sample, feature) entries that beat the current
+    N-th best of their feature are considered; they and the kept entries are ranked with one
+    composite-key sort, so the cost follows the number of candidates, not n x d.
     """
-    top_n = best_v.shape[0]
-    threshold = best_v[-1]
-    keep = ((scores > threshold) | ((scores == threshold) & (ids[:, None] < best_i[-1]))) & (scores > 0)
-    rows = keep.any(1)
-    if not rows.any():
+    top_n, d_sae = best_v.shape
+    thr_v, thr_i = best_v[-1], best_i[-1]
+    beats = (scores > 0) & ((scores > thr_v) | ((scores == thr_v) & (ids[:, None] < thr_i)))
+    r, f = torch.nonzero(beats, as_tuple=True)
+    if r.numel() == 0:
         return best_v, best_i
-    scores, ids, keep = scores[rows], ids[rows], keep[rows]
-    scores = torch.where(keep, scores, torch.tensor(-torch.inf, device=scores.device))
-    return _select_top(torch.cat([best_v, scores], 0), torch.cat([best_i, ids[:, None].expand_as(scores)], 0), top_n)
+    kr, kf = torch.nonzero(best_i >= 0, as_tuple=True)
+    all_f = torch.cat([kf, f])
+    all_v = torch.cat([best_v[kr, kf], scores[r, f]])
+    all_i = torch.cat([best_i[kr, kf], ids[r]])
+    rank, order = _rank_in_groups(all_f, _score_id_key(all_v, all_i), descending=True)
+    keep = rank < top_n
+    new_v = torch.full_like(best_v, -torch.inf)
+    new_i = torch.full_like(best_i, -1)
+    slot, feat = rank[keep], all_f[order][keep]
+    new_v[slot, feat] = all_v[order][keep]
+    new_i[slot, feat] = all_i[order][keep]
+    return new_v, new_i
+
+
+_ID_BITS = 31
+_MAX_ID = (1 << _ID_BITS) - 1
+
+
+def _score_id_key(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordering (score desc, id asc) when sorted descending; scores must be positive.
+
+    The IEEE bits of a positive float32 increase with its value, so (bits << 31) | (MAX - id)
+    packs both orders into one integer.
+    """
+    bits = values.float().contiguous().view(torch.int32).long()
+    return (bits << _ID_BITS) | (_MAX_ID - ids)
+
+
+def _rank_in_groups(groups: torch.Tensor, keys: torch.Tensor, descending: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rank of each sorted entry within its group, the sorting permutation): sort by key, then stably by group."""
+    order = torch.argsort(keys, descending=descending, stable=True)
+    order = order[torch.argsort(groups[order], stable=True)]
+    g = groups[order]
+    counts = torch.bincount(g)
+    starts = torch.cumsum(counts, 0) - counts
+    return torch.arange(len(g), device=g.device) - starts[g], order
 
 
 def merge_top_lists(values: list[torch.Tensor], ids: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,10 +236,9 @@ def scan_quantiles(sae: SparseAutoencoder, store: ActivationStore, max_scores: n
     log_hi = mx.log10()
     edges = (log_hi[:, None] - HIST_DECADES + torch.linspace(0, HIST_DECADES, N_HIST_BINS + 1, device=device)[None, :])
     counts = torch.zeros(d_sae, N_HIST_BINS, dtype=torch.long, device=device)
-    keys = torch.full((n_bins, per_bin, d_sae), torch.inf, device=device)
+    keys = torch.full((n_bins, per_bin, d_sae), _EMPTY, dtype=torch.long, device=device)
     kid = torch.full((n_bins, per_bin, d_sae), -1, dtype=torch.long, device=device)
     kval = torch.zeros((n_bins, per_bin, d_sae), device=device)
-    feat = torch.arange(d_sae, device=device, dtype=torch.long)
     bar = progress(total=hi - lo, desc="quantiles", unit="img")
     for first, acts in _sample_chunks(store, chunk_samples, lo, hi):
         scores, _ = sample_scores(sae, acts.to(device), T)
@@ -211,18 +248,13 @@ def scan_quantiles(sae: SparseAutoencoder, store: ActivationStore, max_scores: n
         hbin = ((scores.clamp_min(1e-30).log10() - edges[:, 0]) / (HIST_DECADES / N_HIST_BINS)).floor().long().clamp(0, N_HIST_BINS - 1)
         in_range = pos & (scores.clamp_min(1e-30).log10() >= edges[:, 0])
         counts.scatter_add_(1, torch.where(in_range, hbin, 0).T.contiguous(), in_range.T.long().contiguous())
-        qbin = (scores / mx * n_bins).ceil().long().clamp(1, n_bins) - 1
-        key = _hash_key(ids[:, None] * 1_000_003 + feat[None, :] + seed * 7_777_777)
-        for b in range(n_bins):
-            sel = pos & (qbin == b)
-            if not sel.any():
-                continue
-            k = torch.where(sel, key, torch.inf)
-            cand_k = torch.cat([keys[b], k], 0)
-            cand_i = torch.cat([kid[b], ids[:, None].expand_as(k)], 0)
-            cand_v = torch.cat([kval[b], scores], 0)
-            order = cand_k.argsort(dim=0, stable=True)[:per_bin]
-            keys[b], kid[b], kval[b] = cand_k.gather(0, order), cand_i.gather(0, order), cand_v.gather(0, order)
+        r, f = torch.nonzero(pos, as_tuple=True)
+        v = scores[r, f]
+        b = (v / mx[f] * n_bins).ceil().long().clamp(1, n_bins) - 1
+        key = (_hash31(ids[r] * 1_000_003 + f + seed * 7_777_777) << _ID_BITS) | ids[r]
+        beats = key < keys[b, -1, f]
+        if beats.any():
+            keys, kid, kval = _merge_reservoir(keys, kid, kval, b[beats], f[beats], key[beats], ids[r][beats], v[beats])
         bar.update(n)
     bar.close()
     if d.enabled:  # concatenated in rank (= store) order, so the stable sort breaks ties as one pass does
@@ -232,19 +264,38 @@ def scan_quantiles(sae: SparseAutoencoder, store: ActivationStore, max_scores: n
         order = cand_k.argsort(dim=1, stable=True)[:, :per_bin]
         keys, kid, kval = cand_k.gather(1, order), cand_i.gather(1, order), cand_v.gather(1, order)
         edges = edges.cpu()
-    kid = torch.where(torch.isinf(keys), -1, kid)
-    kval = torch.where(torch.isinf(keys), 0.0, kval)
+    kid = torch.where(keys == _EMPTY, -1, kid)
+    kval = torch.where(keys == _EMPTY, 0.0, kval)
     edges_np = (10.0 ** edges.double()).cpu().numpy()
     return QuantileResult(edges_np, counts.cpu().numpy(), kid.permute(2, 0, 1).cpu().numpy(), kval.permute(2, 0, 1).cpu().numpy())
 
 
-def _hash_key(x: torch.Tensor) -> torch.Tensor:
-    """A cheap integer hash mapped to [0, 1): splitmix-style mixing of 31-bit values."""
+_EMPTY = torch.iinfo(torch.long).max
+
+
+def _merge_reservoir(keys, kid, kval, b, f, key, ids, values):
+    """Keep, per (bin, feature), the `per_bin` entries with the smallest keys among kept and new ones."""
+    n_bins, per_bin, d_sae = keys.shape
+    kb, ks, kf = torch.nonzero(keys != _EMPTY, as_tuple=True)
+    all_b, all_f = torch.cat([kb, b]), torch.cat([kf, f])
+    all_k = torch.cat([keys[kb, ks, kf], key])
+    all_i = torch.cat([kid[kb, ks, kf], ids])
+    all_v = torch.cat([kval[kb, ks, kf], values])
+    rank, order = _rank_in_groups(all_f * n_bins + all_b, all_k, descending=False)
+    keep = rank < per_bin
+    sel = order[keep]
+    slot, bb, ff = rank[keep], all_b[sel], all_f[sel]
+    keys, kid, kval = torch.full_like(keys, _EMPTY), torch.full_like(kid, -1), torch.zeros_like(kval)
+    keys[bb, slot, ff], kid[bb, slot, ff], kval[bb, slot, ff] = all_k[sel], all_i[sel], all_v[sel]
+    return keys, kid, kval
+
+
+def _hash31(x: torch.Tensor) -> torch.Tensor:
+    """A cheap integer hash to 31 bits (splitmix-style mixing): pseudo-random, deterministic keys."""
     x = x & 0x7FFFFFFF
     x = ((x >> 16) ^ x) * 0x45D9F3B & 0x7FFFFFFF
     x = ((x >> 16) ^ x) * 0x45D9F3B & 0x7FFFFFFF
-    x = (x >> 16) ^ x
-    return x.float() / float(0x7FFFFFFF)
+    return (x >> 16) ^ x
 
 
 @torch.no_grad()

@@ -31,9 +31,8 @@ class MetricsAccumulator:
         self.sq_err += float((x - x_hat).pow(2).sum())
         self.sum_x = x.sum(0) if self.sum_x is None else self.sum_x + x.sum(0)
         self.sum_x2 += float(x.pow(2).sum())
-        active = z > 0
-        self.l0_sum += float(active.sum())
-        counts = active.sum(0).to(torch.long).cpu()
+        counts = torch.count_nonzero(z, dim=0).to(torch.long).cpu()  # latents are never negative
+        self.l0_sum += float(counts.sum())
         self.fire_counts = counts if self.fire_counts is None else self.fire_counts + counts
 
     def result(self) -> dict:

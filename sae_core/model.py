@@ -145,6 +145,15 @@ class SparseAutoencoder(nn.Module):
         pi_mag = centred @ (self.W_enc * self.r_mag.exp()) + self.b_mag
         return (pi_gate > 0).to(pi_mag.dtype) * pi_mag.relu(), pi_gate
 
+    def encode_decode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(dense latents [batch, d_sae], reconstruction in input units); TopK decodes sparsely."""
+        if self.cfg.arch == "topk":
+            code = self.encode_sparse(x)
+            z = torch.zeros(x.shape[0], self.cfg.d_sae, dtype=code.values.dtype, device=x.device)
+            return z.scatter_(-1, code.indices, code.values), self.decode_sparse(*code)
+        z = self.encode(x)
+        return z, self.decode(z)
+
     # ---- decoder ---------------------------------------------------------------------------
     def decode(self, z: Tensor) -> Tensor:
         """Dense latents [batch, d_sae] -> reconstruction in input units."""
