@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from precompute import distributed
 from precompute.dataset import DatasetConfig, PreparedDataset, prepare_dataset
 from precompute.extractors import build_extractor
+from sae_core import distributed
 from sae_core.contract import folder_id
 from sae_core.errors import ConfigError
 from sae_core.progress import progress

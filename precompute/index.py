@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from precompute import distributed
 from precompute.index_schema import create_tables, finalize, insert_table
 from precompute.layout import hdbscan_labels, umap_2d
 from precompute.naming import TfIdfNamer, words_of
 from precompute.scan import patch_heatmaps, scan_features, scan_quantiles
+from sae_core import distributed
 from sae_core.checkpoint import load
 from sae_core.contract import SAESCOPE_VERSION, SCHEMA_VERSION, canonical_json, read_manifest, short_hash
 from sae_core.errors import ConfigError, DataError, FormatError

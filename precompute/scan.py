@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from precompute import distributed
+from sae_core import distributed
 from sae_core.metrics import MetricsAccumulator
 from sae_core.model import SparseAutoencoder, check_finite
 from sae_core.progress import progress

@@ -12,7 +12,6 @@ import dataclasses
 import io
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from sae_core import distributed
 from sae_core.checkpoint import CFG_FILE, read_cfg, save
 from sae_core.config import SAEConfig
 from sae_core.contract import atomic_write_bytes, folder_id
@@ -83,16 +83,6 @@ class TrainResult:
     reused: bool
 
 
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-
 def run_dpath_for(cfg: TrainConfig, store: ActivationStore) -> Path:
     ident = cfg.identity() | {"store": store.store_id}
     slug = cfg.name or f"{store.manifest.get('layer', 'sae')}-{cfg.sae.arch}"
@@ -109,14 +99,15 @@ def train(cfg: TrainConfig) -> TrainResult:
         done = read_cfg(run_dpath)
         if done.get("metrics"):
             return TrainResult(run_dpath, done["metrics"], reused=True)
-    return _Trainer(cfg, store, run_dpath).run()
+    with distributed.session():
+        return _Trainer(cfg, store, run_dpath).run()
 
 
 class _Trainer:
     def __init__(self, cfg: TrainConfig, store: ActivationStore, run_dpath: Path):
         self.cfg, self.store, self.run_dpath = cfg, store, run_dpath
-        self.dist = _init_distributed()
-        self.device = _pick_device(cfg.device, self.dist)
+        self.dist = distributed.current()
+        self.device = _pick_device(cfg.device)
         self.sae_cfg = cfg.sae.resolved(store.d_in)
         n_eval_samples = int(store.n_samples * cfg.eval_fraction)
         if cfg.eval_fraction > 0 and store.n_samples > 1:
@@ -338,23 +329,8 @@ def _truncate_log(fpath: Path, step: int) -> None:
     fpath.write_text("".join(ln + "\n" for ln in keep))
 
 
-def _init_distributed() -> _Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return _Dist(rank=dist.get_rank(), world=dist.get_world_size())
-
-
-def _pick_device(name: str, dist: _Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and dist.enabled:
-        name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    device = torch.device(name)
+def _pick_device(name: str) -> torch.device:
+    device = torch.device(distributed.pick_device(name))
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("device=cuda but no CUDA GPU is available; use --device cpu")

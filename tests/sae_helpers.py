@@ -14,19 +14,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from sae_core.store import StoreWriter
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def quiet_progress(monkeypatch):
-    """Silence tqdm bars (use through an autouse fixture in each test file)."""
-    monkeypatch.setenv("SAESCOPE_PROGRESS", "0")
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
 
 
 def make_atoms(n_atoms: int, d_in: int, seed: int = 0) -> torch.Tensor:

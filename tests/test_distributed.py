@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from precompute.distributed import Dist, split_range
 from precompute.index_schema import TABLES
+from sae_core.distributed import Dist, split_range
 from sae_core.store import ActivationStore
 from tests.precompute_helpers import make_dataset, make_sae, make_store
 
@@ -157,7 +157,7 @@ def test_a_rank_with_nothing_to_scan(tmp_path):
     store_dpath = make_store(tmp_path, np.random.default_rng(0).normal(size=(60, 6)).astype(np.float32), tokens_per_sample=2, grid=(1, 2))
     sae_dpath = make_sae(tmp_path, 6, 10, store_dpath=store_dpath)
     out = tmp_path / "scan.pkl"
-    code = ("import pickle; from precompute import distributed; from precompute.scan import scan_features, scan_quantiles; "
+    code = ("import pickle; from sae_core import distributed; from precompute.scan import scan_features, scan_quantiles; "
             "from sae_core.checkpoint import load; from sae_core.store import ActivationStore\n"
             "with distributed.session() as d:\n"
             f"    sae, store = load({str(sae_dpath)!r}), ActivationStore({str(store_dpath)!r})\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from sae_helpers import REPO, quiet_progress, read_metrics, subprocess_env, synthetic_store  # noqa: F401
+from sae_helpers import REPO, read_metrics, subprocess_env, synthetic_store
 from safetensors.torch import load_file
 
 from sae_core.checkpoint import CFG_FILE, WEIGHTS_FILE, load, read_cfg, save
@@ -26,12 +26,7 @@ D_IN, D_SAE = 16, 48
 CONTRACT = REPO / "docs" / "data-contract.md"
 
 
-@pytest.fixture(autouse=True)
-def _env(quiet_progress):  # noqa: F811
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 
 def _contract_table(section: str, header: str) -> list[list[str]]:

@@ -9,24 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from sae_helpers import REPO, free_port, quiet_progress, read_metrics, subprocess_env, synthetic_store  # noqa: F401
+from sae_helpers import REPO, free_port, read_metrics, subprocess_env, synthetic_store
 from safetensors.torch import load_file
 
 from sae_core.checkpoint import read_cfg
 from sae_core.config import SAEConfig
 from sae_core.training import TrainConfig, train
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
+pytestmark = [pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo"),
+              pytest.mark.usefixtures("single_thread_torch")]
 
 WORLD = 2
 
 
-@pytest.fixture(autouse=True)
-def _env(quiet_progress):  # noqa: F811
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cfg(store: Path, out: Path) -> TrainConfig:

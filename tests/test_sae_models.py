@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from sae_helpers import make_atoms, quiet_progress, sparse_mix  # noqa: F401
+from sae_helpers import make_atoms, sparse_mix
 
 from sae_core.config import ARCHS, SAEConfig
 from sae_core.errors import ConfigError, DataError
@@ -14,12 +14,7 @@ from sae_core.model import SparseAutoencoder, geometric_median
 D_IN, D_SAE, K = 32, 128, 4
 
 
-@pytest.fixture(autouse=True)
-def _env(quiet_progress):  # noqa: F811
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 
 def _sae(arch: str = "topk", seed: int = 0, **kw) -> SparseAutoencoder:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from sae_helpers import REPO, make_atoms, max_cosine, quiet_progress, read_metrics, sparse_mix, subprocess_env, synthetic_store, write_store  # noqa: F401
+from sae_helpers import REPO, make_atoms, max_cosine, read_metrics, sparse_mix, subprocess_env, synthetic_store, write_store  # noqa: F401
 
 from precompute.cli import build_parser, main
 from sae_core.checkpoint import load
@@ -21,12 +21,7 @@ from sae_core.training import TrainConfig, train
 D_IN, D_SAE, K = 32, 128, 4
 
 
-@pytest.fixture(autouse=True)
-def _env(quiet_progress):  # noqa: F811
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls: threads only add contention
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 
 @pytest.fixture(scope="module")
