@@ -41,6 +41,16 @@ class SyntheticStream:
         return torch.nn.functional.embedding_bag(idx, self.atoms, per_sample_weights=vals, mode="sum")
 
 
+def _update(loss: torch.Tensor, sae: torch.nn.Module, opt, project_grad, renormalize) -> None:
+    """The same optimizer step for both libraries: backward, projection, clipping, AdamW, renorm."""
+    loss.backward()
+    project_grad()
+    torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    renormalize()
+
+
 def saescope_step_fn(d_in: int, d_sae: int, k: int, device: str, auxk: bool):
     torch.manual_seed(0)
     sae = SparseAutoencoder(SAEConfig(arch="topk", k=k, d_in=d_in, d_sae=d_sae, aux_coeff=1 / 32 if auxk else 0.0)).to(device)
@@ -49,15 +59,10 @@ def saescope_step_fn(d_in: int, d_sae: int, k: int, device: str, auxk: bool):
     dead[: d_sae // 2] = auxk
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
 
-    def step(x: torch.Tensor) -> float:
+    def step(x: torch.Tensor) -> torch.Tensor:
         with autocast:
             out = sae(x, dead if auxk else None)
-        out.loss.backward()
-        sae.remove_parallel_grad()
-        torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sae.normalize_decoder()
+        _update(out.loss, sae, opt, sae.remove_parallel_grad, sae.normalize_decoder)
         return out.x_hat
 
     return step
@@ -77,12 +82,8 @@ def sparsify_step_fn(d_in: int, d_sae: int, k: int, device: str, auxk: bool):
     def step(x: torch.Tensor) -> torch.Tensor:
         with autocast:
             out = sae(x, dead_mask=dead if auxk else None)
-        (out.fvu + out.auxk_loss / 32).backward()
-        sae.remove_gradient_parallel_to_decoder_directions()
-        torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sae.set_decoder_norm_to_unit_norm()
+        _update(out.fvu + out.auxk_loss / 32, sae, opt, sae.remove_gradient_parallel_to_decoder_directions,
+                sae.set_decoder_norm_to_unit_norm)
         return out.sae_out
 
     return step
