@@ -9,7 +9,6 @@ import sys
 import time
 
 import httpx
-import pytest
 import schemathesis
 from conftest import REPO, free_port
 from hypothesis import HealthCheck, given, settings
