@@ -7,8 +7,13 @@ import warnings
 import numpy as np
 
 
-def umap_2d(x, seed: int = 0, n_neighbors: int = 15, metric: str = "cosine", pca_dims: int = 64) -> np.ndarray:
-    """UMAP to 2-D, after PCA to `pca_dims` when the input is wide and dense; deterministic for a seed."""
+def umap_2d(x, seed: int = 0, n_neighbors: int = 15, metric: str = "cosine", pca_dims: int = 64,
+            fit_limit: int = 100_000) -> np.ndarray:
+    """UMAP to 2-D, after PCA to `pca_dims` when the input is wide and dense; deterministic for a seed.
+
+    Above `fit_limit` rows, UMAP is fitted on a seeded random subset and the other rows are
+    placed with `transform`, so million-sample maps stay within time and memory.
+    """
     import scipy.sparse as sp
 
     n = x.shape[0]
@@ -22,7 +27,16 @@ def umap_2d(x, seed: int = 0, n_neighbors: int = 15, metric: str = "cosine", pca
 
         reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, n - 1), metric=metric, random_state=seed,
                             init="spectral" if n > n_neighbors + 2 else "random", n_jobs=1)
-        xy = reducer.fit_transform(x)
+        if n <= fit_limit:
+            xy = reducer.fit_transform(x)
+        else:
+            fit_rows = np.sort(np.random.default_rng(seed).choice(n, size=fit_limit, replace=False))
+            xy = np.zeros((n, 2), dtype=np.float32)
+            xy[fit_rows] = reducer.fit_transform(x[fit_rows])
+            rest = np.setdiff1d(np.arange(n), fit_rows)
+            for start in range(0, len(rest), fit_limit):
+                rows = rest[start : start + fit_limit]
+                xy[rows] = reducer.transform(x[rows])
     xy = np.nan_to_num(np.asarray(xy, dtype=np.float32))
     return xy
 

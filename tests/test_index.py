@@ -116,3 +116,17 @@ def test_bad_input_leaves_the_old_index_in_place(built, tmp_path):
     with pytest.raises(DataError, match="NaN"):
         build_index(IndexConfig(saes=(str(make_sae(tmp_path, D_IN, 8, store_dpath=nan_store, name="n")),), out=str(tmp_path / "z.duckdb")))
     assert not (tmp_path / "z.duckdb").exists()
+
+
+def test_large_maps_fit_on_a_subset_and_place_the_rest():
+    from precompute.layout import umap_2d
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 5
+    x = np.concatenate([c + rng.normal(size=(60, 8)) for c in centres]).astype(np.float32)
+    xy = umap_2d(x, metric="euclidean", fit_limit=90)
+    assert xy.shape == (180, 2) and np.isfinite(xy).all()
+    labels = np.repeat(np.arange(3), 60)
+    centroid = np.stack([xy[labels == c].mean(0) for c in range(3)])
+    nearest = np.argmin(((xy[:, None, :] - centroid[None]) ** 2).sum(-1), axis=1)
+    assert (nearest == labels).mean() > 0.95  # transformed points land with their cluster
