@@ -64,11 +64,7 @@ def prepare_dataset(cfg: DatasetConfig) -> PreparedDataset:
                 skipped.append(rec.source)
                 continue
             width, height = image.size
-            thumb = image.copy()
-            thumb.thumbnail((cfg.thumb_px, cfg.thumb_px))
-            buf = io.BytesIO()
-            thumb.save(buf, format="WEBP", quality=85)
-            atomic_write_bytes(dpath / "thumbs" / f"{len(rows['sample_id'])}.webp", buf.getvalue())
+            atomic_write_bytes(dpath / "thumbs" / f"{len(rows['sample_id'])}.webp", thumbnail_webp(image, cfg.thumb_px))
         sid = len(rows["sample_id"])
         for key, value in (("sample_id", sid), ("source", rec.source), ("caption", rec.caption), ("label", rec.label),
                            ("width", width), ("height", height), ("source_index", i)):
@@ -87,6 +83,15 @@ def prepare_dataset(cfg: DatasetConfig) -> PreparedDataset:
     }
     atomic_write_json(dpath / "manifest.json", manifest)
     return PreparedDataset(dpath, manifest, source, rows["source_index"])
+
+
+def thumbnail_webp(image: Image.Image, px: int = THUMB_PX) -> bytes:
+    """The explorer's thumbnail: longest side `px`, WebP."""
+    thumb = image.convert("RGB")
+    thumb.thumbnail((px, px))
+    buf = io.BytesIO()
+    thumb.save(buf, format="WEBP", quality=85)
+    return buf.getvalue()
 
 
 def _table_kwargs(cfg: DatasetConfig) -> dict:

@@ -16,13 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from precompute.dataset import DatasetConfig, PreparedDataset, prepare_dataset
+from precompute.dataset import DatasetConfig, PreparedDataset, prepare_dataset, thumbnail_webp
 from precompute.extractors import build_extractor
 from sae_core import distributed
-from sae_core.contract import folder_id
+from sae_core.contract import atomic_write_bytes, folder_id
 from sae_core.errors import ConfigError
 from sae_core.progress import progress
 from sae_core.store import ActivationStore, RankStoreWriter, StoreWriter
+
+GENERATED_THUMBS = "thumbs"
+"""Store sub-folder of the images a generative model drew for each sample (FLUX)."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,8 @@ def _extract(cfg: ExtractConfig, d: distributed.Dist) -> ExtractResult:
         "grid": list(info.grid) if info.grid else None, "d_in": info.d_in, "dtype": cfg.dtype,
         "fingerprint": dataset.manifest["fingerprint"],
     }
+    if extractor.generates_images:
+        header["thumbs_dpath"] = GENERATED_THUMBS
     if not d.enabled:
         writer = StoreWriter(store_dpath, header)
         _run(cfg, dataset, extractor, writer, 0, n_samples)
@@ -134,6 +139,8 @@ def _run(cfg: ExtractConfig, dataset: PreparedDataset, extractor, writer: StoreW
     n_pending = 0
     for batch, sample_ids in loader:
         acts = extractor.activations(batch).to("cpu")
+        if extractor.generates_images:
+            _write_thumbs(writer.dpath / GENERATED_THUMBS, sample_ids.tolist(), extractor.generated_images() or [])
         pending_acts.append(acts)
         pending_ids.append(sample_ids.numpy())
         n_pending += len(sample_ids)
@@ -144,6 +151,14 @@ def _run(cfg: ExtractConfig, dataset: PreparedDataset, extractor, writer: StoreW
     if n_pending:
         writer.append(torch.cat(pending_acts), np.concatenate(pending_ids))
     bar.close()
+
+
+def _write_thumbs(dpath: Path, sample_ids: list[int], images: list) -> None:
+    """Keep the images a model drew (FLUX) as the samples' thumbnails, before their shard lands."""
+    if len(images) != len(sample_ids):
+        raise ConfigError(f"the model returned {len(images)} images for {len(sample_ids)} samples")
+    for sample_id, image in zip(sample_ids, images):
+        atomic_write_bytes(dpath / f"{sample_id}.webp", thumbnail_webp(image))
 
 
 class _SampleDataset(torch.utils.data.Dataset):

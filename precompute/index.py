@@ -164,9 +164,13 @@ def _index_one(con, cfg: IndexConfig, spec: str, device: str, datasets_done: set
     if con is None:  # a torchrun rank other than 0: its share of the scans is done
         return sae_id
     samples = pq.read_table(ds_dpath / "samples.parquet")
+    thumbs = ds_dpath / "thumbs" if ds_manifest["modality"] == "image" else None
+    if store.manifest.get("thumbs_dpath"):  # images a generative model drew for these captions (FLUX)
+        ds_manifest = {**ds_manifest, "dataset_id": f"{ds_manifest['dataset_id']}.{store.store_id}", "modality": "image"}
+        thumbs = store.dpath / store.manifest["thumbs_dpath"]
     dataset_id = ds_manifest["dataset_id"]
     if dataset_id not in datasets_done:
-        _insert_dataset(con, ds_manifest, ds_dpath, samples)
+        _insert_dataset(con, ds_manifest, thumbs, samples)
         datasets_done.add(dataset_id)
     captions = samples.column("caption").to_pylist()
     labels = samples.column("label").to_pylist()
@@ -299,11 +303,10 @@ def _insert_clusters(con, sae_id: str, map_name: str, xy: np.ndarray, labels: np
     insert_table(con, "clusters", rows)
 
 
-def _insert_dataset(con, manifest: dict, dpath: Path, samples: pa.Table) -> None:
-    thumbs = dpath / "thumbs"
+def _insert_dataset(con, manifest: dict, thumbs: Path | None, samples: pa.Table) -> None:
     con.execute("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?)", [
         manifest["dataset_id"], manifest["modality"], manifest["source"], manifest["n_samples"],
-        str(thumbs.resolve()) if manifest["modality"] == "image" else None, manifest["has_labels"]])
+        str(thumbs.resolve()) if thumbs else None, manifest["has_labels"]])
     n = samples.num_rows
     insert_table(con, "samples", {
         "dataset_id": [manifest["dataset_id"]] * n, "sample_id": samples.column("sample_id").to_numpy(),

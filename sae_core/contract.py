@@ -17,7 +17,7 @@ from typing import Any
 
 from sae_core.errors import FormatError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bump together with the version line of docs/data-contract.md on every format change."""
 
 SAESCOPE_VERSION = "0.1.0"
@@ -35,9 +35,10 @@ def short_hash(obj: Any, n_chars: int = 12) -> str:
 
 
 def folder_id(slug: str, cfg: Any) -> str:
-    """`<slug>-<hash>`: readable, and identical configs map to the same folder."""
+    """`<slug>-<hash>`: readable; identical configs map to the same folder, and a new schema
+    version to a new one (old folders stay readable by the version that wrote them)."""
     clean = "".join(c if c.isalnum() or c in "-_." else "-" for c in slug).strip("-")[:40]
-    return f"{clean or 'run'}-{short_hash(cfg)}"
+    return f"{clean or 'run'}-{short_hash({'cfg': cfg, 'schema_version': SCHEMA_VERSION})}"
 
 
 def atomic_write_bytes(fpath: Path, data: bytes) -> None:

@@ -286,3 +286,39 @@ def test_real_pipeline_generates_and_hooks_first_step(tiny_pipeline):
     torch.testing.assert_close(fast.activations(fast.prepare(captions)), acts)
     assert fast.generated_images() is None
     assert text.activations(text.prepare(captions)).shape == (2, 16, D)
+
+
+def test_flux_extraction_keeps_generated_images_for_the_index(tiny_pipeline, tmp_path):
+    """`saescope extract --model diffusers:FOLDER` over captions: the images FLUX drew become the
+    samples' thumbnails, and the index serves them as an image dataset."""
+    import duckdb
+    import numpy as np
+
+    from precompute.extract import ExtractConfig, extract
+    from precompute.index import IndexConfig, build_index
+    from sae_core.checkpoint import save
+    from sae_core.config import SAEConfig
+    from sae_core.model import SparseAutoencoder
+    from sae_core.store import ActivationStore
+
+    folder = tmp_path / "tiny-flux"
+    tiny_pipeline.save_pretrained(folder)
+    captions = tmp_path / "captions.txt"
+    captions.write_text("a cat\na dog on a mat\na red ball\n")
+    result = extract(ExtractConfig(dataset=f"text:{captions}", model=f"diffusers:{folder}", layer="transformer_blocks.0.image",
+                                   tokens="patches", image_size=64, batch_size=2, shard_samples=2, device="cpu",
+                                   data_root=str(tmp_path / "data")))
+    store = ActivationStore(result.store_dpath)
+    assert store.grid == (4, 4) and store.n_samples == 3
+    thumbs = sorted(p.name for p in (result.store_dpath / store.manifest["thumbs_dpath"]).iterdir())
+    assert thumbs == ["0.webp", "1.webp", "2.webp"]
+
+    torch.manual_seed(0)
+    sae = SparseAutoencoder(SAEConfig(arch="topk", k=2, d_in=store.d_in, d_sae=16))
+    sae.init_from_data(store.rows(np.arange(store.n_tokens)))
+    ckpt = save(sae, tmp_path / "sae", store=store.summary())
+    index = build_index(IndexConfig(saes=(str(ckpt),), out=str(tmp_path / "flux.duckdb"), top_n=3))
+    con = duckdb.connect(str(index.fpath), read_only=True)
+    modality, thumbs_dpath = con.execute("SELECT modality, thumbs_dpath FROM datasets").fetchone()
+    assert modality == "image" and thumbs_dpath == str((result.store_dpath / "thumbs").resolve())
+    assert con.execute("SELECT caption FROM samples ORDER BY sample_id").fetchall() == [("a cat",), ("a dog on a mat",), ("a red ball",)]

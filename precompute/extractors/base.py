@@ -53,6 +53,12 @@ class Extractor(abc.ABC):
     def activations(self, batch: object) -> torch.Tensor:
         """Forward a prepared batch; return float activations [batch, tokens_per_sample, d_in]."""
 
+    @property
+    def generates_images(self) -> bool:
+        """Whether `generated_images()` returns the images the model drew (FLUX): extraction then
+        keeps them as the samples' images."""
+        return False
+
     def generated_images(self) -> list | None:
         """Images the model produced for the last batch (FLUX), to keep as the samples' images."""
         return None

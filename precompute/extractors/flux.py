@@ -251,6 +251,10 @@ class FluxPipelineExtractor(_FluxBase):
             self._images = list(result.images)
         return self._finish(raw)
 
+    @property
+    def generates_images(self) -> bool:
+        return self.generate
+
     def generated_images(self) -> list | None:
         return self._images
 
