@@ -46,12 +46,21 @@ def _cmd_index(args: argparse.Namespace) -> None:
         print(f"{'reused' if result.reused else 'wrote'} index {result.fpath} with SAEs {', '.join(result.sae_ids)}")
 
 
-def _cmd_serve(args: argparse.Namespace) -> None:
+def _serve(index: str, host: str, port: int, workers: int = 1) -> None:
+    """Start the explorer; an index the app cannot read is a one-line user error."""
+    from app.errors import IndexSchemaError
     from app.main import serve
 
-    if not Path(args.index).is_file():
-        raise SaescopeError(f"{args.index}: no such index; build one with `saescope index` or `saescope demo`")
-    serve(args.index, host=args.host, port=args.port, workers=args.workers)
+    if not Path(index).is_file():
+        raise SaescopeError(f"{index}: no such index; build one with `saescope index` or `saescope demo`")
+    try:
+        serve(index, host=host, port=port, workers=workers)
+    except IndexSchemaError as e:
+        raise SaescopeError(str(e)) from None
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    _serve(args.index, args.host, args.port, args.workers)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -65,10 +74,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     else:
         index = build_demo(cfg)
     if cfg.serve:
-        from app.main import serve
-
         print(f"serving the explorer on http://{cfg.host}:{cfg.port}/ (Ctrl-C stops it)")
-        serve(str(index), host=cfg.host, port=cfg.port)
+        _serve(str(index), cfg.host, cfg.port)
 
 
 def _cmd_info(args: argparse.Namespace) -> None:

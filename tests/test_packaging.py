@@ -57,3 +57,13 @@ def test_app_and_sae_core_imports_stay_light():
     code = "import sys, sae_core.model; print(any(m.startswith(('fastapi', 'starlette', 'jinja2')) for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_serve_refuses_an_unreadable_index_in_one_line(tmp_path):
+    bad = tmp_path / "old.duckdb"
+    bad.write_bytes(b"not a duckdb file")
+    for path in (bad, tmp_path / "missing.duckdb"):
+        out = subprocess.run([sys.executable, "-m", "precompute.cli", "serve", str(path), "--port", "1"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+        assert str(path) in out.stderr
