@@ -85,7 +85,7 @@ def _extract(cfg: ExtractConfig, d: distributed.Dist) -> ExtractResult:
     reused = False
     if (store_dpath / "manifest.json").exists():
         with contextlib.suppress(Exception):
-            reused = bool(ActivationStore(store_dpath).manifest.get("complete"))
+            reused = bool(ActivationStore(store_dpath, allow_incomplete=True).manifest.get("complete"))
     if d.enabled:  # every rank must take the same branch
         reused = all(int(a[0]) for a in distributed.all_gather_arrays(np.array([int(reused)], dtype=np.int64)))
         distributed.barrier()

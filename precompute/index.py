@@ -122,18 +122,30 @@ def _build(cfg: IndexConfig, d: distributed.Dist) -> IndexResult:
 
 
 def _inputs_hash(cfg: IndexConfig) -> str:
-    """Identity of the inputs: the config plus size and mtime of every SAE and store file."""
-    stamps = []
+    """Identity of the inputs: the config plus size and mtime of every SAE file (resumable
+    training state excluded), of each store's manifest and of its dataset's files."""
+    stamped: list[Path] = []
     for spec in cfg.saes:
         p = Path(spec)
-        files = sorted(p.rglob("*")) if p.is_dir() else [p]
-        stamps += [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file() and "state" not in f.parts]
-    if cfg.store:
-        m = Path(cfg.store) / "manifest.json"
-        if m.exists():
-            stamps.append((str(m), m.stat().st_size, m.stat().st_mtime_ns))
+        stamped += [f for f in sorted(p.rglob("*")) if "state" not in f.relative_to(p).parts] if p.is_dir() else [p]
+        store_dpath = Path(cfg.store) if cfg.store else _named_store(p)
+        if store_dpath is not None:
+            stamped.append(store_dpath / "manifest.json")
+            with contextlib.suppress(OSError, json.JSONDecodeError):
+                ds = Path(json.loads((store_dpath / "manifest.json").read_text()).get("dataset_dpath") or "")
+                ds = ds if ds.is_absolute() else store_dpath / ds
+                stamped += [ds / "manifest.json", ds / "samples.parquet"]
+    stamps = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in stamped if f.is_file()]
     ident = {k: v for k, v in cfg.__dict__.items() if k not in ("out", "device", "chunk_samples")}
     return short_hash({"cfg": ident, "files": stamps, "schema": SCHEMA_VERSION}, 32)
+
+
+def _named_store(sae_path: Path) -> Path | None:
+    """The store a saescope checkpoint names in its cfg.json, if any."""
+    with contextlib.suppress(OSError, json.JSONDecodeError, AttributeError):
+        dpath = json.loads((sae_path / "cfg.json").read_text()).get("store", {}).get("dpath")
+        return Path(dpath) if dpath else None
+    return None
 
 
 def _resolve_store(cfg: IndexConfig, sae_dpath: Path) -> ActivationStore:

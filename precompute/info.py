@@ -46,7 +46,7 @@ def _describe_sae(path: Path) -> str:
 def _describe_store(path: Path) -> str:
     from sae_core.store import ActivationStore
 
-    s = ActivationStore(path)
+    s = ActivationStore(path, allow_incomplete=True)
     m = s.manifest
     grid = f" grid {s.grid[0]}x{s.grid[1]}" if s.grid else ""
     return (f"activation store {path}\n  model         {m.get('model')} layer {m.get('layer')} ({m.get('token_selection')}{grid})\n"

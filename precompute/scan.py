@@ -52,6 +52,16 @@ def _max_over_tokens(z: torch.Tensor, tokens_per_sample: int) -> torch.Tensor:
     return z if tokens_per_sample == 1 else z.view(-1, tokens_per_sample, z.shape[-1]).amax(dim=1)
 
 
+DENSE_BUDGET = 1 << 27
+"""Elements of one dense [rows, d_sae] array a scan chunk may hold (512 MB in float32)."""
+
+
+def chunk_size(chunk_samples: int, tokens_per_sample: int, d_sae: int) -> int:
+    """Samples per chunk: at most `chunk_samples`, and few enough that the chunk's dense latents
+    [samples * tokens, d_sae] stay within DENSE_BUDGET (patch stores have many rows per sample)."""
+    return max(1, min(chunk_samples, DENSE_BUDGET // (tokens_per_sample * d_sae)))
+
+
 def _sample_chunks(store: ActivationStore, chunk_samples: int, first: int = 0, stop: int | None = None):
     T = store.tokens_per_sample
     stop = store.n_samples if stop is None else stop
@@ -67,6 +77,7 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
     sae = sae.to(device).eval()
     d = distributed.current()
     d_sae, T = sae.cfg.d_sae, store.tokens_per_sample
+    chunk_samples = chunk_size(chunk_samples, T, d_sae)
     ids_all = store.sample_ids()
     lo, hi = distributed.split_range(store.n_samples, chunk_samples, d)
     best_v = torch.full((top_n, d_sae), -torch.inf, device=device)
@@ -229,8 +240,9 @@ def scan_quantiles(sae: SparseAutoencoder, store: ActivationStore, max_scores: n
     """
     sae = sae.to(device).eval()
     d = distributed.current()
-    lo, hi = distributed.split_range(store.n_samples, chunk_samples, d)
     d_sae, T = sae.cfg.d_sae, store.tokens_per_sample
+    chunk_samples = chunk_size(chunk_samples, T, d_sae)
+    lo, hi = distributed.split_range(store.n_samples, chunk_samples, d)
     ids_all = store.sample_ids()
     mx = torch.as_tensor(max_scores, device=device).clamp_min(1e-12)
     log_hi = mx.log10()

@@ -127,6 +127,18 @@ class TableSource(Source):
             return r.caption or ""
         return _open_rgb(self.table_fpath.parent / r.source)
 
+    def fingerprint(self) -> str:
+        """The table's rows, plus the size and mtime of the table and of every image it names."""
+        h = hashlib.sha256(super().fingerprint().encode())
+        files = [self.table_fpath] + ([self.table_fpath.parent / r.source for r in self.records] if self.modality == "image" else [])
+        for fpath in files:
+            try:
+                st = os.stat(fpath)
+                h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+            except OSError:
+                h.update(b"missing")
+        return h.hexdigest()
+
 
 class TextLinesSource(Source):
     """A text corpus: one caption per non-empty line."""

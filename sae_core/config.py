@@ -41,9 +41,12 @@ class SAEConfig:
                 raise ConfigError(f"k={self.k} is larger than d_sae={self.d_sae}; lower k or raise d_sae")
         if self.init not in ("tied", "orthonormal"):
             raise ConfigError(f"init={self.init!r} is unknown; choose tied or orthonormal")
-        for name in ("l1_coeff", "l0_coeff", "jumprelu_bandwidth", "jumprelu_init_threshold", "aux_coeff"):
+        for name in ("l1_coeff", "l0_coeff", "aux_coeff"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must not be negative")
+        for name in ("jumprelu_bandwidth", "jumprelu_init_threshold"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}={getattr(self, name)} must be positive")
 
     def resolved(self, d_in: int) -> SAEConfig:
         """Fill d_in and d_sae from the data; checks the result again."""

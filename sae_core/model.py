@@ -115,9 +115,9 @@ class SparseAutoencoder(nn.Module):
         return (x * self.input_scale - self.b_dec) @ self.W_enc + self.b_enc
 
     def encode_sparse(self, x: Tensor) -> SparseCode:
-        """The k largest (ReLU'd) latents per row; TopK family only."""
-        if not self.cfg.is_topk_family:
-            raise TypeError(f"encode_sparse is for topk/batchtopk SAEs, not {self.cfg.arch}")
+        """The k largest (ReLU'd) latents per row; TopK only."""
+        if self.cfg.arch != "topk":  # BatchTopK's inference code has a varying number of latents: use encode()
+            raise TypeError(f"encode_sparse is for topk SAEs, not {self.cfg.arch}; use encode()")
         values, indices = self.pre_acts(x).topk(self.cfg.k, dim=-1, sorted=False)
         return SparseCode(values.relu(), indices)
 

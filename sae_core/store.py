@@ -73,10 +73,15 @@ class _Shard:
 class ActivationStore:
     """Read-only view of a store folder: rows are tokens, `T` rows per sample."""
 
-    def __init__(self, dpath: str | Path):
+    def __init__(self, dpath: str | Path, allow_incomplete: bool = False):
+        """`allow_incomplete`: also open a store whose extraction has not finished (inspection only;
+        training or indexing a partial store would silently use part of the data)."""
         self.dpath = Path(dpath)
         self.manifest = read_manifest(self.dpath / MANIFEST, "activation_store")
         m = self.manifest
+        if not m.get("complete") and not allow_incomplete:
+            raise DataError(f"{self.dpath}: extraction has not finished ({m.get('n_samples', 0)} samples so far); "
+                            "re-run the same `saescope extract` command to complete it")
         self.d_in: int = int(m["d_in"])
         self.dtype: str = m["dtype"]
         self.tokens_per_sample: int = int(m["tokens_per_sample"])

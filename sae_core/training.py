@@ -84,7 +84,7 @@ class TrainResult:
 
 
 def run_dpath_for(cfg: TrainConfig, store: ActivationStore) -> Path:
-    ident = cfg.identity() | {"store": store.store_id}
+    ident = cfg.identity() | {"store": store.store_id, "n_tokens": store.n_tokens}
     slug = cfg.name or f"{store.manifest.get('layer', 'sae')}-{cfg.sae.arch}"
     return Path(cfg.out) / folder_id(slug, ident)
 
@@ -270,6 +270,14 @@ class _Trainer:
             return
         gen = torch.Generator(device="cpu").manual_seed(self.cfg.seed * 7919 + self.step)
         resample_dead(self.sae, self.opt, x, dead_mask, gen)
+        if self.dist.enabled:  # ranks resampled from different slices: rank 0's choice wins everywhere
+            import torch.distributed as dist
+
+            for param in self.sae.parameters():
+                dist.broadcast(param.data, src=0)
+                for value in self.opt.state.get(param, {}).values():
+                    if torch.is_tensor(value) and value.dim() > 0:
+                        dist.broadcast(value, src=0)
         self.tokens_since_fired[dead_mask] = 0
 
     @torch.no_grad()
@@ -308,7 +316,14 @@ def resample_dead(sae: SparseAutoencoder, opt: torch.optim.Optimizer, x: torch.T
     sae.W_dec[dead] = directions
     sae.W_enc[:, dead] = directions.T * enc_norm * 0.2
     sae.b_enc[dead] = 0.0
-    for param, index in ((sae.W_dec, (dead,)), (sae.W_enc, (slice(None), dead)), (sae.b_enc, (dead,))):
+    reset = [(sae.W_dec, (dead,)), (sae.W_enc, (slice(None), dead)), (sae.b_enc, (dead,))]
+    if sae.cfg.arch == "jumprelu":  # the threshold that silenced them would silence them again
+        sae.log_threshold[dead] = float(torch.tensor(sae.cfg.jumprelu_init_threshold).log())
+        reset.append((sae.log_threshold, (dead,)))
+    if sae.cfg.arch == "gated":
+        sae.r_mag[dead], sae.b_mag[dead] = 0.0, 0.0
+        reset += [(sae.r_mag, (dead,)), (sae.b_mag, (dead,))]
+    for param, index in reset:
         state = opt.state.get(param, {})
         for key in ("exp_avg", "exp_avg_sq"):
             if key in state:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from precompute.extract import ExtractConfig, extract
 from precompute.extractors.efficientnet import EfficientNetExtractor
+from sae_core.errors import DataError
 from sae_core.store import ActivationStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,8 +90,10 @@ def test_killed_extraction_resumes_to_the_same_store(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    partial = ActivationStore(next(stores.iterdir()))
+    partial = ActivationStore(next(stores.iterdir()), allow_incomplete=True)
     assert not partial.manifest["complete"] and partial.n_samples < 24
+    with pytest.raises(DataError, match="has not finished"):
+        ActivationStore(partial.dpath)
     resumed = extract(ExtractConfig(data_root=str(tmp_path / "b"), **args))
     a, b = ActivationStore(whole.store_dpath), ActivationStore(resumed.store_dpath)
     np.testing.assert_array_equal(a.sample_ids(), b.sample_ids())

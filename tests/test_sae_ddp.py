@@ -79,3 +79,41 @@ def test_ddp_matches_single_process(tmp_path):
     rows = read_metrics(ddp_run)
     assert [r["step"] for r in rows] == [r["step"] for r in read_metrics(single.run_dpath)]
     assert rows[-1]["loss"] < 0.8 * rows[0]["loss"]  # it trained, so agreeing is not trivial
+
+
+_RANK_STATE = """
+import sys, torch
+torch.set_num_threads(1)
+import sae_core.training as T
+from sae_core.config import SAEConfig
+calls = []
+orig_resample, orig_run = T.resample_dead, T._Trainer.run
+def resample(*args):
+    calls.append(1)
+    return orig_resample(*args)
+def run(self):
+    result = orig_run(self)
+    torch.save(self.sae.state_dict(), f"{sys.argv[2]}/rank{self.dist.rank}.pt")
+    return result
+T.resample_dead, T._Trainer.run = resample, run
+cfg = T.TrainConfig(store=sys.argv[1], out=sys.argv[2] + "/out", sae=SAEConfig(arch="jumprelu", d_sae=64, jumprelu_init_threshold=50.0),
+                    lr=3e-3, batch_size=256, n_epochs=2, log_every=4, device="cpu", seed=5, dead_after_tokens=256, resample_every_tokens=512)
+T.train(cfg)
+print("RESAMPLED", len(calls))
+"""
+
+
+def test_ranks_stay_identical_when_dead_latents_are_resampled(tmp_path):
+    """Each rank resamples from its own slice; rank 0's choice must reach every rank."""
+    store, _ = synthetic_store(tmp_path / "store", n=3072, d_in=16, n_atoms=24)
+    port = str(free_port())
+    procs = [subprocess.Popen([sys.executable, "-c", _RANK_STATE, str(store), str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env=subprocess_env(WORLD_SIZE=str(WORLD), RANK=str(r), LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
+             for r in range(WORLD)]
+    outs = [p.communicate(timeout=150) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert all("RESAMPLED" in out and "RESAMPLED 0" not in out for out, _ in outs)  # resampling happened
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    for name in a:
+        assert torch.equal(a[name], b[name]), name

@@ -341,3 +341,11 @@ def test_config_validation():
     assert SAEConfig(expansion=4).resolved(32).d_sae == 128
     with pytest.raises(ValueError, match="resolved"):
         SparseAutoencoder(SAEConfig())
+
+
+@pytest.mark.parametrize("field", ["jumprelu_bandwidth", "jumprelu_init_threshold"])
+def test_jumprelu_settings_must_be_positive(field):
+    from sae_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=field):
+        SAEConfig(arch="jumprelu", **{field: 0.0})

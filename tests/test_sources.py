@@ -195,3 +195,15 @@ def test_wordnet_definitions_and_labels():
     assert src.load(0) == src.records[0].caption
     with pytest.raises(DataError, match="apt-get install wordnet-base"):
         WordNetSource(root=Path("/nonexistent"))
+
+
+def test_table_fingerprint_changes_when_an_image_it_names_changes(tmp_path):
+    from PIL import Image
+
+    from precompute.sources import TableSource
+
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "a.png")
+    (tmp_path / "t.csv").write_text("image,caption\na.png,red square\n")
+    before = TableSource(tmp_path / "t.csv").fingerprint()
+    Image.new("RGB", (16, 16), "blue").save(tmp_path / "a.png")
+    assert TableSource(tmp_path / "t.csv").fingerprint() != before

@@ -62,3 +62,16 @@ def test_errors_name_the_problem(tmp_path):
         ActivationStore(d)
     with pytest.raises(DataError, match="rows"):
         StoreWriter(tmp_path / "t", {**HEADER, "dtype": "float32"}).append(torch.zeros(3, 3), [0, 1])
+
+
+def test_an_unfinished_store_is_refused_for_training_and_indexing(tmp_path):
+    w = StoreWriter(tmp_path / "s", {**HEADER, "dtype": "float32"})
+    w.append(torch.zeros(2, 2, 3), [0, 1])
+    with pytest.raises(DataError, match="has not finished"):
+        ActivationStore(tmp_path / "s")
+    assert ActivationStore(tmp_path / "s", allow_incomplete=True).n_samples == 2
+    from sae_core.training import TrainConfig, train
+
+    with pytest.raises(DataError, match="has not finished"):
+        train(TrainConfig(store=str(tmp_path / "s"), out=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
