@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -76,7 +77,10 @@ def serve(index_path: str | Path, host: str = "127.0.0.1", port: int = 8000, wor
     """Run the explorer with uvicorn (`saescope serve INDEX.duckdb`)."""
     import uvicorn
 
-    settings = Settings(index=Path(index_path))
+    # Game tokens are signed; without a configured key, make a random one for this server's
+    # lifetime and share it with every worker through the environment.
+    os.environ.setdefault("SAESCOPE_SECRET", secrets.token_hex(32))
+    settings = Settings(index=Path(index_path), secret=os.environ["SAESCOPE_SECRET"])
     if workers <= 1:
         uvicorn.run(create_app(settings), host=host, port=port)
         return

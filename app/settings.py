@@ -17,6 +17,6 @@ class Settings(BaseSettings):
     thumbs_root: Path | None = Field(
         default=None, description="base folder for relative datasets.thumbs_dpath (default: the index's folder)")
     secret: str | None = Field(
-        default=None, description="key that signs game tokens (default: derived from the index)")
+        default=None, description="key that signs game tokens (`serve` makes a random one per server when unset)")
     page_size: int = Field(default=24, ge=1, le=500, description="search results per page")
     thumb_max_age: int = Field(default=7 * 86400, ge=0, description="Cache-Control max-age of thumbnails (s)")

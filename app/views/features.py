@@ -86,14 +86,21 @@ def random_feature_id(db: Index, ctx: SaeCtx, seed: int | None = None) -> int:
                          "ORDER BY feature_id LIMIT 1 OFFSET ?", [ctx.sae_id, off]))
 
 
+def _is_id(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts '²', which int() refuses."""
+    return text.isascii() and text.isdecimal()
+
+
 def parse_ids(ids: str) -> list[int]:
     """'1,2,5-9' -> [1, 2, 5, 6, 7, 8, 9]; the map sends selections this way."""
     out: list[int] = []
     for part in filter(None, (p.strip() for p in ids.split(","))):
         lo, _, hi = part.partition("-")
-        if not lo.isdigit() or (hi and not hi.isdigit()):
+        if not _is_id(lo) or (hi and not _is_id(hi)):
             raise InvalidParamError(f"ids: {part!r} is not a feature id or range like 3-7")
         a, b = int(lo), int(hi) if hi else int(lo)
+        if b >= 2**31:
+            raise InvalidParamError(f"ids: {part!r} is larger than any feature id")
         if b < a or len(out) + (b - a + 1) > MAX_LIST_IDS:
             raise InvalidParamError(f"ids: at most {MAX_LIST_IDS} ids, ranges low-high")
         out.extend(range(a, b + 1))

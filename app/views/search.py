@@ -29,7 +29,7 @@ def _terms(q: str) -> list[str]:
 def search_view(db: Index, ctx: SaeCtx, q: str, page: int, page_size: int) -> SearchView:
     q = q.strip()
     base = dict(sae=ctx.summary, q=q, page=page, page_size=page_size)
-    if q.isdigit() and int(q) < 2**31:
+    if q.isascii() and q.isdecimal() and int(q) < 2**31:  # isdigit() alone accepts '²', which int() refuses
         fid = int(q)
         row = db.one("SELECT feature_id, name, density, n_fired, mean_act, max_act, label_entropy, "
                      "top_label, cluster_id FROM features WHERE sae_id = ? AND feature_id = ?",

@@ -123,3 +123,13 @@ def test_connection_is_read_only_and_locked(app):
         cur.execute("SELECT * FROM read_csv('/etc/passwd')")
     with pytest.raises(duckdb.Error):
         cur.execute("SET enable_external_access = true")
+
+
+@pytest.mark.parametrize("url", ["/sae/{sae}/search.json?q=%C2%B2", "/sae/{sae}/features.json?ids=%C2%B2",
+                                 "/sae/{sae}/features.json?ids=1-%C2%B2", "/sae/{sae}/features.json?ids=2147483648"])
+def test_odd_numbers_are_422_not_500(client, url):
+    from make_fixture_index import POOLED
+
+    r = client.get(url.format(sae=POOLED))
+    assert r.status_code in (200, 422), r.text
+    assert "Traceback" not in r.text
