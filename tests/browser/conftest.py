@@ -33,6 +33,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_health(base: str, proc: subprocess.Popen, timeout_s: float, message: str) -> None:
+    """Poll /health until the server answers; kill it and fail with `message` if it dies or times out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(message)
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     index = build_fixture_index(tmp_path_factory.mktemp("browser-index"))
@@ -42,17 +57,7 @@ def server(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"server did not start; see {log.name}")
-        time.sleep(0.1)
+    wait_for_health(base, proc, 30, f"server did not start; see {log.name}")
     yield base
     proc.terminate()
     proc.wait(timeout=10)

@@ -6,11 +6,10 @@ import concurrent.futures
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 import schemathesis
-from conftest import REPO, free_port
+from conftest import REPO, free_port, wait_for_health
 from hypothesis import HealthCheck, given, settings
 from make_fixture_index import POOLED, build_fixture_index
 from schemathesis.checks import not_a_server_error
@@ -39,15 +38,7 @@ def test_two_workers_serve_the_same_index(tmp_path):
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "server with 2 workers did not start"
-            time.sleep(0.2)
+        wait_for_health(base, proc, 60, "server with 2 workers did not start")
         urls = [f"{base}/sae/{POOLED}/feature/{i}.json" for i in range(40)]
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             codes = list(pool.map(lambda u: httpx.get(u, timeout=10).status_code, urls))
