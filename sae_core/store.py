@@ -158,6 +158,7 @@ class StoreWriter:
             for key in ("d_in", "dtype", "tokens_per_sample", "model", "layer"):
                 if key in header and self.manifest.get(key) != header[key]:
                     raise FormatError(f"{existing}: existing store has {key}={self.manifest.get(key)!r}, not {header[key]!r}")
+            self._drop_unreadable_shards()
         else:
             self.manifest = {
                 **header,
@@ -170,6 +171,23 @@ class StoreWriter:
                 "complete": False,
             }
             self._write_manifest()
+
+    def _drop_unreadable_shards(self) -> None:
+        """Keep the listed shards up to the first one that is missing or damaged, so re-running
+        the extraction rewrites it and everything after it instead of trusting a broken store."""
+        shards = self.manifest["shards"]
+        for i, entry in enumerate(shards):
+            try:
+                arrays = _mmap_safetensors(self.dpath / entry["file"])
+                ok = "acts" in arrays and len(arrays.get("sample_ids", ())) == entry["n_samples"]
+            except (FormatError, OSError):
+                ok = False
+            if not ok:
+                T = int(self.manifest["tokens_per_sample"])
+                self.manifest.update(shards=shards[:i], n_samples=entry["first_sample"], complete=False)
+                self.manifest["n_tokens"] = self.manifest["n_samples"] * T
+                self._write_manifest()
+                return
 
     @property
     def n_samples_done(self) -> int:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from precompute.extract import ExtractConfig, extract
 from precompute.extractors.efficientnet import EfficientNetExtractor
-from sae_core.errors import DataError
+from sae_core.errors import DataError, FormatError
 from sae_core.store import ActivationStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,3 +117,20 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "precompute.cli", "extract", "--layer", "blocks.99", "--dataset", "emoji:2",
                           "--data-root", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and "blocks.99" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_rerunning_extract_repairs_a_store_whose_shard_was_damaged(tmp_path):
+    folder = _image_folder(tmp_path / "imgs", 12, corrupt=0)
+    cfg = ExtractConfig(dataset=str(folder), layer="blocks.3", tokens="pooled", image_size=64, data_root=str(tmp_path / "data"),
+                        shard_samples=4, batch_size=2)
+    first = extract(cfg)
+    want = ActivationStore(first.store_dpath).rows(np.arange(12))
+    shard = first.store_dpath / "shard-00001.safetensors"
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(FormatError):
+        ActivationStore(first.store_dpath)
+    again = extract(cfg)
+    assert not again.reused
+    store = ActivationStore(again.store_dpath)
+    assert store.n_samples == 12 and store.manifest["complete"]
+    torch.testing.assert_close(store.rows(np.arange(12)), want, rtol=0, atol=0)
