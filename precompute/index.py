@@ -195,9 +195,10 @@ def _index_one(con, cfg: IndexConfig, spec: str, device: str, datasets_done: set
     q_f, q_b, q_r = np.nonzero(quant.q_ids >= 0)
     q_s, q_v = quant.q_ids[q_f, q_b, q_r], quant.q_values[q_f, q_b, q_r]
     grid = store.grid
-    if grid:
-        hm_top, sc_top = patch_heatmaps(sae, store, top_f, top_s, device)
-        hm_q, sc_q = patch_heatmaps(sae, store, q_f, q_s, device)
+    if grid:  # one pass: a sample among both the top and the quantile samples is encoded once
+        maps, scales = patch_heatmaps(sae, store, np.concatenate([top_f, q_f]), np.concatenate([top_s, q_s]), device)
+        hm_top, hm_q = maps[: len(top_f)], maps[len(top_f) :]
+        sc_top, sc_q = scales[: len(top_f)], scales[len(top_f) :]
     insert_table(con, "feature_top", {
         "sae_id": [sae_id] * len(top_f), "feature_id": top_f.astype(np.int32), "rank": top_r.astype(np.int32),
         "sample_id": top_s, "activation": top_v.astype(np.float32),
