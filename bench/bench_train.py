@@ -51,13 +51,19 @@ def _update(loss: torch.Tensor, sae: torch.nn.Module, opt, project_grad, renorma
     renormalize()
 
 
-def saescope_step_fn(d_in: int, d_sae: int, k: int, device: str, auxk: bool):
-    torch.manual_seed(0)
-    sae = SparseAutoencoder(SAEConfig(arch="topk", k=k, d_in=d_in, d_sae=d_sae, aux_coeff=1 / 32 if auxk else 0.0)).to(device)
+def _step_setup(sae: torch.nn.Module, d_sae: int, device: str, auxk: bool):
+    """What both libraries' steps share: AdamW, half the latents marked dead (for AuxK), autocast."""
     opt = torch.optim.AdamW(sae.parameters(), lr=3e-4)
     dead = torch.zeros(d_sae, dtype=torch.bool, device=device)
     dead[: d_sae // 2] = auxk
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    return opt, dead, autocast
+
+
+def saescope_step_fn(d_in: int, d_sae: int, k: int, device: str, auxk: bool):
+    torch.manual_seed(0)
+    sae = SparseAutoencoder(SAEConfig(arch="topk", k=k, d_in=d_in, d_sae=d_sae, aux_coeff=1 / 32 if auxk else 0.0)).to(device)
+    opt, dead, autocast = _step_setup(sae, d_sae, device, auxk)
 
     def step(x: torch.Tensor) -> torch.Tensor:
         with autocast:
@@ -74,10 +80,7 @@ def sparsify_step_fn(d_in: int, d_sae: int, k: int, device: str, auxk: bool):
 
     torch.manual_seed(0)
     sae = SparseCoder(d_in, SparseCoderConfig(num_latents=d_sae, k=k), device=device)
-    opt = torch.optim.AdamW(sae.parameters(), lr=3e-4)
-    dead = torch.zeros(d_sae, dtype=torch.bool, device=device)
-    dead[: d_sae // 2] = auxk
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    opt, dead, autocast = _step_setup(sae, d_sae, device, auxk)
 
     def step(x: torch.Tensor) -> torch.Tensor:
         with autocast:
