@@ -180,10 +180,11 @@ class SparseAutoencoder(nn.Module):
         if arch == "topk":
             return self._forward_topk(x, target, dead_mask)
         if arch == "batchtopk" and self.training:
-            code = self._train_sparse_code(x)
+            pre = self.pre_acts(x).relu()  # one encoder matmul serves the batch top-k and AuxK
+            code = self._batch_topk_code(pre)
             x_hat_n = self._decode_sparse_scaled(code.values, code.indices) + self.b_dec
             recon = _mse(x_hat_n, target)
-            aux = self._auxk_loss(x, target - x_hat_n.detach(), dead_mask) if dead_mask is not None else zero
+            aux = self._auxk_loss(pre, target - x_hat_n.detach(), dead_mask) if dead_mask is not None else zero
             return self._sparse_output(x_hat_n, recon, aux, code)
 
         if arch == "gated":
@@ -232,9 +233,9 @@ class SparseAutoencoder(nn.Module):
         zero = recon.new_zeros(())
         return ForwardOutput(x_hat_n / self.input_scale, recon + aux, recon, zero, aux, active.sum(-1).float(), fired)
 
-    def _train_sparse_code(self, x: Tensor) -> SparseCode:
-        """BatchTopK: the batch's k*batch largest, kept sparse per row; updates the inference threshold."""
-        pre = self.pre_acts(x).relu()
+    def _batch_topk_code(self, pre: Tensor) -> SparseCode:
+        """BatchTopK: the batch's k*batch largest (ReLU'd) pre-activations, kept sparse per row;
+        updates the inference threshold."""
         batch, d_sae = pre.shape
         flat_vals, flat_idx = pre.flatten().topk(self.cfg.k * batch, sorted=False)
         # Keep the per-row layout sparse: each row gets at most `k_row` slots, padded with zeros.
@@ -244,9 +245,9 @@ class SparseAutoencoder(nn.Module):
         order = torch.argsort(rows, stable=True)
         rows, flat_vals, flat_idx = rows[order], flat_vals[order], flat_idx[order]
         starts = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(rows.numel(), device=x.device) - starts[rows]
+        slot = torch.arange(rows.numel(), device=pre.device) - starts[rows]
         values = pre.new_zeros(batch, k_row)
-        indices = torch.zeros(batch, k_row, dtype=torch.long, device=x.device)
+        indices = torch.zeros(batch, k_row, dtype=torch.long, device=pre.device)
         values[rows, slot] = flat_vals
         indices[rows, slot] = flat_idx % d_sae
         self._update_threshold(flat_vals)
@@ -262,12 +263,11 @@ class SparseAutoencoder(nn.Module):
         self.threshold.mul_(n / (n + 1)).add_(positive.min().float() / (n + 1))
         self.threshold_n.add_(1)
 
-    def _auxk_loss(self, x: Tensor, residual: Tensor, dead_mask: Tensor) -> Tensor:
-        """Reconstruct the (detached) residual from the top dead latents, without b_dec."""
+    def _auxk_loss(self, pre: Tensor, residual: Tensor, dead_mask: Tensor) -> Tensor:
+        """Reconstruct the (detached) residual from the top dead latents of `pre`, without b_dec."""
         n_dead = int(dead_mask.sum())
         if n_dead == 0 or self.cfg.aux_coeff == 0:
             return residual.new_zeros(())
-        pre = self.pre_acts(x).relu()
         pre = pre.masked_fill(~dead_mask, 0.0)
         values, indices = pre.topk(min(self.cfg.n_aux, n_dead), dim=-1, sorted=False)
         return self._normalized_aux(self._decode_sparse_scaled(values, indices), residual)
