@@ -8,6 +8,7 @@ slice of each global batch and DDP averages gradients.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -201,7 +202,7 @@ class _Trainer:
         if self.dist.rank == 0:
             self.run_dpath.mkdir(parents=True, exist_ok=True)
             _truncate_log(log_fpath, self.step)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else _nullcontext()
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
         bar = progress(total=self.n_steps * self.cfg.batch_size, initial=self.step * self.cfg.batch_size,
                        desc="train", unit="tok", disable=self.dist.rank != 0)
         t_last, tok_last = time.perf_counter(), self.step * self.cfg.batch_size
@@ -351,11 +352,3 @@ def _pick_device(name: str) -> torch.device:
             raise ConfigError("device=cuda but no CUDA GPU is available; use --device cpu")
         torch.cuda.set_device(device)
     return device
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
