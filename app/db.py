@@ -17,7 +17,7 @@ from fastapi import Depends, Request
 
 from app.errors import IndexSchemaError
 
-SCHEMA_VERSION = 3  # sae_core.contract.SCHEMA_VERSION (the app does not import sae_core)
+SCHEMA_VERSION = 4  # sae_core.contract.SCHEMA_VERSION (the app does not import sae_core)
 REQUIRED_TABLES = (
     "schema_version", "datasets", "samples", "saes", "features", "feature_top",
     "feature_quantiles", "feature_hist", "feature_labels", "feature_neighbors", "clusters",

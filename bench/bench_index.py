@@ -68,26 +68,35 @@ def main() -> None:
     p.add_argument("--top-n", type=int, default=64)
     p.add_argument("--chunk", type=int, default=8192)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--precision", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
+                   help="encoder precisions to run; the first is the reference for top-N agreement")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-index-"))
     t0 = time.perf_counter()
     store = synthetic_store(tmp / "store", args.tokens, args.d_in)
     write_s = time.perf_counter() - t0
     sae = SparseAutoencoder(SAEConfig(arch="topk", k=args.k, d_in=args.d_in, d_sae=args.d_sae))
-    anon = AnonPeak()
-    t0 = time.perf_counter()
-    scan = scan_features(sae, store, top_n=args.top_n, chunk_samples=args.chunk, device=args.device)
-    scan_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    scan_quantiles(sae, store, scan.max_scores, chunk_samples=args.chunk, device=args.device)
-    quant_s = time.perf_counter() - t0
-    anon_gb = anon.stop()
+    rows, reference = [], None
+    for precision in args.precision:
+        anon = AnonPeak()
+        t0 = time.perf_counter()
+        scan = scan_features(sae, store, top_n=args.top_n, chunk_samples=args.chunk, device=args.device, precision=precision)
+        scan_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        scan_quantiles(sae, store, scan.max_scores, chunk_samples=args.chunk, device=args.device, precision=precision)
+        quant_s = time.perf_counter() - t0
+        anon_gb = anon.stop()
+        reference = reference or scan
+        filled = reference.top_ids >= 0
+        agree = ((scan.top_ids == reference.top_ids) & filled).sum() / max(filled.sum(), 1)
+        rows.append([f"{args.tokens:,} tokens, d={args.d_in}, {args.d_sae:,} latents, k={args.k}, top {args.top_n}", precision,
+                     f"{args.tokens / scan_s:,.0f} tokens/s", f"{args.tokens / quant_s:,.0f} tokens/s", f"{agree:.2%}",
+                     f"{anon_gb:.2f} GB"])
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     print(machine())
-    print_table(["config", "store write", "scan (top-N + stats)", "quantile pass", "peak anon. memory", "peak RSS incl. mapped store"], [[
-        f"{args.tokens:,} tokens, d={args.d_in}, {args.d_sae:,} latents, k={args.k}, top {args.top_n}",
-        f"{write_s:.1f} s", f"{args.tokens / scan_s:,.0f} tokens/s", f"{args.tokens / quant_s:,.0f} tokens/s",
-        f"{anon_gb:.2f} GB", f"{peak_gb:.2f} GB"]])
+    print(f"store write {write_s:.1f} s; peak RSS including the memory-mapped store {peak_gb:.2f} GB")
+    print_table(["config", "encoder", "scan (top-N + stats)", "quantile pass", f"top-N equal to {args.precision[0]}",
+                 "peak anon. memory"], rows)
 
 
 if __name__ == "__main__":

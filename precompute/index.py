@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from precompute.encoding import resolve_precision
 from precompute.index_schema import create_tables, finalize, insert_table
 from precompute.layout import hdbscan_labels, umap_2d
 from precompute.naming import TfIdfNamer, words_of
@@ -44,10 +45,14 @@ class IndexConfig:
     chunk_samples: int = field(default=4096, metadata={"help": "samples per scan chunk (bounds memory)"})
     seed: int = field(default=0, metadata={"help": "seed of layouts and quantile sampling"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
+    precision: str = field(default="auto", metadata={
+        "help": "TopK encoder matmul: float32 (exact), bfloat16 (candidates re-scored in float32, for GPU "
+                "tensor cores) or auto (bfloat16 on CUDA, else float32)"})
 
     def __post_init__(self) -> None:
         if self.top_n <= 0 or self.quantile_bins <= 0 or self.per_bin <= 0:
             raise ConfigError("top_n, quantile_bins and per_bin must be positive")
+        resolve_precision(self.precision, "cpu")  # refuses unknown names early
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ def _build(cfg: IndexConfig, d: distributed.Dist) -> IndexResult:
         con = duckdb.connect(str(tmp))
         create_tables(con)
         con.execute("INSERT INTO schema_version VALUES (?, ?, current_timestamp)", [SCHEMA_VERSION, SAESCOPE_VERSION])
-        con.execute("INSERT INTO index_meta VALUES ('inputs_hash', ?)", [inputs])
+        con.execute("INSERT INTO index_meta VALUES ('inputs_hash', ?), ('encoder_precision', ?)", [inputs, _precision(cfg)])
         datasets_done = set()
         sae_ids = []
         for spec in cfg.saes:
@@ -137,7 +142,12 @@ def _inputs_hash(cfg: IndexConfig) -> str:
                 stamped += [ds / "manifest.json", ds / "samples.parquet"]
     stamps = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in stamped if f.is_file()]
     ident = {k: v for k, v in cfg.__dict__.items() if k not in ("out", "device", "chunk_samples")}
+    ident["precision"] = _precision(cfg)
     return short_hash({"cfg": ident, "files": stamps, "schema": SCHEMA_VERSION}, 32)
+
+
+def _precision(cfg: IndexConfig) -> str:
+    return resolve_precision(cfg.precision, distributed.pick_device(cfg.device))
 
 
 def _named_store(sae_path: Path) -> Path | None:
@@ -171,8 +181,9 @@ def _index_one(con, cfg: IndexConfig, spec: str, device: str, datasets_done: set
         ds_dpath = store.dpath / ds_dpath
     ds_manifest = read_manifest(ds_dpath / "manifest.json", "dataset")
     sae_id = _sae_id(sae_dpath, taken)
-    scan = scan_features(sae, store, cfg.top_n, cfg.sample_top, cfg.chunk_samples, device)
-    quant = scan_quantiles(sae, store, scan.max_scores, cfg.quantile_bins, cfg.per_bin, cfg.chunk_samples, cfg.seed, device)
+    precision = _precision(cfg)
+    scan = scan_features(sae, store, cfg.top_n, cfg.sample_top, cfg.chunk_samples, device, precision)
+    quant = scan_quantiles(sae, store, scan.max_scores, cfg.quantile_bins, cfg.per_bin, cfg.chunk_samples, cfg.seed, device, precision)
     if con is None:  # a torchrun rank other than 0: its share of the scans is done
         return sae_id
     samples = pq.read_table(ds_dpath / "samples.parquet")

@@ -1,10 +1,11 @@
 """Stream a store through an SAE and keep, per feature, what the explorer shows.
 
-Pass 1 (`FeatureScan`): exact top-N samples per feature (ties broken by smaller sample_id),
+Pass 1 (`scan_features`): exact top-N samples per feature (ties broken by smaller sample_id),
 firing counts, sums and maxima, each sample's most active features and the SAE's quality
-metrics. Pass 2 (`QuantileScan`): per-feature histograms on log-spaced bins and a deterministic
-sample of firing samples from each activation bin. Memory is bounded by O(N x d_sae + chunk),
-never by the store size.
+metrics. Pass 2 (`scan_quantiles`): per-feature histograms on log-spaced bins and a deterministic
+sample of firing samples from each activation bin. Both read each chunk in the coordinate form
+of `precompute.encoding`, so their cost follows the firing entries, not samples x d_sae.
+Memory is bounded by O(N x d_sae + chunk), never by the store size.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from precompute.encoding import ChunkEncoder, SampleCode
 from sae_core import distributed
 from sae_core.metrics import MetricsAccumulator
 from sae_core.model import SparseAutoencoder, check_finite
@@ -42,16 +44,6 @@ class ScanResult:
     metrics: dict
 
 
-def sample_scores(sae: SparseAutoencoder, acts: torch.Tensor, tokens_per_sample: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scores [n_samples, d_sae], latents [rows, d_sae]): a sample's score is its max over tokens."""
-    z = sae.encode(acts)
-    return _max_over_tokens(z, tokens_per_sample), z
-
-
-def _max_over_tokens(z: torch.Tensor, tokens_per_sample: int) -> torch.Tensor:
-    return z if tokens_per_sample == 1 else z.view(-1, tokens_per_sample, z.shape[-1]).amax(dim=1)
-
-
 DENSE_BUDGET = 1 << 27
 """Elements of one dense [rows, d_sae] array a scan chunk may hold (512 MB in float32)."""
 
@@ -71,13 +63,15 @@ def _sample_chunks(store: ActivationStore, chunk_samples: int, first: int = 0, s
 
 @torch.no_grad()
 def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 64, sample_top_m: int = 16,
-                  chunk_samples: int = 4096, device: str = "cpu") -> ScanResult:
+                  chunk_samples: int = 4096, device: str = "cpu", precision: str = "float32") -> ScanResult:
     """Under torchrun (an initialised process group) each rank scans a slice of whole chunks and
-    every rank returns the merged result, equal bit for bit to the single-process one."""
+    every rank returns the merged result, equal bit for bit to the single-process one.
+    `precision` is that of `precompute.encoding.ChunkEncoder` (float32 or bfloat16 candidates)."""
     sae = sae.to(device).eval()
     d = distributed.current()
     d_sae, T = sae.cfg.d_sae, store.tokens_per_sample
     chunk_samples = chunk_size(chunk_samples, T, d_sae)
+    encoder = ChunkEncoder(sae, T, precision)
     ids_all = store.sample_ids()
     lo, hi = distributed.split_range(store.n_samples, chunk_samples, d)
     best_v = torch.full((top_n, d_sae), -torch.inf, device=device)
@@ -94,22 +88,21 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
     for first, acts in _sample_chunks(store, chunk_samples, lo, hi):
         acts = acts.to(device)
         check_finite(acts, f"{store.dpath}")
-        z, x_hat = sae.encode_decode(acts)
-        scores = _max_over_tokens(z, T)
-        n = scores.shape[0]
+        code, x_hat, fire = encoder.encode(acts, reconstruct=True)
+        n = acts.shape[0] // T
+        chunk_acc = MetricsAccumulator(d_sae) if d.enabled else acc
+        chunk_acc.update_counts(acts * sae.input_scale, x_hat * sae.input_scale, fire)
+        counts = torch.bincount(code.feats, minlength=d_sae)
+        chunk_sum = feature_sums(code, counts)
         if d.enabled:
-            chunk_acc = MetricsAccumulator(d_sae)
-            chunk_acc.update(acts * sae.input_scale, x_hat * sae.input_scale, z)
-            parts.append((chunk_acc, scores.sum(0, dtype=torch.float64).cpu()))
+            parts.append((chunk_acc, chunk_sum.cpu()))
         else:
-            acc.update(acts * sae.input_scale, x_hat * sae.input_scale, z)
+            sum_s += chunk_sum
         ids = torch.as_tensor(ids_all[first : first + n], device=device)
-        best_v, best_i = merge_top(best_v, best_i, scores, ids)
-        n_fired += torch.count_nonzero(scores, dim=0)
-        if not d.enabled:
-            sum_s += scores.sum(0, dtype=torch.float64)
-        max_s = torch.maximum(max_s, scores.amax(0))
-        v, i = scores.topk(m, dim=1)
+        best_v, best_i = merge_top(best_v, best_i, code, ids)
+        n_fired += counts
+        max_s.scatter_reduce_(0, code.feats, code.values, "amax")
+        v, i = sample_top(code, n, m)
         st_vals[first - lo : first - lo + n], st_ids[first - lo : first - lo + n] = v.cpu().numpy(), i.cpu().numpy()
         bar.update(n)
     bar.close()
@@ -133,6 +126,27 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
                       np.concatenate(gather(st_vals)), ids_all, acc.result())
 
 
+def feature_sums(code: SampleCode, counts: torch.Tensor) -> torch.Tensor:
+    """Per-feature float64 sums of a chunk's scores, added in row order on every device
+    (`index_add_` on CUDA adds in a racy order, which would make index files differ)."""
+    order = torch.argsort(code.feats, stable=True)
+    return torch.segment_reduce(code.values[order].double(), "sum", lengths=counts)
+
+
+def sample_top(code: SampleCode, n_rows: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's m highest-scoring features (score desc, feature asc) as values [n, m] and int32
+    ids [n, m]; rows with fewer than m firing features are padded with (0, 0)."""
+    values = torch.zeros((n_rows, m), dtype=torch.float32, device=code.values.device)
+    ids = torch.zeros((n_rows, m), dtype=torch.int32, device=code.values.device)
+    if code.rows.numel():
+        rank, order = _rank_in_groups(code.rows, _score_id_key(code.values, code.feats), descending=True)
+        keep = rank < m
+        sel = order[keep]
+        values[code.rows[sel], rank[keep]] = code.values[sel]
+        ids[code.rows[sel], rank[keep]] = code.feats[sel].int()
+    return values, ids
+
+
 def _fold_metrics(d_sae: int, chunks: list[MetricsAccumulator], gather) -> MetricsAccumulator:
     """All ranks' per-chunk metric accumulators combined in store order, as one sequential pass would."""
     scalars = np.array([[c.n_tokens, c.sq_err, c.sum_x2, c.l0_sum] for c in chunks], dtype=np.float64).reshape(-1, 4)
@@ -152,23 +166,26 @@ def _fold_metrics(d_sae: int, chunks: list[MetricsAccumulator], gather) -> Metri
     return acc
 
 
-def merge_top(best_v: torch.Tensor, best_i: torch.Tensor, scores: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge a chunk's positive scores [n, d] into the running top-N lists [N, d].
+def merge_top(best_v: torch.Tensor, best_i: torch.Tensor, code: SampleCode, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge a chunk's positive scores into the running top-N lists [N, d]; `ids` [n] are the
+    chunk's sample ids.
 
-    Order is (score desc, sample_id asc). Only (sample, feature) entries that beat the current
-    N-th best of their feature are considered; they and the kept entries are ranked with one
-    composite-key sort, so the cost follows the number of candidates, not n x d.
+    Order is (score desc, sample_id asc). Only entries that beat the current N-th best of their
+    feature are considered; they and the kept entries are ranked with one composite-key sort, so
+    the cost follows the number of candidates, not n x d.
     """
     top_n, d_sae = best_v.shape
-    thr_v, thr_i = best_v[-1], best_i[-1]
-    beats = (scores > 0) & ((scores > thr_v) | ((scores == thr_v) & (ids[:, None] < thr_i)))
-    r, f = torch.nonzero(beats, as_tuple=True)
-    if r.numel() == 0:
+    r, f, v = code
+    sid = ids[r]
+    thr_v, thr_i = best_v[-1, f], best_i[-1, f]
+    beats = (v > thr_v) | ((v == thr_v) & (sid < thr_i))
+    if not bool(beats.any()):
         return best_v, best_i
+    f, v, sid = f[beats], v[beats], sid[beats]
     kr, kf = torch.nonzero(best_i >= 0, as_tuple=True)
     all_f = torch.cat([kf, f])
-    all_v = torch.cat([best_v[kr, kf], scores[r, f]])
-    all_i = torch.cat([best_i[kr, kf], ids[r]])
+    all_v = torch.cat([best_v[kr, kf], v])
+    all_i = torch.cat([best_i[kr, kf], sid])
     rank, order = _rank_in_groups(all_f, _score_id_key(all_v, all_i), descending=True)
     keep = rank < top_n
     new_v = torch.full_like(best_v, -torch.inf)
@@ -230,7 +247,8 @@ class QuantileResult:
 
 @torch.no_grad()
 def scan_quantiles(sae: SparseAutoencoder, store: ActivationStore, max_scores: np.ndarray, n_bins: int = 10,
-                   per_bin: int = 8, chunk_samples: int = 4096, seed: int = 0, device: str = "cpu") -> QuantileResult:
+                   per_bin: int = 8, chunk_samples: int = 4096, seed: int = 0, device: str = "cpu",
+                   precision: str = "float32") -> QuantileResult:
     """Histogram every feature's positive scores and keep `per_bin` samples per activation bin.
 
     Bins split [0, max] into `n_bins` equal intervals; within a bin the kept samples are those
@@ -251,17 +269,16 @@ def scan_quantiles(sae: SparseAutoencoder, store: ActivationStore, max_scores: n
     keys = torch.full((n_bins, per_bin, d_sae), _EMPTY, dtype=torch.long, device=device)
     kid = torch.full((n_bins, per_bin, d_sae), -1, dtype=torch.long, device=device)
     kval = torch.zeros((n_bins, per_bin, d_sae), device=device)
+    encoder = ChunkEncoder(sae, T, precision)
     bar = progress(total=hi - lo, desc="quantiles", unit="img")
     for first, acts in _sample_chunks(store, chunk_samples, lo, hi):
-        scores, _ = sample_scores(sae, acts.to(device), T)
-        n = scores.shape[0]
+        (r, f, v), _, _ = encoder.encode(acts.to(device))
+        n = acts.shape[0] // T
         ids = torch.as_tensor(ids_all[first : first + n], device=device)
-        pos = scores > 0
-        hbin = ((scores.clamp_min(1e-30).log10() - edges[:, 0]) / (HIST_DECADES / N_HIST_BINS)).floor().long().clamp(0, N_HIST_BINS - 1)
-        in_range = pos & (scores.clamp_min(1e-30).log10() >= edges[:, 0])
-        counts.scatter_add_(1, torch.where(in_range, hbin, 0).T.contiguous(), in_range.T.long().contiguous())
-        r, f = torch.nonzero(pos, as_tuple=True)
-        v = scores[r, f]
+        log_v = v.log10()
+        hbin = ((log_v - edges[f, 0]) / (HIST_DECADES / N_HIST_BINS)).floor().long().clamp(0, N_HIST_BINS - 1)
+        in_range = log_v >= edges[f, 0]
+        counts += torch.bincount(f[in_range] * N_HIST_BINS + hbin[in_range], minlength=d_sae * N_HIST_BINS).view(d_sae, N_HIST_BINS)
         b = (v / mx[f] * n_bins).ceil().long().clamp(1, n_bins) - 1
         key = (_hash31(ids[r] * 1_000_003 + f + seed * 7_777_777) << _ID_BITS) | ids[r]
         beats = key < keys[b, -1, f]

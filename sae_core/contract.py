@@ -17,7 +17,7 @@ from typing import Any
 
 from sae_core.errors import FormatError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bump together with the version line of docs/data-contract.md on every format change."""
 
 SAESCOPE_VERSION = "0.1.0"

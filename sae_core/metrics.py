@@ -26,12 +26,16 @@ class MetricsAccumulator:
 
     def update(self, x: Tensor, x_hat: Tensor, z: Tensor) -> None:
         """x, x_hat [n, d_in] in the same units; z dense latents [n, d_sae]."""
+        self.update_counts(x, x_hat, torch.count_nonzero(z, dim=0))  # latents are never negative
+
+    def update_counts(self, x: Tensor, x_hat: Tensor, fire_counts: Tensor) -> None:
+        """Like `update`, with the latents given as how many of the n rows each fired on [d_sae]."""
         x, x_hat = x.double(), x_hat.double()
         self.n_tokens += x.shape[0]
         self.sq_err += float((x - x_hat).pow(2).sum())
         self.sum_x = x.sum(0) if self.sum_x is None else self.sum_x + x.sum(0)
         self.sum_x2 += float(x.pow(2).sum())
-        counts = torch.count_nonzero(z, dim=0).to(torch.long).cpu()  # latents are never negative
+        counts = fire_counts.to(torch.long).cpu()
         self.l0_sum += float(counts.sum())
         self.fire_counts = counts if self.fire_counts is None else self.fire_counts + counts
 

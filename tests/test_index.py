@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+from pathlib import Path
+
 import duckdb
 import numpy as np
 import pytest
@@ -16,6 +20,7 @@ from tests.precompute_helpers import make_dataset, make_sae, make_store
 from tests.test_scan import brute_top
 
 N, D_IN, D_SAE = 120, 10, 24
+DOC = (Path(__file__).resolve().parents[1] / "docs" / "data-contract.md").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +48,23 @@ def test_tables_and_columns_are_the_contract(built):
         assert [t for _, t in got] == [t.replace("REAL", "FLOAT") for _, t in cols], table
     assert con.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     assert sorted(r[0] for r in con.execute("SELECT sae_id FROM saes").fetchall()) == ["a", "b"]
+    meta = dict(con.execute("SELECT key, value FROM index_meta").fetchall())
+    documented = [row for row in DOC.splitlines() if row.startswith("| index_meta |")][0]
+    assert set(meta) == set(re.findall(r"`(\w+)`", documented.split("|")[3])) - {"float32", "bfloat16"}
+    assert meta["encoder_precision"] == "float32"  # auto on a CPU
+
+
+def test_bfloat16_encoder_is_recorded_and_is_a_different_build(built, tmp_path):
+    root, cfg, result, *_ = built
+    fast = build_index(replace(cfg, out=str(tmp_path / "fast.duckdb"), precision="bfloat16"))
+    con = duckdb.connect(str(fast.fpath), read_only=True)
+    assert con.execute("SELECT value FROM index_meta WHERE key = 'encoder_precision'").fetchone()[0] == "bfloat16"
+    exact = duckdb.connect(str(result.fpath), read_only=True)
+    q = "SELECT sae_id, feature_id, sample_id FROM feature_top ORDER BY ALL"
+    got, want = set(con.execute(q).fetchall()), set(exact.execute(q).fetchall())
+    assert len(got & want) >= 0.98 * len(want)
+    moved = build_index(replace(cfg, out=str(tmp_path / "fast.duckdb")))
+    assert not moved.reused  # same output path, other precision: rebuilt, not reused
 
 
 def test_rows_are_stored_in_key_order(built):

@@ -8,6 +8,7 @@ import torch
 
 from precompute.scan import patch_heatmaps, scan_features, scan_quantiles
 from sae_core.checkpoint import load
+from sae_core.errors import ConfigError
 from sae_core.store import ActivationStore
 from tests.precompute_helpers import make_sae, make_store
 
@@ -24,15 +25,17 @@ def brute_top(scores: np.ndarray, ids: np.ndarray, top_n: int):
     return out_v, out_i
 
 
-@pytest.fixture(params=[(1, None), (4, (2, 2))], ids=["dense", "patches"])
+@pytest.fixture(params=[(1, None, "relu"), (4, (2, 2), "relu"), (1, None, "topk"), (4, (2, 2), "topk")],
+                ids=["dense-relu", "patches-relu", "dense-topk", "patches-topk"])
 def setup(request, tmp_path):
-    T, grid = request.param
+    """ReLU SAEs take the dense encoder path of `precompute.encoding`, TopK SAEs the sparse one."""
+    T, grid, arch = request.param
     rng = np.random.default_rng(1)
     n, d_in, d_sae = 230, 12, 40
     acts = rng.normal(size=(n * T, d_in)).astype(np.float32)
     acts[5 * T : 6 * T] = acts[17 * T : 18 * T]  # identical samples give exact ties
     store_dpath = make_store(tmp_path, acts, tokens_per_sample=T, grid=grid, shard_samples=37)
-    sae = load(make_sae(tmp_path, d_in, d_sae, store_dpath=store_dpath))
+    sae = load(make_sae(tmp_path, d_in, d_sae, arch=arch, k=6, store_dpath=store_dpath))
     store = ActivationStore(store_dpath)
     with torch.no_grad():
         z = sae.encode(torch.from_numpy(acts)).numpy()
@@ -56,14 +59,18 @@ def test_top_n_matches_brute_force_with_ties(setup, chunk):
 
 
 def test_statistics_and_sample_top(setup):
-    sae, store, scores, _, _ = setup
+    sae, store, scores, z, _ = setup
     result = scan_features(sae, store, top_n=5, sample_top_m=3, chunk_samples=50)
     np.testing.assert_array_equal(result.n_fired, (scores > 0).sum(0))
     np.testing.assert_allclose(result.max_scores, scores.max(0).clip(min=0), rtol=1e-6)
     np.testing.assert_allclose(result.sum_scores, scores.clip(min=0).sum(0), rtol=1e-5)
-    want = np.sort(scores, axis=1)[:, ::-1][:, :3]
+    want = np.sort(scores, axis=1)[:, ::-1][:, :3].clip(min=0)
     np.testing.assert_allclose(result.sample_top_values, want, rtol=1e-6)
-    assert 0 <= result.metrics["dead_fraction"] <= 1 and result.metrics["l0"] > 0
+    firing = result.sample_top_values > 0
+    got_scores = np.take_along_axis(scores, result.sample_top_ids.astype(np.int64), axis=1)
+    np.testing.assert_allclose(got_scores[firing], result.sample_top_values[firing], rtol=1e-6)
+    assert result.metrics["l0"] == pytest.approx((z > 0).sum(1).mean())
+    np.testing.assert_allclose(1 - result.metrics["dead_fraction"], (z > 0).any(0).mean())
 
 
 def test_quantile_samples_lie_in_their_bins_and_histograms_count_firing_samples(setup):
@@ -94,3 +101,32 @@ def test_patch_heatmaps_quantise_the_feature_map(setup):
         ref = z[s * T : s * T + T, f].clip(min=0)
         np.testing.assert_allclose(sc, ref.max(), rtol=1e-5)
         np.testing.assert_allclose(m.astype(np.float32) * sc / 255, ref, atol=sc / 255 + 1e-6)
+
+
+@pytest.mark.parametrize("tokens", [1, 4])
+def test_bfloat16_candidates_rescored_in_float32_match_the_exact_scan(tmp_path, tokens):
+    """The fast TopK path (bfloat16 matmul picks k + margin candidates, float32 re-scores them)
+    gives float32 values and, with a margin, the same lists as the float32 scan."""
+    rng = np.random.default_rng(3)
+    n, d_in, d_sae = 300, 64, 256
+    acts = rng.normal(size=(n * tokens, d_in)).astype(np.float32)
+    store_dpath = make_store(tmp_path, acts, tokens_per_sample=tokens, grid=None if tokens == 1 else (2, 2), shard_samples=64)
+    sae = load(make_sae(tmp_path, d_in, d_sae, arch="topk", k=8, store_dpath=store_dpath))
+    store = ActivationStore(store_dpath)
+    exact = scan_features(sae, store, top_n=10, chunk_samples=70)
+    fast = scan_features(sae, store, top_n=10, chunk_samples=70, precision="bfloat16")
+    same = (fast.top_ids == exact.top_ids) & (exact.top_ids >= 0)
+    assert same.sum() >= 0.99 * (exact.top_ids >= 0).sum()
+    np.testing.assert_allclose(fast.top_values[same], exact.top_values[same], rtol=1e-5)
+    np.testing.assert_allclose(fast.metrics["fvu"], exact.metrics["fvu"], rtol=1e-3)
+    q_exact = scan_quantiles(sae, store, exact.max_scores, n_bins=4, per_bin=3, chunk_samples=70)
+    q_fast = scan_quantiles(sae, store, exact.max_scores, n_bins=4, per_bin=3, chunk_samples=70, precision="bfloat16")
+    assert (q_fast.hist_counts == q_exact.hist_counts).mean() > 0.99
+
+
+def test_unknown_precision_is_refused():
+    from precompute.encoding import resolve_precision
+
+    assert resolve_precision("auto", "cpu") == "float32" and resolve_precision("auto", "cuda") == "bfloat16"
+    with pytest.raises(ConfigError, match="precision='half'"):
+        resolve_precision("half", "cpu")
