@@ -55,6 +55,8 @@ class TrainConfig:
     log_every: int = field(default=20, metadata={"help": "steps between metric log lines"})
     checkpoint_every_tokens: int = field(default=0, metadata={"help": "tokens between resumable checkpoints (0: 10 per run)"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
+    precision: Literal["auto", "float32", "bfloat16"] = field(default="auto", metadata={
+        "help": "forward pass under bfloat16 autocast (weights and optimizer stay float32) or float32; auto: bfloat16 on CUDA"})
     name: str = field(default="", metadata={"help": "readable prefix of the run folder name"})
 
     def __post_init__(self) -> None:
@@ -68,6 +70,8 @@ class TrainConfig:
             raise ConfigError(f"eval_fraction={self.eval_fraction} must be in [0, 1)")
         if not 0 <= self.warmup_frac <= 1 or not 0 <= self.decay_start_frac <= 1:
             raise ConfigError("warmup_frac and decay_start_frac must be in [0, 1]")
+        if self.precision not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"precision={self.precision!r}; choose auto, float32 or bfloat16")
 
     def identity(self) -> dict:
         """What defines the run's result: everything but where files live and the device."""
@@ -202,7 +206,7 @@ class _Trainer:
         if self.dist.rank == 0:
             self.run_dpath.mkdir(parents=True, exist_ok=True)
             _truncate_log(log_fpath, self.step)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
+        autocast = self._autocast()
         bar = progress(total=self.n_steps * self.cfg.batch_size, initial=self.step * self.cfg.batch_size,
                        desc="train", unit="tok", disable=self.dist.rank != 0)
         t_last, tok_last = time.perf_counter(), self.step * self.cfg.batch_size
@@ -245,6 +249,16 @@ class _Trainer:
         if self.dist.enabled:
             torch.distributed.barrier()
         return TrainResult(self.run_dpath, metrics, reused=False)
+
+    def _autocast(self):
+        """bfloat16 autocast on CUDA by default; `precision=bfloat16` also runs it on CPU, which is
+        how the tests exercise the GPU's mixed-precision code paths."""
+        precision = self.cfg.precision
+        if precision == "auto":
+            precision = "bfloat16" if self.device.type == "cuda" else "float32"
+        if precision == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def _log_row(self, out, x: torch.Tensor, rate: float) -> dict:
         return {

@@ -322,3 +322,20 @@ def test_package_exports_train_function():
 def test_errors_are_saescope_errors():
     for cls in (ConfigError, DataError, FormatError):
         assert issubclass(cls, SaescopeError)
+
+
+@pytest.mark.parametrize("arch", list(ARCH_CFGS))
+def test_bfloat16_autocast_trains_every_arch(store, tmp_path, arch):
+    """precision=bfloat16 runs the CUDA default (bf16 autocast, float32 weights) on the CPU, so
+    the GPU's mixed-precision paths (sparse kernels, AuxK, gates) are exercised without a GPU."""
+    path, _ = store
+    common = dict(store=str(path), sae=ARCH_CFGS[arch], lr=3e-3, batch_size=256, n_epochs=2, seed=0, log_every=2)
+    mixed = train(TrainConfig(out=str(tmp_path / "bf16"), precision="bfloat16", **common))
+    exact = train(TrainConfig(out=str(tmp_path / "fp32"), precision="float32", **common))
+    assert mixed.run_dpath.name != exact.run_dpath.name
+    rows = read_metrics(mixed.run_dpath)
+    assert rows[-1]["loss"] < 0.6 * rows[0]["loss"], (rows[0], rows[-1])
+    sae = load(mixed.run_dpath)
+    assert all(p.dtype == torch.float32 for p in sae.parameters())
+    assert mixed.metrics["explained_variance"] == pytest.approx(exact.metrics["explained_variance"], abs=0.05)
+    assert mixed.metrics["mse"] != exact.metrics["mse"]  # autocast really ran in bfloat16
