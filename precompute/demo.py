@@ -49,7 +49,18 @@ def build_demo(cfg: DemoConfig) -> Path:
     index = build_index(IndexConfig(saes=(str(sae_head.run_dpath), str(sae_patch.run_dpath)),
                                     out=str(root / "index" / "demo.duckdb")))
     print(f"demo index ready in {time.perf_counter() - t0:.1f} s: {index.fpath}")
-    for name, result in (("head", sae_head), ("patches", sae_patch)):
-        m = result.metrics
-        print(f"  {name:8s} explained variance {m['explained_variance']:.3f}  L0 {m['l0']:.1f}  dead {100 * m['dead_fraction']:.1f}%")
+    indexed = _indexed_metrics(index.fpath)
+    for name, result, sae_id in zip(("head", "patches"), (sae_head, sae_patch), index.sae_ids):
+        m, (ev, l0, dead) = result.metrics, indexed[sae_id]
+        print(f"  {name:8s} all {n:,} images: explained variance {ev:.3f}  L0 {l0:.1f}  dead {100 * dead:.1f}%   "
+              f"held-out {m['n_tokens']:,} tokens: explained variance {m['explained_variance']:.3f}")
     return index.fpath
+
+
+def _indexed_metrics(fpath: Path) -> dict[str, tuple[float, float, float]]:
+    """Per SAE id, the metrics the index measured over the whole store (what the explorer shows)."""
+    import duckdb
+
+    with duckdb.connect(str(fpath), read_only=True) as con:
+        rows = con.execute("SELECT sae_id, explained_variance, l0, dead_fraction FROM saes").fetchall()
+    return {sae_id: (ev, l0, dead) for sae_id, ev, l0, dead in rows}

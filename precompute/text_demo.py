@@ -45,5 +45,5 @@ def build_text_demo(data_root: str, limit: int = 0, *, epochs: float = 15.0, d_s
     m = sae.metrics
     print(f"text demo index ready in {total:.1f} s (extract {t_extract:.1f} s, train {t_train:.1f} s, "
           f"index {total - t_extract - t_train:.1f} s): {index.fpath}")
-    print(f"  minilm pooled  explained variance {m['explained_variance']:.3f}  L0 {m['l0']:.1f}  dead {100 * m['dead_fraction']:.1f}%")
+    print(f"  minilm pooled  held-out {m['n_tokens']:,} texts: explained variance {m['explained_variance']:.3f}  L0 {m['l0']:.1f}  dead {100 * m['dead_fraction']:.1f}%")
     return index.fpath
