@@ -18,6 +18,7 @@ from fastapi import Depends, Request
 from app.errors import IndexSchemaError
 
 SCHEMA_VERSION = 4  # sae_core.contract.SCHEMA_VERSION (the app does not import sae_core)
+INDEX_FORMAT_SINCE = 4  # sae_core.contract.FORMAT_SINCE["index"]: the oldest index this app reads
 REQUIRED_TABLES = (
     "schema_version", "datasets", "samples", "saes", "features", "feature_top",
     "feature_quantiles", "feature_hist", "feature_labels", "feature_neighbors", "clusters",
@@ -64,10 +65,11 @@ class Index:
         if "schema_version" not in tables:
             raise IndexSchemaError(f"{self.path} is not a saescope index: no schema_version table")
         row = self.con.execute("SELECT version, CAST(created_at AS VARCHAR) FROM schema_version").fetchone()
-        if row is None or row[0] != SCHEMA_VERSION:
+        if row is None or not INDEX_FORMAT_SINCE <= row[0] <= SCHEMA_VERSION:
             found = None if row is None else row[0]
+            readable = f"version {SCHEMA_VERSION}" if INDEX_FORMAT_SINCE == SCHEMA_VERSION else f"versions {INDEX_FORMAT_SINCE}..{SCHEMA_VERSION}"
             raise IndexSchemaError(
-                f"{self.path} has index schema_version {found}; this app reads version {SCHEMA_VERSION}. "
+                f"{self.path} has index schema_version {found}; this app reads {readable}. "
                 "Rebuild the index with `saescope index` from the same saescope version.")
         missing = [t for t in REQUIRED_TABLES if t not in tables]
         if missing:

@@ -46,7 +46,7 @@ def prepare_dataset(cfg: DatasetConfig) -> PreparedDataset:
     source = open_source(cfg.source, **_table_kwargs(cfg))
     fingerprint = source.fingerprint()
     ident = {"source": source.name, "fingerprint": fingerprint, "thumb_px": cfg.thumb_px}
-    dpath = Path(cfg.out) / folder_id(Path(source.name).name or "dataset", ident)
+    dpath = Path(cfg.out) / folder_id(Path(source.name).name or "dataset", ident, "dataset")
     if (dpath / "manifest.json").exists():
         manifest = read_manifest(dpath / "manifest.json", "dataset")
         kept = pq.read_table(dpath / "samples.parquet", columns=["source_index"]).column(0).to_pylist()

@@ -8,8 +8,9 @@ cost follows the number of firing entries, not samples x d_sae.
 TopK SAEs can also take their candidates from a bfloat16 encoder matmul (`precision="bfloat16"`,
 the default on CUDA, where fp32 matmuls run at a fraction of the tensor cores' rate): the best
 k + margin latents of each token are re-scored in float32 and the k best of those kept. Values
-are float32 values; the selection can differ from the float32 one only where bfloat16 rounding
-moves a latent across `margin` others at the k-th place.
+have float32 precision (not float32 bits: the re-scoring adds in another order, ~1e-7 relative);
+the selection can differ from the float32 one only where bfloat16 rounding of the product moves
+a latent across `margin` others at the k-th place.
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ class ChunkEncoder:
         if not self.fast:
             return sae.encode_sparse(acts)
         x_c = acts.float() * sae.input_scale - sae.b_dec
-        pre = torch.addmm(sae.b_enc.to(torch.bfloat16), x_c.to(torch.bfloat16), self.W_enc_low)
+        # The product is rounded to bfloat16 but the bias is added in float32: a large shared bias
+        # would otherwise round hundreds of latents near the k-th place to one value.
+        pre = torch.mm(x_c.to(torch.bfloat16), self.W_enc_low).float().add_(sae.b_enc)
         cand = pre.topk(self.n_cand, dim=-1, sorted=False).indices
         del pre
         exact = torch.empty(cand.shape, dtype=torch.float32, device=acts.device)

@@ -81,7 +81,7 @@ def _extract(cfg: ExtractConfig, d: distributed.Dist) -> ExtractResult:
     n_samples = len(dataset.kept) if not cfg.limit else min(cfg.limit, len(dataset.kept))
     ident = {"dataset": dataset.manifest["dataset_id"], "model": cfg.model, "layer": cfg.layer, "tokens": cfg.tokens,
              "image_size": cfg.image_size, "dtype": cfg.dtype, "n_samples": n_samples}
-    store_dpath = Path(cfg.data_root) / "stores" / folder_id(f"{_slug(cfg.model)}-{cfg.layer}-{cfg.tokens}", ident)
+    store_dpath = Path(cfg.data_root) / "stores" / folder_id(f"{_slug(cfg.model)}-{cfg.layer}-{cfg.tokens}", ident, "activation_store")
     reused = False
     if (store_dpath / "manifest.json").exists():
         with contextlib.suppress(Exception):

@@ -127,10 +127,11 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
 
 
 def feature_sums(code: SampleCode, counts: torch.Tensor) -> torch.Tensor:
-    """Per-feature float64 sums of a chunk's scores, added in row order on every device
-    (`index_add_` on CUDA adds in a racy order, which would make index files differ)."""
+    """Per-feature float64 sums of a chunk's scores in a fixed order on each device, so builds
+    repeat bit for bit (`index_add_` on CUDA adds in a racy order, which would make files differ).
+    `counts` must be the bincount of `code.feats`."""
     order = torch.argsort(code.feats, stable=True)
-    return torch.segment_reduce(code.values[order].double(), "sum", lengths=counts)
+    return torch.segment_reduce(code.values[order].double(), "sum", lengths=counts, unsafe=True)
 
 
 def sample_top(code: SampleCode, n_rows: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,6 +20,11 @@ from sae_core.errors import FormatError
 SCHEMA_VERSION = 4
 """Bump together with the version line of docs/data-contract.md on every format change."""
 
+FORMAT_SINCE = {"dataset": 3, "activation_store": 3, "activation_store_part": 3, "sae": 3, "index": 4}
+"""Per kind of file, the schema version that last changed its format. Readers accept any version
+from there up to SCHEMA_VERSION and folder names hash it, so a change to one kind (say, the
+index) neither orphans nor re-keys the others (stores can cost GPU hours)."""
+
 SAESCOPE_VERSION = "0.1.0"
 
 
@@ -34,11 +39,11 @@ def short_hash(obj: Any, n_chars: int = 12) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n_chars]
 
 
-def folder_id(slug: str, cfg: Any) -> str:
-    """`<slug>-<hash>`: readable; identical configs map to the same folder, and a new schema
-    version to a new one (old folders stay readable by the version that wrote them)."""
+def folder_id(slug: str, cfg: Any, kind: str) -> str:
+    """`<slug>-<hash>`: readable; identical configs map to the same folder, and a new format of
+    this kind to a new one (old folders stay readable by the version that wrote them)."""
     clean = "".join(c if c.isalnum() or c in "-_." else "-" for c in slug).strip("-")[:40]
-    return f"{clean or 'run'}-{short_hash({'cfg': cfg, 'schema_version': SCHEMA_VERSION})}"
+    return f"{clean or 'run'}-{short_hash({'cfg': cfg, 'schema_version': FORMAT_SINCE[kind]})}"
 
 
 def atomic_write_bytes(fpath: Path, data: bytes) -> None:
@@ -73,10 +78,12 @@ def read_manifest(fpath: Path, kind: str) -> dict:
     if not isinstance(obj, dict) or obj.get("kind") != kind:
         raise FormatError(f"{fpath}: expected a saescope {kind!r} manifest, found kind={obj.get('kind') if isinstance(obj, dict) else None!r}")
     version = obj.get("schema_version")
-    if version != SCHEMA_VERSION:
+    oldest = FORMAT_SINCE[kind]
+    if not isinstance(version, int) or not oldest <= version <= SCHEMA_VERSION:
+        fix = "upgrade saescope" if isinstance(version, int) and version > SCHEMA_VERSION else "re-run the job that wrote it"
         raise FormatError(
-            f"{fpath}: schema version {version} is not supported (this saescope reads {SCHEMA_VERSION}); "
-            "re-run the job that wrote it"
+            f"{fpath}: schema version {version!r} is not supported (this saescope reads {kind.replace('_', ' ')} "
+            f"files of versions {oldest}..{SCHEMA_VERSION}); {fix}"
         )
     return obj
 

@@ -89,9 +89,9 @@ class TrainResult:
 
 
 def run_dpath_for(cfg: TrainConfig, store: ActivationStore) -> Path:
-    ident = cfg.identity() | {"store": store.store_id, "n_tokens": store.n_tokens}
+    ident = cfg.identity() | {"store": store.store_id, "n_tokens": store.n_tokens, "precision": resolved_precision(cfg)}
     slug = cfg.name or f"{store.manifest.get('layer', 'sae')}-{cfg.sae.arch}"
-    return Path(cfg.out) / folder_id(slug, ident)
+    return Path(cfg.out) / folder_id(slug, ident, "sae")
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -253,10 +253,7 @@ class _Trainer:
     def _autocast(self):
         """bfloat16 autocast on CUDA by default; `precision=bfloat16` also runs it on CPU, which is
         how the tests exercise the GPU's mixed-precision code paths."""
-        precision = self.cfg.precision
-        if precision == "auto":
-            precision = "bfloat16" if self.device.type == "cuda" else "float32"
-        if precision == "float32":
+        if resolved_precision(self.cfg) == "float32":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
@@ -357,6 +354,14 @@ def _truncate_log(fpath: Path, step: int) -> None:
         except (json.JSONDecodeError, KeyError, TypeError):
             continue  # a line torn by a kill mid-write
     fpath.write_text("".join(ln + "\n" for ln in keep))
+
+
+def resolved_precision(cfg: TrainConfig) -> str:
+    """`auto` -> bfloat16 on CUDA, float32 elsewhere; part of the run's identity, so a run begun
+    in one precision is never resumed in the other."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bfloat16" if torch.device(distributed.pick_device(cfg.device)).type == "cuda" else "float32"
 
 
 def _pick_device(name: str) -> torch.device:

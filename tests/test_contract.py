@@ -11,7 +11,7 @@ import pytest
 
 from precompute.extract import ExtractConfig, extract
 from precompute.index_schema import DERIVED, TABLES
-from sae_core.contract import SCHEMA_VERSION
+from sae_core.contract import FORMAT_SINCE, SCHEMA_VERSION
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "data-contract.md").read_text()
 
@@ -30,6 +30,15 @@ def _first_column(section: str) -> list[str]:
 
 def test_version_line_matches_the_code():
     assert re.search(r"\*\*Schema version: (\d+)\*\*", DOC).group(1) == str(SCHEMA_VERSION)
+    import app.db
+
+    assert (app.db.SCHEMA_VERSION, app.db.INDEX_FORMAT_SINCE) == (SCHEMA_VERSION, FORMAT_SINCE["index"])
+
+
+def test_format_versions_per_kind_are_documented():
+    documented = dict(re.findall(r"^\| `(\w+)` \| (\d+) \|", _section("Versions"), flags=re.M))
+    assert {k: int(v) for k, v in documented.items()} == FORMAT_SINCE
+    assert all(v <= SCHEMA_VERSION for v in FORMAT_SINCE.values())
 
 
 def test_index_tables_and_typed_columns_are_documented_exactly():

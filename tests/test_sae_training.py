@@ -339,3 +339,15 @@ def test_bfloat16_autocast_trains_every_arch(store, tmp_path, arch):
     assert all(p.dtype == torch.float32 for p in sae.parameters())
     assert mixed.metrics["explained_variance"] == pytest.approx(exact.metrics["explained_variance"], abs=0.05)
     assert mixed.metrics["mse"] != exact.metrics["mse"]  # autocast really ran in bfloat16
+
+
+def test_auto_precision_is_resolved_in_the_run_identity(store):
+    """A run started on a CPU (float32) must not be resumed on a GPU (bfloat16) as the same run."""
+    from sae_core.store import ActivationStore
+    from sae_core.training import run_dpath_for
+
+    path, _ = store
+    s = ActivationStore(path)
+    auto = run_dpath_for(TrainConfig(store=str(path), device="cpu"), s)
+    assert auto == run_dpath_for(TrainConfig(store=str(path), device="cpu", precision="float32"), s)
+    assert auto != run_dpath_for(TrainConfig(store=str(path), device="cpu", precision="bfloat16"), s)

@@ -124,6 +124,23 @@ def test_bfloat16_candidates_rescored_in_float32_match_the_exact_scan(tmp_path, 
     assert (q_fast.hist_counts == q_exact.hist_counts).mean() > 0.99
 
 
+def test_bfloat16_candidates_survive_a_large_shared_bias(tmp_path):
+    """A bias far from zero must not be rounded into the candidates' ranking (it is added in float32)."""
+    from precompute.encoding import ChunkEncoder
+
+    rng = np.random.default_rng(4)
+    sae = load(make_sae(tmp_path, 64, 1024, arch="topk", k=16))
+    with torch.no_grad():
+        sae.b_enc.copy_(torch.from_numpy(rng.normal(0, 0.3, 1024).astype(np.float32) + 30))
+    x = torch.from_numpy(rng.normal(size=(256, 64)).astype(np.float32))
+    with torch.no_grad():
+        exact = sae.encode_sparse(x)
+        fast, fast_idx = ChunkEncoder(sae, 1, "bfloat16")._topk(x)
+    same_rows = [set(a.tolist()) == set(b.tolist()) for a, b in zip(exact.indices, fast_idx)]
+    assert np.mean(same_rows) >= 0.99
+    np.testing.assert_allclose(np.sort(fast.numpy(), 1), np.sort(exact.values.numpy(), 1), rtol=1e-5)
+
+
 def test_unknown_precision_is_refused():
     from precompute.encoding import resolve_precision
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from sae_core.contract import FORMAT_SINCE, SCHEMA_VERSION
 from sae_core.errors import DataError, FormatError
 from sae_core.store import ActivationStore, StoreWriter
 from tests.precompute_helpers import make_store
@@ -75,3 +76,18 @@ def test_an_unfinished_store_is_refused_for_training_and_indexing(tmp_path):
     with pytest.raises(DataError, match="has not finished"):
         train(TrainConfig(store=str(tmp_path / "s"), out=str(tmp_path / "out")))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("version", "outcome"), [(FORMAT_SINCE["activation_store"], "reads"), (SCHEMA_VERSION, "reads"),
+                                                  (FORMAT_SINCE["activation_store"] - 1, "re-run the job"),
+                                                  (SCHEMA_VERSION + 1, "upgrade saescope"), ("4", "re-run the job")])
+def test_stores_of_every_version_since_the_last_store_format_change_stay_readable(tmp_path, version, outcome):
+    """A contract change elsewhere (e.g. the index) must not orphan stores that cost GPU hours."""
+    d = make_store(tmp_path, np.arange(24, dtype=np.float32).reshape(8, 3), shard_samples=4)
+    manifest = json.loads((d / "manifest.json").read_text())
+    (d / "manifest.json").write_text(json.dumps({**manifest, "schema_version": version}))
+    if outcome == "reads":
+        assert ActivationStore(d).rows(np.arange(8)).sum() == sum(range(24))
+    else:
+        with pytest.raises(FormatError, match=outcome):
+            ActivationStore(d)
