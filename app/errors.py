@@ -59,8 +59,26 @@ def error_response(request: Request, status: int, title: str, message: str,
         return JSONResponse(body, status_code=status)
     templates = request.app.state.templates
     return templates.TemplateResponse(
-        request, "error.html", {"status": status, "title": title, "message": message},
+        request, "error.html", {"status": status, "title": title, "message": message, "v": {"sae": _sae_of(request)}},
         status_code=status)
+
+
+def _sae_of(request: Request) -> dict | None:
+    """The SAE an /sae/<id>/... address names, when it exists, so the error page links back to it."""
+    parts = request.url.path.split("/")
+    if len(parts) < 3 or parts[1] != "sae":
+        return None
+    sae_id = parts[2].removesuffix(".json")
+    try:
+        row = request.app.state.index.cursor().execute("SELECT sae_id, title FROM saes WHERE sae_id = ?", [sae_id]).fetchone()
+    except Exception:  # an error page must never fail itself
+        return None
+    return {"sae_id": row[0], "title": row[1]} if row else None
+
+
+PARAM_NAMES = {"fid": "feature id", "sae_id": "SAE id", "sample_id": "sample id", "dataset_id": "dataset id",
+               "q": "search text", "seed": "seed", "pick": "guessed sample", "token": "game token"}
+"""How people call the path and query parameters in error pages (the JSON keeps code names)."""
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, list]:
@@ -70,7 +88,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, list]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("path", "query", "body"))
         msg = str(err.get("msg", "invalid value"))
         detail.append({"loc": loc, "msg": msg})
-        parts.append(f"{loc}: {msg}" if loc else msg)
+        name = PARAM_NAMES.get(loc, loc)
+        parts.append(f"{name}: {msg[:1].lower()}{msg[1:]}" if loc else msg)
     return "; ".join(parts) or "invalid request", detail
 
 

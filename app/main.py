@@ -44,6 +44,28 @@ class ServerTiming:
         await self.app(scope, receive, timed_send)
 
 
+class HeadAsGet:
+    """Pure ASGI middleware: answer HEAD like GET without the body (FastAPI routes are GET-only,
+    so link checkers and link previews got 405)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body"):
+                    return
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Open the index now, so a bad file fails at startup with a clear message."""
     index = Index(settings.index)
@@ -53,7 +75,8 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         index.close()
 
-    app = FastAPI(title="saescope explorer", version="1", lifespan=lifespan,
+    # No /docs: Swagger UI loads its scripts from a CDN, and the explorer must work offline.
+    app = FastAPI(title="saescope explorer", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Sparse-autoencoder features of vision models. Every page has a `.json` twin.")
     app.state.settings = settings
     app.state.index = index
@@ -63,6 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
         f"saescope-game:{index.path.resolve()}:{index.created_at}".encode()).hexdigest()
     install_error_handlers(app)
     app.add_middleware(ServerTiming)
+    app.add_middleware(HeadAsGet)
     for module in (home, saes, features, samples, search, game, files):
         app.include_router(module.router)
     return app

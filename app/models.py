@@ -80,6 +80,9 @@ class FeatureList(BaseModel):
 
 class QuantileBin(BaseModel):
     bin: int
+    lo: float | None = None
+    """Activation range of the bin, (lo, hi]; None when the index does not record its bin count."""
+    hi: float | None = None
     samples: list[SampleRef]
 
 

@@ -110,7 +110,8 @@ def _build(cfg: IndexConfig, d: distributed.Dist) -> IndexResult:
         con = duckdb.connect(str(tmp))
         create_tables(con)
         con.execute("INSERT INTO schema_version VALUES (?, ?, current_timestamp)", [SCHEMA_VERSION, SAESCOPE_VERSION])
-        con.execute("INSERT INTO index_meta VALUES ('inputs_hash', ?), ('encoder_precision', ?)", [inputs, _precision(cfg)])
+        con.execute("INSERT INTO index_meta VALUES ('inputs_hash', ?), ('encoder_precision', ?), ('quantile_bins', ?)",
+                    [inputs, _precision(cfg), str(cfg.quantile_bins)])
         datasets_done = set()
         sae_ids = []
         for spec in cfg.saes:

@@ -125,13 +125,20 @@ function setupGame() {
   let score = { played: 0, right: 0, streak: 0, best: 0 };
   try { score = { ...score, ...JSON.parse(localStorage.getItem(KEY) || '{}') }; } catch { /* private mode */ }
   const result = document.querySelector('[data-game-result]');
-  if (result && !sessionStorage.getItem(`${KEY}:${location.search}`)) {
+  // One round = one token: going back and picking again, or reloading, must not score twice.
+  const token = new URLSearchParams(location.search).get('token') || '';
+  let scored = [];
+  try { scored = JSON.parse(localStorage.getItem(`${KEY}:scored`) || '[]'); } catch { /* private mode */ }
+  if (result && token && !scored.includes(token)) {
     const right = result.dataset.gameResult === 'right';
     score.played += 1;
     score.right += right ? 1 : 0;
     score.streak = right ? score.streak + 1 : 0;
     score.best = Math.max(score.best, score.streak);
-    try { localStorage.setItem(KEY, JSON.stringify(score)); sessionStorage.setItem(`${KEY}:${location.search}`, '1'); } catch { /* ignore */ }
+    try {
+      localStorage.setItem(KEY, JSON.stringify(score));
+      localStorage.setItem(`${KEY}:scored`, JSON.stringify([...scored, token].slice(-200)));
+    } catch { /* ignore */ }
   }
   const out = document.getElementById('game-score');
   if (out && score.played) out.textContent = `Score ${score.right} / ${score.played} · streak ${score.streak} · best ${score.best}`;

@@ -39,7 +39,7 @@ def built(tmp_path_factory):
 
 
 def test_tables_and_columns_are_the_contract(built):
-    _, _, result, *_ = built
+    _, cfg, result, *_ = built
     con = duckdb.connect(str(result.fpath), read_only=True)
     for table, cols in (TABLES | DERIVED).items():
         got = con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
@@ -50,7 +50,9 @@ def test_tables_and_columns_are_the_contract(built):
     assert sorted(r[0] for r in con.execute("SELECT sae_id FROM saes").fetchall()) == ["a", "b"]
     meta = dict(con.execute("SELECT key, value FROM index_meta").fetchall())
     documented = [row for row in DOC.splitlines() if row.startswith("| index_meta |")][0]
-    assert set(meta) == set(re.findall(r"`(\w+)`", documented.split("|")[3])) - {"float32", "bfloat16"}
+    assert set(meta) == {"inputs_hash", "encoder_precision", "quantile_bins"}
+    assert set(meta) <= set(re.findall(r"`(\w+)`", documented.split("|")[3]))
+    assert meta["quantile_bins"] == str(cfg.quantile_bins)
     assert meta["encoder_precision"] == "float32"  # auto on a CPU
 
 

@@ -57,17 +57,38 @@ def _feature_view(db: Index, ctx: SaeCtx, fid: int) -> FeatureView:
     bins: dict[int, list[SampleRef]] = {}
     for it, ref in zip(q_items, _refs(ctx, q_items, q_heat), strict=True):
         bins.setdefault(int(it["bin"]), []).append(ref)
+    n_bins = _quantile_bins(db)
+    max_act = page["feature"].get("max_act") or 0.0
+    if n_bins and bins:  # every bin, empty ones too, so gaps in the activation range show
+        bins = {b: bins.get(b, []) for b in range(n_bins)}
     neighbors = [Neighbor.model_construct(
         feature_id=n["feature_id"], title=feature_title(n["feature_id"], n["name"]), cosine=n["cosine"],
         url=f"/sae/{sid}/feature/{n['feature_id']}", thumbs=_refs(ctx, n["thumbs"])) for n in page["neighbors"]]
     return FeatureView.model_construct(
         sae=ctx.summary, feature=feature_summary(sid, page["feature"]), top=_refs(ctx, top_items, top_heat),
-        quantiles=[QuantileBin.model_construct(bin=b, samples=s) for b, s in sorted(bins.items())],
-        hist=Histogram.model_construct(edges=page["hist"]["edges"], counts=page["hist"]["counts"]),
+        quantiles=[QuantileBin.model_construct(bin=b, samples=s, lo=max_act * b / n_bins if n_bins else None,
+                                               hi=max_act * (b + 1) / n_bins if n_bins else None)
+                   for b, s in sorted(bins.items())],
+        hist=_trimmed_hist(page["hist"]["edges"], page["hist"]["counts"]),
         labels=[LabelCount.model_construct(**r) for r in page["labels"]], neighbors=neighbors,
         prev_url=f"/sae/{sid}/feature/{fid - 1}" if fid > 0 else None,
         next_url=f"/sae/{sid}/feature/{fid + 1}" if fid + 1 < ctx.d_sae else None,
         random_url=f"/sae/{sid}/feature/random")
+
+
+def _quantile_bins(db: Index) -> int | None:
+    """The index's number of equal activation bins (index_meta `quantile_bins`)."""
+    def read() -> int | None:
+        raw = db.scalar("SELECT value FROM index_meta WHERE key = 'quantile_bins'")
+        return int(raw) if raw and str(raw).isdigit() and int(raw) > 0 else None
+    return db.cached(("quantile_bins",), read)
+
+
+def _trimmed_hist(edges: list[float], counts: list[int]) -> Histogram:
+    """Drop the empty bins below the lowest activation: the fixed log range spans 4 decades under
+    the maximum, and most features use only the top of it."""
+    first = next((i for i, c in enumerate(counts) if c), 0)
+    return Histogram.model_construct(edges=edges[first:], counts=counts[first:])
 
 
 def feature_card(db: Index, ctx: SaeCtx, fid: int) -> FeatureCard:

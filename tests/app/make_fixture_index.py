@@ -34,6 +34,9 @@ IMG_DS, TEXT_DS = "shapes-0123456789ab", "words-0123456789ab"
 DEAD_FEATURE = 63  # never fires: no top rows, density 0
 
 
+QUANTILE_BINS = 4
+
+
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create every contract table, empty, exactly as the index builder does."""
     create_tables(con)
@@ -173,6 +176,7 @@ def build_fixture_index(dpath: Path, schema_version: int = SCHEMA_VERSION) -> Pa
     con = duckdb.connect(str(path))
     create_schema(con)
     con.execute("INSERT INTO schema_version VALUES (?, '0.1.0', now()::TIMESTAMP)", [schema_version])
+    con.execute(f"INSERT INTO index_meta VALUES ('quantile_bins', '{QUANTILE_BINS}')")  # bin 3 is left empty
     _insert(con, "datasets", [
         (IMG_DS, "image", "shapes", N_SAMPLES, str(thumbs), True),
         (TEXT_DS, "text", "words", 8, None, False),

@@ -49,11 +49,16 @@ def test_feature_page_and_twin(client, index_path):
     assert j["top"][0]["thumb_url"] == f"/thumb/{IMG_DS}/{want[0][0]}.webp"
     assert len(j["neighbors"]) == 10 and j["neighbors"][0]["feature_id"] == 4
     assert len(j["hist"]["edges"]) == len(j["hist"]["counts"]) + 1
-    assert [q["bin"] for q in j["quantiles"]] == [0, 1, 2]
+    # index_meta says 4 equal bins over (0, max_act]: all four listed with their bounds, bin 3 empty
+    assert [q["bin"] for q in j["quantiles"]] == [0, 1, 2, 3]
+    assert [q["lo"] for q in j["quantiles"]] == pytest.approx([max_act * b / 4 for b in range(4)])
+    assert [q["hi"] for q in j["quantiles"]] == pytest.approx([max_act * (b + 1) / 4 for b in range(4)])
+    assert [len(q["samples"]) for q in j["quantiles"]] == [2, 2, 2, 0]
     assert sum(lab["count"] for lab in j["labels"]) == N_TOP
     assert j["prev_url"].endswith("/feature/2") and j["next_url"].endswith("/feature/4")
     html = client.get(f"/sae/{POOLED}/feature/3").text
     assert f"#3</span> {name}" in html
+    assert html.count('class="qrow"') == 4 and html.count("no sample activates this feature in this range") == 1
     # every top sample is a tile with an activation and alt text
     assert html.count('class="tile"') >= N_TOP
     assert f'{want[0][1]:.3f}'.rstrip("0") in html
@@ -216,7 +221,23 @@ def test_openapi_and_docs(client):
     for p in ["/sae/{sae_id}/feature/{fid}.json", "/sae/{sae_id}/feature/{fid}", "/sae/{sae_id}/search.json",
               "/thumb/{dataset_id}/{sample_id}.webp", "/health", "/index.json"]:
         assert p in paths
-    assert client.get("/docs").status_code == 200
+    assert client.get("/docs").status_code == 404  # Swagger UI would load scripts from a CDN: not offline
+    assert 'href="/openapi.json"' in client.get("/").text
+
+
+def test_head_requests_answer_like_get_without_a_body(client):
+    for url in ["/", f"/sae/{POOLED}", f"/sae/{POOLED}/feature/1", f"/sae/{POOLED}/feature/1.json"]:
+        get, head = client.get(url), client.head(url)
+        assert head.status_code == get.status_code == 200, url
+        assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"], url
+    assert client.head(f"/sae/{POOLED}/feature/999999").status_code == 404
+
+
+def test_error_pages_speak_plainly_and_link_back_to_their_sae(client):
+    html = client.get(f"/sae/{POOLED}/feature/-3").text
+    assert "feature id: input should be greater than or equal to 0" in html and "fid:" not in html
+    assert f'href="/sae/{POOLED}"' in html and f'href="/sae/{POOLED}/feature/random"' in html
+    assert 'href="/sae/nope"' not in client.get("/sae/nope/feature/1").text
 
 
 def test_every_page_has_copy_link_and_json_twin(client):
@@ -235,3 +256,21 @@ def test_app_never_imports_torch():
 
     code = "import sys, app.main; sys.exit('torch' in sys.modules or 'sae_core' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=str(__import__("conftest").REPO)).returncode == 0
+
+
+def test_histogram_starts_at_the_first_bin_with_samples(client, index_path):
+    import duckdb
+
+    con = duckdb.connect(str(index_path), read_only=True)
+    for fid in range(12):
+        edges, counts = con.execute("SELECT edges, counts FROM feature_hist WHERE sae_id = ? AND feature_id = ?", [POOLED, fid]).fetchone()
+        j = client.get(f"/sae/{POOLED}/feature/{fid}.json").json()["hist"]
+        first = next((i for i, c in enumerate(counts) if c), 0)
+        assert j["counts"] == counts[first:] and j["edges"] == pytest.approx(edges[first:]), fid
+        assert not j["counts"] or j["counts"][0] > 0
+
+
+def test_unclustered_features_say_so(client):
+    html = client.get(f"/sae/{POOLED}/feature/8").text  # the fixture leaves every 9th feature unclustered
+    cluster = re.search(r"<dt>cluster</dt><dd>(.*?)</dd>", html).group(1)
+    assert "-1" not in cluster and "none" in cluster

@@ -223,6 +223,12 @@ def test_game_number_keys_and_score(page, server):
     page.wait_for_url(re.compile(r"/game/answer\?"))
     assert page.locator("[data-game-result]").count() == 1
     assert re.search(r"Score [01] / 1", page.inner_text("#game-score"))
+    page.go_back()  # the same round again with another pick, and a reload: never scored twice
+    page.wait_for_url(re.compile(r"/game\?seed=3$"))
+    page.keyboard.press("3")
+    page.wait_for_url(re.compile(r"/game/answer\?"))
+    page.reload()
+    assert re.search(r"Score [01] / 1", page.inner_text("#game-score"))
     page.keyboard.press("n")
     page.wait_for_url(re.compile(rf"/sae/{POOLED}/game$"))
     assert "/ 1" in page.inner_text("#game-score")
