@@ -17,12 +17,51 @@ const selList = document.getElementById('sel-list');
 const selCount = document.getElementById('sel-count');
 const samplePanel = document.getElementById('sample-panel');
 const legendEl = document.getElementById('legend');
+const zoomCtl = document.querySelector('.map-zoom');
 
-const PALETTE = [
-  [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75],
-  [227, 119, 194], [188, 189, 34], [23, 190, 207], [57, 59, 121], [173, 73, 74], [99, 121, 57],
-];
+// Cluster colours: 24 hand-picked qualitative colours (category10 first, then picks that stay apart from
+// each other and from the noise grey in OKLab), then generated hues stepped by the golden angle in OKLCH
+// with three lightness levels for any further cluster. One function feeds points, legend and labels.
+const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#bcbd22',
+  '#17becf', '#393b79', '#e7298a', '#637939', '#ff9da7', '#a1caf1', '#8ca252', '#7b4173', '#a6761d', '#654522',
+  '#b3446c', '#d6616b', '#5254a3', '#b07aa1', '#f6a600', '#1b9e77']
+  .map((h) => [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16)));
 const NOISE = [170, 170, 170];
+const GOLDEN_ANGLE = 137.50776405003785;
+const generated = new Map();
+
+function oklchToRgb(L, C, hueDeg) {
+  const h = (hueDeg * Math.PI) / 180;
+  const enc = (v) => Math.round(255 * (v <= 0.0031308 ? 12.92 * v : 1.055 * v ** (1 / 2.4) - 0.055));
+  for (let c = C; c > 0; c -= 0.005) { // reduce chroma until the colour fits in sRGB
+    const a = c * Math.cos(h), b = c * Math.sin(h);
+    const l = (L + 0.3963377774 * a + 0.2158037573 * b) ** 3;
+    const m = (L - 0.1055613458 * a - 0.0638541728 * b) ** 3;
+    const s = (L - 0.0894841775 * a - 1.291485548 * b) ** 3;
+    const rgb = [4.0767416621 * l - 3.3077115913 * m + 0.2309699292 * s,
+      -1.2684380046 * l + 2.6097574011 * m - 0.3413193965 * s,
+      -0.0041960863 * l - 0.7034186147 * m + 1.707614701 * s];
+    if (rgb.every((v) => v >= 0 && v <= 1)) return rgb.map(enc);
+  }
+  return NOISE;
+}
+
+export function clusterColor(id) {
+  id = Number(id);
+  if (!Number.isInteger(id) || id < 0) return NOISE; // -1: noise / unclustered
+  if (id < PALETTE.length) return PALETTE[id];
+  if (!generated.has(id)) {
+    const k = id - PALETTE.length;
+    generated.set(id, oklchToRgb([0.62, 0.48, 0.76][k % 3], 0.15, (30 + k * GOLDEN_ANGLE) % 360));
+  }
+  return generated.get(id);
+}
+const rgbCss = (c) => `rgb(${c.join(',')})`;
+
+const ZOOM_MIN = 0.2, ZOOM_MAX = 5000;
+const ZOOM_BUTTON_STEP = 1.5, ZOOM_KEY_STEP = 1.25;
+const LEGEND_TOP = 8;
+const clampZoom = (z) => Math.min(ZOOM_MAX, Math.max(ZOOM_MIN, z));
 const MAX_LABELS = 28;
 const MAX_LIST = 200;
 
@@ -40,22 +79,31 @@ export function parsePoints(buf) {
 }
 
 // ---------- state in the query string ----------
+// Everything read from the URL is validated: unknown values fall back to the defaults.
 function readState() {
   const p = new URLSearchParams(location.search);
-  const num = (k) => (p.has(k) && Number.isFinite(parseFloat(p.get(k))) ? parseFloat(p.get(k)) : null);
+  const num = (k) => {
+    const s = (p.get(k) || '').trim();
+    if (!/^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i.test(s)) return null;
+    const v = Number(s);
+    return Number.isFinite(v) ? v : null;
+  };
+  const z = num('z');
+  const sample = (p.get('sample') || '').trim();
   return {
     map: p.get('map') === 'samples' ? 'samples' : 'features',
     color: ['cluster', 'density', 'max_act', 'entropy'].includes(p.get('color')) ? p.get('color') : 'cluster',
-    x: num('x'), y: num('y'), z: num('z'),
+    x: num('x'), y: num('y'), // checked against the data extent once the points are loaded
+    z: z !== null && z > 0 ? clampZoom(z) : null, // zero, negative: default; huge or tiny: the wheel's range
     sel: parseRanges(p.get('sel') || ''),
-    sample: p.has('sample') ? parseInt(p.get('sample'), 10) : null,
+    sample: /^\d{1,15}$/.test(sample) ? Number(sample) : null,
   };
 }
 
 function parseRanges(s) {
   const out = [];
   for (const part of s.split(',')) {
-    const m = part.trim().match(/^(\d+)(?:-(\d+))?$/);
+    const m = part.trim().match(/^(\d{1,15})(?:-(\d{1,15}))?$/);
     if (!m) continue;
     const a = +m[1], b = m[2] ? +m[2] : a;
     for (let i = a; i <= b && out.length < 100000; i++) out.push(i);
@@ -263,8 +311,7 @@ function colors() {
   for (let i = 0; i < n; i++) {
     let c;
     if (key === 'cluster' || !q) {
-      const id = cl ? cl[i] : 0;
-      c = id < 0 ? NOISE : PALETTE[id % PALETTE.length];
+      c = clusterColor(cl ? cl[i] : 0);
     } else {
       c = q[i] === 0 ? NOISE : ramp((q[i] - 1) / 254);
     }
@@ -297,7 +344,7 @@ let rafPending = false;
 function redraw() {
   if (rafPending) return;
   rafPending = true;
-  requestAnimationFrame(() => { rafPending = false; draw(); writeState(); });
+  requestAnimationFrame(() => { rafPending = false; clampView(); draw(); writeState(); });
 }
 
 // Cluster labels, largest clusters first, skipping any that would overlap one already placed.
@@ -308,9 +355,9 @@ function clusterList(which) {
   return clusterCache[which];
 }
 
-export function placeLabels(clusters, project, W, H, zoom) {
+export function placeLabels(clusters, project, W, H, zoom, reserved = []) {
   const budget = Math.min(MAX_LABELS, Math.round(8 + 10 * Math.log2(Math.max(1, zoom)) + (W * H) / 60000));
-  const boxes = [];
+  const boxes = reserved.map((b) => [...b]); // areas labels must keep clear of (the zoom buttons)
   const out = [];
   for (const c of clusters) {
     if (out.length >= budget) break;
@@ -332,13 +379,14 @@ export function placeLabels(clusters, project, W, H, zoom) {
 function drawLabels() {
   labelsEl.replaceChildren();
   const W = canvas.clientWidth, H = canvas.clientHeight;
-  const placed = placeLabels(clusterList(state.map), toScreen, W, H, view.zoom);
+  const cr = canvas.getBoundingClientRect(), zr = zoomCtl.getBoundingClientRect();
+  const reserved = zr.width ? [[zr.left - cr.left, zr.top - cr.top, zr.right - cr.left, zr.bottom - cr.top]] : [];
+  const placed = placeLabels(clusterList(state.map), toScreen, W, H, view.zoom, reserved);
   for (const { c, sx, sy } of placed) {
     const span = document.createElement('span');
     span.textContent = c.name; // textContent: names are data, never HTML
     span.title = c.name;
-    const col = c.cluster_id < 0 ? NOISE : PALETTE[c.cluster_id % PALETTE.length];
-    if (state.map !== 'features' || state.color === 'cluster') span.style.borderLeft = `3px solid rgb(${col.join(',')})`;
+    if (state.map !== 'features' || state.color === 'cluster') span.style.borderLeft = `3px solid ${rgbCss(clusterColor(c.cluster_id))}`;
     span.style.left = `${sx}px`;
     span.style.top = `${sy}px`;
     labelsEl.appendChild(span);
@@ -357,6 +405,7 @@ function fmtTick(v, log10) {
   return Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(2);
 }
 
+let legendOpen = false;
 function renderLegend() {
   legendEl.replaceChildren();
   if (!pts) return;
@@ -374,18 +423,35 @@ function renderLegend() {
     miss.appendChild(document.createTextNode(spec.log10 ? 'never fires' : 'no value'));
     legendEl.appendChild(miss);
   } else {
+    // the largest clusters, and a toggle that lists them all in a scrollable box
     const cl = clusterList(state.map);
-    legendEl.appendChild(el('div', { class: 'legend-title' }, cl.length ? `clusters (largest ${Math.min(8, cl.length)} of ${cl.length})` : 'clusters'));
-    for (const c of cl.slice(0, 8)) {
-      const item = el('div', { class: 'legend-item', title: c.name || `cluster ${c.cluster_id}` });
-      item.appendChild(el('i', { style: `background: rgb(${PALETTE[c.cluster_id % PALETTE.length].join(',')})` }));
-      item.appendChild(document.createTextNode(`${c.name || `cluster ${c.cluster_id}`}${c.size ? ` (${c.size})` : ''}`));
-      legendEl.appendChild(item);
+    const more = cl.length > LEGEND_TOP;
+    const title = !cl.length ? 'clusters' : !more ? `clusters (${cl.length})`
+      : legendOpen ? `clusters (all ${cl.length}, largest first)` : `clusters (largest ${LEGEND_TOP} of ${cl.length})`;
+    legendEl.appendChild(el('div', { class: 'legend-title' }, title));
+    const list = el('div', { class: `legend-items${more && legendOpen ? ' open' : ''}`, id: 'legend-items' });
+    for (const c of legendOpen ? cl : cl.slice(0, LEGEND_TOP)) {
+      const name = c.name || `cluster ${c.cluster_id}`;
+      const item = el('div', { class: 'legend-item', title: name, 'data-cluster': String(c.cluster_id) });
+      item.appendChild(el('i', { style: `background: ${rgbCss(clusterColor(c.cluster_id))}` }));
+      item.appendChild(document.createTextNode(`${name}${c.size ? ` (${c.size})` : ''}`));
+      list.appendChild(item);
     }
-    const noise = el('div', { class: 'legend-item' });
-    noise.appendChild(el('i', { style: `background: rgb(${NOISE.join(',')})` }));
+    legendEl.appendChild(list);
+    const noise = el('div', { class: 'legend-item', 'data-cluster': '-1' });
+    noise.appendChild(el('i', { style: `background: ${rgbCss(NOISE)}` }));
     noise.appendChild(document.createTextNode('no cluster'));
     legendEl.appendChild(noise);
+    if (more) {
+      const btn = el('button', { type: 'button', class: 'legend-more', 'aria-expanded': String(legendOpen),
+        'aria-controls': 'legend-items' }, legendOpen ? 'show fewer' : `+${cl.length - LEGEND_TOP} more`);
+      btn.addEventListener('click', () => {
+        legendOpen = !legendOpen;
+        renderLegend();
+        legendEl.querySelector('.legend-more')?.focus();
+      });
+      legendEl.appendChild(btn);
+    }
   }
 }
 
@@ -427,6 +493,34 @@ function resetView() {
   if (!pts) return;
   const [x0, x1, y0, y1] = pts.bb;
   view.cx = (x0 + x1) / 2; view.cy = (y0 + y1) / 2; view.zoom = 1;
+}
+
+// The centre may lie at most two data extents beyond the data's bounding box (so some points stay reachable).
+function centreRange() {
+  const [x0, x1, y0, y1] = pts.bb;
+  const m = 2 * Math.max(x1 - x0, y1 - y0);
+  return [x0 - m, x1 + m, y0 - m, y1 + m];
+}
+
+function clampView() {
+  if (!pts) return;
+  const [a0, a1, b0, b1] = centreRange();
+  if (!Number.isFinite(view.zoom) || view.zoom <= 0) view.zoom = 1;
+  view.zoom = clampZoom(view.zoom);
+  if (!Number.isFinite(view.cx)) view.cx = (a0 + a1) / 2;
+  if (!Number.isFinite(view.cy)) view.cy = (b0 + b1) / 2;
+  view.cx = Math.min(a1, Math.max(a0, view.cx));
+  view.cy = Math.min(b1, Math.max(b0, view.cy));
+}
+
+// Zoom by `factor`, keeping the data point under (sx, sy) (CSS px on the canvas; default: its centre) in place.
+function zoomAt(factor, sx = canvas.clientWidth / 2, sy = canvas.clientHeight / 2) {
+  if (!pts) return;
+  const [dx, dy] = toData(sx, sy);
+  view.zoom = clampZoom(view.zoom * factor);
+  const [nx, ny] = toData(sx, sy);
+  view.cx += dx - nx; view.cy += dy - ny;
+  redraw();
 }
 
 function uploadSel() {
@@ -554,7 +648,7 @@ async function openSample(id) {
   state.sample = id;
   writeState();
   const res = await fetch(`/sae/${encodeURIComponent(saeId)}/sample/${id}.json`);
-  if (!res.ok) return;
+  if (!res.ok) { state.sample = null; writeState(); return; }
   const v = await res.json();
   samplePanel.replaceChildren();
   samplePanel.appendChild(el('h2', {}, `Sample ${v.sample.sample_id}`));
@@ -587,20 +681,61 @@ function pickAt(sx, sy) {
 }
 
 // ---------- interaction ----------
+// Pointers are tracked by pointerId: one pointer pans (or draws the lasso), two pinch-zoom and pan together.
+const pointers = new Map(); // pointerId -> [x, y] in CSS px on the canvas
 let drag = null;
+let pinch = null;
 let lassoMode = false;
+
+function localXY(e) {
+  const r = canvas.getBoundingClientRect();
+  return [e.clientX - r.left, e.clientY - r.top];
+}
+
+function twoPointers() {
+  const [a, b] = [...pointers.values()];
+  return { mid: [(a[0] + b[0]) / 2, (a[1] + b[1]) / 2], dist: Math.max(1, Math.hypot(a[0] - b[0], a[1] - b[1])) };
+}
+
+function startPinch() {
+  if (drag && drag.lasso) lassoPoly.setAttribute('points', '');
+  drag = null;
+  const { mid, dist } = twoPointers();
+  pinch = { dist, zoom: view.zoom, anchor: toData(mid[0], mid[1]) };
+  hoverIdx = -1;
+  hoverEl.hidden = true;
+}
+
+function movePinch() {
+  const { mid, dist } = twoPointers();
+  view.zoom = clampZoom(pinch.zoom * (dist / pinch.dist));
+  const [nx, ny] = toData(mid[0], mid[1]); // keep the data point that was under the fingers under them
+  view.cx += pinch.anchor[0] - nx; view.cy += pinch.anchor[1] - ny;
+  redraw();
+}
+
 canvas.addEventListener('pointerdown', (e) => {
-  canvas.setPointerCapture(e.pointerId);
+  try { canvas.setPointerCapture(e.pointerId); } catch { /* not an active pointer (synthetic event) */ }
+  if (e.isPrimary) { pointers.clear(); pinch = null; } // a new gesture: forget pointers whose end we missed
+  const [x, y] = localXY(e);
+  pointers.set(e.pointerId, [x, y]);
+  if (!pts) return;
+  if (pointers.size === 2) { startPinch(); return; }
+  if (pointers.size > 2) return;
   const lasso = lassoMode || e.shiftKey;
-  drag = { x: e.offsetX, y: e.offsetY, cx: view.cx, cy: view.cy, moved: false, lasso, poly: lasso ? [[e.offsetX, e.offsetY]] : null };
+  drag = { id: e.pointerId, x, y, cx: view.cx, cy: view.cy, moved: false, lasso, poly: lasso ? [[x, y]] : null };
 });
 canvas.addEventListener('pointermove', (e) => {
   if (!pts) return;
+  const [x, y] = localXY(e);
+  if (pointers.has(e.pointerId)) pointers.set(e.pointerId, [x, y]);
+  if (pinch) { if (pointers.size >= 2) movePinch(); return; }
   if (drag) {
-    const ddx = e.offsetX - drag.x, ddy = e.offsetY - drag.y;
+    if (e.pointerId !== drag.id) return;
+    const ddx = x - drag.x, ddy = y - drag.y;
     if (Math.abs(ddx) + Math.abs(ddy) > 3) drag.moved = true;
     if (drag.lasso) {
-      drag.poly.push([e.offsetX, e.offsetY]);
+      drag.poly.push([x, y]);
       lassoPoly.setAttribute('points', drag.poly.map((p) => p.join(',')).join(' '));
     } else {
       const k = ppu() / (window.devicePixelRatio || 1);
@@ -609,49 +744,72 @@ canvas.addEventListener('pointermove', (e) => {
     }
     return;
   }
-  const i = pickAt(e.offsetX, e.offsetY);
+  if (e.pointerType === 'touch') return;
+  const i = pickAt(x, y);
   canvas.style.cursor = i >= 0 ? 'pointer' : 'crosshair';
-  showHover(i, e.offsetX, e.offsetY);
+  showHover(i, x, y);
 });
-canvas.addEventListener('pointerup', (e) => {
-  if (!drag) return;
+function pointerEnd(e) {
+  if (!pointers.delete(e.pointerId)) return;
+  if (pinch) {
+    if (pointers.size >= 2) { startPinch(); return; } // a third finger lifted: go on with the other two
+    pinch = null;
+    if (pointers.size === 1) { // one finger left: it pans from here, and lifting it is no click
+      const [[id, [x, y]]] = [...pointers];
+      drag = { id, x, y, cx: view.cx, cy: view.cy, moved: true, lasso: false, poly: null };
+    }
+    return;
+  }
+  if (!drag || drag.id !== e.pointerId) return;
   const d = drag;
   drag = null;
   if (d.lasso) {
     lassoPoly.setAttribute('points', '');
-    if (d.moved) lassoSelect(d.poly);
+    if (d.moved && e.type === 'pointerup') lassoSelect(d.poly);
+    return;
+  }
+  if (e.type !== 'pointerup') { // the browser took the touch to scroll the page: undo the start of the pan
+    view.cx = d.cx; view.cy = d.cy;
+    redraw();
     return;
   }
   if (d.moved) return;
-  const i = pickAt(e.offsetX, e.offsetY);
+  const [x, y] = localXY(e);
+  const i = pickAt(x, y);
   if (i < 0) { if (nSelected) setSelection([]); return; }
   if (state.map === 'features') window.location.href = `/sae/${encodeURIComponent(saeId)}/feature/${idOf(i)}`;
   else openSample(idOf(i));
-});
+}
+canvas.addEventListener('pointerup', pointerEnd);
+canvas.addEventListener('pointercancel', pointerEnd); // e.g. the browser took the touch to scroll the page
 canvas.addEventListener('pointerleave', () => { hoverIdx = -1; hoverEl.hidden = true; });
+// On phones one finger scrolls the page over the map (touch-action in app.css); two fingers belong to the map.
+const twoFingers = (e) => { if (e.touches.length > 1 && e.cancelable) e.preventDefault(); };
+canvas.addEventListener('touchstart', twoFingers, { passive: false });
+canvas.addEventListener('touchmove', twoFingers, { passive: false });
 canvas.addEventListener('wheel', (e) => {
   e.preventDefault();
-  const [dx, dy] = toData(e.offsetX, e.offsetY);
-  const f = Math.exp(-e.deltaY * 0.0015);
-  view.zoom = Math.min(5000, Math.max(0.2, view.zoom * f));
-  const [nx, ny] = toData(e.offsetX, e.offsetY);
-  view.cx += dx - nx; view.cy += dy - ny;
-  redraw();
+  const [x, y] = localXY(e);
+  zoomAt(Math.exp(-e.deltaY * 0.0015), x, y);
 }, { passive: false });
 canvas.addEventListener('keydown', (e) => {
   const step = 60 / (ppu() / (window.devicePixelRatio || 1));
   const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, step], ArrowDown: [0, -step] };
   if (moves[e.key]) { view.cx += moves[e.key][0]; view.cy += moves[e.key][1]; }
-  else if (e.key === '+' || e.key === '=') view.zoom *= 1.25;
-  else if (e.key === '-') view.zoom /= 1.25;
+  else if (e.key === '+' || e.key === '=') view.zoom = clampZoom(view.zoom * ZOOM_KEY_STEP);
+  else if (e.key === '-') view.zoom = clampZoom(view.zoom / ZOOM_KEY_STEP);
   else if (e.key === '0') resetView();
   else return;
   e.preventDefault();
   redraw();
 });
+document.getElementById('zoom-in').addEventListener('click', () => zoomAt(ZOOM_BUTTON_STEP));
+document.getElementById('zoom-out').addEventListener('click', () => zoomAt(1 / ZOOM_BUTTON_STEP));
+document.getElementById('zoom-reset').addEventListener('click', () => { resetView(); redraw(); });
 lassoBtn.addEventListener('click', () => {
   lassoMode = !lassoMode;
   lassoBtn.setAttribute('aria-pressed', String(lassoMode));
+  canvas.classList.toggle('lasso-on', lassoMode); // on phones a one-finger drag then draws instead of scrolling
 });
 document.getElementById('reset-btn').addEventListener('click', () => { resetView(); setSelection([]); });
 colorSelect.addEventListener('change', () => {
@@ -676,7 +834,11 @@ new ResizeObserver(() => redraw()).observe(canvas);
 window.saescopeMap = {
   screenOf: (i) => toScreen(pts.cols.x[i], pts.cols.y[i]),
   idOf: (i) => idOf(i),
+  clusterOf: (i) => (pts.cols.cluster ? pts.cols.cluster[i] : 0),
+  clusterColor: (id) => [...clusterColor(id)],
   view: () => ({ ...view }),
+  zoomRange: () => [ZOOM_MIN, ZOOM_MAX],
+  zoomStep: ZOOM_BUTTON_STEP,
   selected: () => selectedIds(),
 };
 
@@ -686,17 +848,24 @@ window.saescopeMap = {
   colorSelect.value = state.color;
   colorSelect.disabled = state.map !== 'features';
   await loadMap(state.map);
+  if (!pts) { root.dataset.restored = 'true'; return; }
   resetView();
+  const [a0, a1, b0, b1] = centreRange(); // a centre from the URL must lie near the data
   if (state.z !== null) view.zoom = state.z;
-  if (state.x !== null) view.cx = state.x;
-  if (state.y !== null) view.cy = state.y;
-  if (state.sel.length && pts) {
+  if (state.x !== null && state.x >= a0 && state.x <= a1) view.cx = state.x;
+  if (state.y !== null && state.y >= b0 && state.y <= b1) view.cy = state.y;
+  if (state.sel.length) {
     const want = new Set(state.sel);
     const idx = [];
     for (let i = 0; i < pts.n; i++) if (want.has(idOf(i))) idx.push(i);
     setSelection(idx);
   }
   draw();
-  if (state.sample !== null && state.map === 'samples') openSample(state.sample);
+  if (state.sample !== null && state.map === 'samples') {
+    let known = false; // only samples on this map can have been opened from it
+    for (let i = 0; i < pts.n && !known; i++) known = idOf(i) === state.sample;
+    if (known) openSample(state.sample);
+    else { state.sample = null; writeState(); }
+  }
   root.dataset.restored = 'true';
 })();
