@@ -180,6 +180,7 @@ class SampleView(BaseModel):
 class SearchHit(FeatureSummary):
     score: float
     matches: int = Field(description="top samples whose caption or label matched")
+    terms_matched: int = Field(default=0, description="distinct query words the feature matched")
 
 
 class SearchView(BaseModel):
@@ -190,7 +191,10 @@ class SearchView(BaseModel):
     count: int
     n_pages: int
     data: list[SearchHit]
-    redirect: str | None = Field(default=None, description="feature page when q is a feature id")
+    n_terms: int = Field(default=0, description="distinct words searched (0 for an id)")
+    n_all: int = Field(default=0, description="results matching every word; they come first")
+    redirect: str | None = Field(default=None, description="where the HTML page redirects: the feature page "
+                                                           "for an id, or the last page when `page` is past the end")
 
 
 class GameView(BaseModel):
