@@ -39,6 +39,8 @@ class SaeSummary(BaseModel):
 class SaeList(BaseModel):
     data: list[SaeSummary]
     count: int
+    examples: dict[str, list[FeatureCard]] = Field(
+        default_factory=dict, description="per sae_id, a few clear features from different clusters (home page)")
 
 
 class SampleRef(BaseModel):
@@ -210,3 +212,6 @@ class GameAnswer(BaseModel):
     pick: int
     answer: SampleRef
     next_url: str
+
+
+SaeList.model_rebuild()

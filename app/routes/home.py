@@ -8,14 +8,16 @@ from fastapi.responses import HTMLResponse
 from app.db import DbDep
 from app.models import Health, SaeList
 from app.render import page
-from app.views.common import list_saes
+from app.views.common import get_sae, list_saes
+from app.views.features import example_features
 
 router = APIRouter(tags=["home"])
 
 
 def _home(db: DbDep) -> SaeList:
     data = list_saes(db)
-    return SaeList(data=data, count=len(data))
+    examples = {s.sae_id: example_features(db, get_sae(db, s.sae_id)) for s in data}
+    return SaeList(data=data, count=len(data), examples=examples)
 
 
 @router.get("/index.json", response_model=SaeList)

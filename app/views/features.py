@@ -97,6 +97,29 @@ def feature_card(db: Index, ctx: SaeCtx, fid: int) -> FeatureCard:
     return FeatureCard.model_construct(**dict(summary), top=_refs(ctx, page["top"][:N_CARD_THUMBS]))
 
 
+N_EXAMPLES = 6
+
+
+def example_features(db: Index, ctx: SaeCtx) -> list[FeatureCard]:
+    """A first look at an SAE: its most label-pure firing features (the seed's interpretability
+    measure), at most one per feature-map cluster and per top label so the examples differ; by
+    max activation when the dataset has no labels."""
+    rank = "label_entropy NULLS LAST, max_act DESC, feature_id"
+
+    def pick() -> list[FeatureCard]:
+        # A feature pure on 4 samples is luck, not meaning: ask for ~20 where the dataset allows.
+        min_fired = max(N_CARD_THUMBS, min(20, (ctx.summary.n_samples or 0) // 50))
+        ids = [r["feature_id"] for r in db.all(
+            f"""SELECT feature_id FROM (
+                  SELECT * FROM features WHERE sae_id = ? AND n_fired >= ?
+                  QUALIFY row_number() OVER (PARTITION BY CASE WHEN cluster_id >= 0 THEN cluster_id ELSE -1 - feature_id END
+                                             ORDER BY {rank}) = 1)
+                QUALIFY row_number() OVER (PARTITION BY coalesce(top_label, feature_id::VARCHAR) ORDER BY {rank}) = 1
+                ORDER BY {rank} LIMIT ?""", [ctx.sae_id, min_fired, N_EXAMPLES])]
+        return [feature_card(db, ctx, fid) for fid in ids]
+    return db.cached(("examples", ctx.sae_id), pick)
+
+
 def random_feature_id(db: Index, ctx: SaeCtx, seed: int | None = None) -> int:
     """A random firing feature (dead ones make dull pages)."""
     n = db.scalar("SELECT count(*) FROM features WHERE sae_id = ? AND density > 0", [ctx.sae_id])

@@ -274,3 +274,27 @@ def test_unclustered_features_say_so(client):
     html = client.get(f"/sae/{POOLED}/feature/8").text  # the fixture leaves every 9th feature unclustered
     cluster = re.search(r"<dt>cluster</dt><dd>(.*?)</dd>", html).group(1)
     assert "-1" not in cluster and "none" in cluster
+
+
+def test_home_shows_label_pure_features_from_different_clusters(client, index_path):
+    import duckdb
+
+    j = client.get("/index.json").json()
+    con = duckdb.connect(str(index_path), read_only=True)
+    for sae_id, cards in j["examples"].items():
+        assert 0 < len(cards) <= 6
+        rows = {r[0]: r[1:] for r in con.execute(
+            "SELECT feature_id, label_entropy, cluster_id, n_fired FROM features WHERE sae_id = ?", [sae_id]).fetchall()}
+        clusters = [rows[c["feature_id"]][1] for c in cards]
+        assert len([c for c in clusters if c >= 0]) == len({c for c in clusters if c >= 0})  # one per cluster
+        assert all(rows[c["feature_id"]][2] >= 4 for c in cards)  # enough samples to show
+        labels = [c["top_label"] for c in cards if c["top_label"] is not None]
+        assert len(labels) == len(set(labels))  # and one per top label
+        ent = [rows[c["feature_id"]][0] for c in cards]
+        if all(e is not None for e in ent):
+            assert ent == sorted(ent)
+            assert ent[0] == min(e for e, _, n in rows.values() if n >= 4 and e is not None)  # the purest comes first
+        assert all(len(c["top"]) <= 4 for c in cards)
+    html = client.get("/").text
+    first = j["examples"][POOLED][0]
+    assert f'href="{first["url"]}"' in html and "A first look" in html
