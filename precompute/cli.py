@@ -1,6 +1,7 @@
 """The `saescope` command: extract, train, index, serve, demo and info as subcommands.
 
-Known problems (`SaescopeError`) print one line and exit 2; nothing else is caught here.
+Known problems (`SaescopeError`, and OS errors such as a full disk) print one line and exit 2;
+anything else is a bug: one line naming it and exit 1 (`SAESCOPE_DEBUG=1` re-raises it).
 """
 
 from __future__ import annotations
@@ -84,6 +85,15 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(describe(Path(args.path)))
 
 
+def _port(text: str) -> int:
+    from sae_core.validate import check_port
+
+    try:
+        return check_port(int(text))
+    except (ValueError, SaescopeError) as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535)") from e
+
+
 def build_parser() -> argparse.ArgumentParser:
     from precompute.demo import DemoConfig
     from precompute.extract import ExtractConfig
@@ -109,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the web explorer for an index")
     p.add_argument("index", help="index file written by `saescope index`")
     p.add_argument("--host", default=os.environ.get("SAESCOPE_HOST", "127.0.0.1"), help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("SAESCOPE_PORT", "8000")), help="port (default: 8000)")
+    p.add_argument("--port", type=_port, default=int(os.environ.get("SAESCOPE_PORT", "8000")), help="port (default: 8000)")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default: 1)")
     p.set_defaults(func=_cmd_serve)
 
@@ -128,12 +138,41 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except SaescopeError as e:
-        print(f"saescope {args.command}: error: {e}", file=sys.stderr)
+        _report(f"saescope {args.command}: error: {e}")
         return 2
     except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        _report("interrupted; re-run the same command to resume")
         return 130
+    except OSError as e:  # disk full, read-only or missing folders: the user's to fix, not a bug
+        _report(f"saescope {args.command}: error: {_os_message(e)}")
+        return 2
+    except Exception as e:
+        if os.environ.get("SAESCOPE_DEBUG"):
+            raise
+        _report(f"saescope {args.command}: internal error: {type(e).__name__}: {e} "
+                "(SAESCOPE_DEBUG=1 shows the traceback; please report it)")
+        return 1
     return 0
+
+
+def _report(line: str) -> None:
+    """One line on stderr, after a newline if a progress bar was left half-drawn."""
+    from tqdm import tqdm
+
+    if getattr(tqdm, "_instances", None):
+        print(file=sys.stderr)
+    print(line, file=sys.stderr)
+
+
+def _os_message(e: OSError) -> str:
+    import errno
+
+    where = f"{e.filename}: " if e.filename else ""
+    hint = {errno.ENOSPC: "; free some space or choose another --data-root/--out",
+            errno.EROFS: "; choose a writable --data-root/--out", errno.EACCES: "; check its permissions",
+            errno.ENOTDIR: "; a file is where a folder is expected", errno.EISDIR: "; a folder is where a file is expected",
+            }.get(e.errno, "")
+    return f"{where}{e.strerror or e}{hint}"
 
 
 if __name__ == "__main__":

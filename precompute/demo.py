@@ -15,7 +15,9 @@ from pathlib import Path
 from precompute.extract import ExtractConfig, extract
 from precompute.index import IndexConfig, build_index
 from sae_core.config import SAEConfig
+from sae_core.errors import ConfigError
 from sae_core.training import TrainConfig, train
+from sae_core.validate import check_numbers, check_port
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,12 @@ class DemoConfig:
     serve: bool = field(default=True, metadata={"help": "start the explorer when the index is built"})
     host: str = field(default="127.0.0.1", metadata={"help": "address to serve on"})
     port: int = field(default=8000, metadata={"help": "port to serve on"})
+
+    def __post_init__(self) -> None:
+        check_numbers(self, positive=("epochs", "image_size"), non_negative=("limit",))
+        if self.image_size < 32:
+            raise ConfigError(f"image_size={self.image_size} is too small; use at least 32")
+        check_port(self.port)
 
 
 def build_demo(cfg: DemoConfig) -> Path:

@@ -23,6 +23,7 @@ from sae_core.contract import atomic_write_bytes, folder_id
 from sae_core.errors import ConfigError
 from sae_core.progress import progress
 from sae_core.store import ActivationStore, RankStoreWriter, StoreWriter
+from sae_core.validate import check_numbers
 
 GENERATED_THUMBS = "thumbs"
 """Store sub-folder of the images a generative model drew for each sample (FLUX)."""
@@ -49,8 +50,9 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise ConfigError(f"dtype={self.dtype!r}; choose float32, float16 or bfloat16")
-        if self.batch_size <= 0 or self.shard_samples <= 0:
-            raise ConfigError("batch_size and shard_samples must be positive")
+        check_numbers(self, positive=("batch_size", "shard_samples"), non_negative=("image_size", "num_workers", "limit"))
+        if 0 < self.image_size < 32:
+            raise ConfigError(f"image_size={self.image_size} is too small; use 0 (the model's default) or at least 32")
 
 
 @dataclass(frozen=True)

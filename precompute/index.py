@@ -30,6 +30,7 @@ from sae_core.checkpoint import load
 from sae_core.contract import SAESCOPE_VERSION, SCHEMA_VERSION, canonical_json, read_manifest, short_hash
 from sae_core.errors import ConfigError, DataError, FormatError
 from sae_core.store import ActivationStore
+from sae_core.validate import check_numbers
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ class IndexConfig:
                 "tensor cores) or auto (bfloat16 on CUDA, else float32)"})
 
     def __post_init__(self) -> None:
-        if self.top_n <= 0 or self.quantile_bins <= 0 or self.per_bin <= 0:
-            raise ConfigError("top_n, quantile_bins and per_bin must be positive")
+        check_numbers(self, positive=("top_n", "quantile_bins", "per_bin", "sample_top", "chunk_samples"),
+                      non_negative=("neighbors", "seed"))
         resolve_precision(self.precision, "cpu")  # refuses unknown names early
 
 
@@ -104,6 +105,7 @@ def _build(cfg: IndexConfig, d: distributed.Dist) -> IndexResult:
         return IndexResult(out, sae_ids, reused=False)
     inputs = _inputs_hash(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(out)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     try:
@@ -125,6 +127,24 @@ def _build(cfg: IndexConfig, d: distributed.Dist) -> IndexResult:
         Path(str(tmp) + ".wal").unlink(missing_ok=True)
         raise
     return IndexResult(out, sae_ids, reused=False)
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """Temporary files of builds whose process is gone (killed with -9: no cleanup ran)."""
+    for tmp in out.parent.glob(f"{out.name}.tmp-*"):
+        pid = tmp.name.removeprefix(f"{out.name}.tmp-").removesuffix(".wal")
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def _inputs_hash(cfg: IndexConfig) -> str:

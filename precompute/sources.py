@@ -421,8 +421,10 @@ def open_source(spec: str, **kwargs) -> Source:
     Table keyword arguments (`image_col`, `caption_col`, `label_col`) also apply to HF folders.
     """
     if spec == "emoji" or spec.startswith("emoji:"):
-        limit = int(spec.split(":", 1)[1]) if ":" in spec else 0
-        return EmojiSource(limit=limit)
+        arg = spec.split(":", 1)[1] if ":" in spec else "0"
+        if not arg.isdigit():
+            raise DataError(f"{spec}: use emoji or emoji:N (the first N emoji)")
+        return EmojiSource(limit=int(arg))
     if spec == "wordnet" or spec.startswith("wordnet:"):
         arg = spec.split(":", 1)[1] if ":" in spec else "0"
         if not arg.isdigit():

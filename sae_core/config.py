@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sae_core.errors import ConfigError
+from sae_core.validate import check_numbers
 
 Arch = Literal["topk", "batchtopk", "relu", "jumprelu", "gated"]
 ARCHS: tuple[str, ...] = ("topk", "batchtopk", "relu", "jumprelu", "gated")
@@ -41,9 +42,7 @@ class SAEConfig:
                 raise ConfigError(f"k={self.k} is larger than d_sae={self.d_sae}; lower k or raise d_sae")
         if self.init not in ("tied", "orthonormal"):
             raise ConfigError(f"init={self.init!r} is unknown; choose tied or orthonormal")
-        for name in ("l1_coeff", "l0_coeff", "aux_coeff"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}={getattr(self, name)} must not be negative")
+        check_numbers(self, non_negative=("l1_coeff", "l0_coeff", "aux_coeff", "aux_k"))
         for name in ("jumprelu_bandwidth", "jumprelu_init_threshold"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be positive")

@@ -52,6 +52,7 @@ def atomic_write_bytes(fpath: Path, data: bytes) -> None:
     fpath.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{fpath.name}.", suffix=".tmp", dir=fpath.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; files are shared like any other output
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -60,6 +61,13 @@ def atomic_write_bytes(fpath: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask (only readable by setting it; restored at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_json(fpath: Path, obj: Any) -> None:

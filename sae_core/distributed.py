@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
 import torch
+
+from sae_core.errors import ConfigError
 
 TIMEOUT_ENV = "SAESCOPE_DIST_TIMEOUT_S"
 """Collective timeout in seconds (default 4 hours: rank 0 may prepare a dataset or lay out maps while the others wait)."""
@@ -66,6 +69,10 @@ def pick_device(name: str) -> str:
     """`auto` -> cuda or cpu; under torchrun a bare `cuda` becomes this process's `cuda:LOCAL_RANK`."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise ConfigError(f"device={name!r}; use cpu, cuda, cuda:N or auto")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA GPU is available; use --device cpu")
     if name == "cuda" and current().enabled:
         name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     return name

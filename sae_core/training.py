@@ -25,11 +25,12 @@ from sae_core import distributed
 from sae_core.checkpoint import CFG_FILE, read_cfg, save
 from sae_core.config import SAEConfig
 from sae_core.contract import atomic_write_bytes, folder_id
-from sae_core.errors import ConfigError, FormatError
+from sae_core.errors import ConfigError, DataError, FormatError
 from sae_core.metrics import MetricsAccumulator, batch_fvu
 from sae_core.model import SparseAutoencoder, check_finite
 from sae_core.progress import progress
 from sae_core.store import ActivationStore
+from sae_core.validate import check_numbers
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class TrainConfig:
             raise ConfigError(f"eval_fraction={self.eval_fraction} must be in [0, 1)")
         if not 0 <= self.warmup_frac <= 1 or not 0 <= self.decay_start_frac <= 1:
             raise ConfigError("warmup_frac and decay_start_frac must be in [0, 1]")
+        check_numbers(self, positive=("log_every",), non_negative=(
+            "weight_decay", "grad_clip", "seed", "dead_after_tokens", "resample_every_tokens", "checkpoint_every_tokens"))
         if self.precision not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"precision={self.precision!r}; choose auto, float32 or bfloat16")
 
@@ -89,7 +92,7 @@ class TrainResult:
 
 
 def run_dpath_for(cfg: TrainConfig, store: ActivationStore) -> Path:
-    ident = cfg.identity() | {"store": store.store_id, "n_tokens": store.n_tokens, "precision": resolved_precision(cfg)}
+    ident = cfg.identity() | {"store": store.store_id, "store_n_tokens": store.n_tokens, "precision": resolved_precision(cfg)}
     slug = cfg.name or f"{store.manifest.get('layer', 'sae')}-{cfg.sae.arch}"
     return Path(cfg.out) / folder_id(slug, ident, "sae")
 
@@ -169,6 +172,7 @@ class _Trainer:
         return self.run_dpath / "state" / "state.pt"
 
     def _save_state(self) -> None:
+        self._check_diverged(0.0)  # weights only; ranks hold the same weights, so all of them stop
         if self.dist.rank != 0:
             return
         buf = io.BytesIO()
@@ -257,7 +261,15 @@ class _Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
+    def _check_diverged(self, loss: float) -> None:
+        """A NaN/inf loss or weight never becomes a checkpoint: stop with what to change."""
+        finite = math.isfinite(loss) and all(bool(torch.isfinite(p).all()) for p in self.sae.parameters())
+        if not finite:
+            raise DataError(f"training diverged at step {self.step} (loss {loss}, or weights NaN/inf); "
+                            f"lower --lr (now {self.cfg.lr:g}) or check the activations")
+
     def _log_row(self, out, x: torch.Tensor, rate: float) -> dict:
+        self._check_diverged(float(out.loss.detach()))
         return {
             "step": self.step, "n_tokens": self.step * self.cfg.batch_size,
             "loss": float(out.loss.detach()), "mse": float(out.recon.detach()), "fvu": batch_fvu(x, out.x_hat.detach()),

@@ -75,3 +75,20 @@ def test_store_manifest_keys_and_tensors_are_documented(extracted):
 
     with safe_open(str(extracted.store_dpath / manifest["shards"][0]["file"]), "pt") as f:
         assert set(f.keys()) == {"acts", "sample_ids"} <= documented
+
+
+def test_atomic_writes_honour_the_umask(tmp_path):
+    """mkstemp creates 0600 files; outputs must be readable by others the way plain writes are."""
+    import os
+
+    from sae_core.contract import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.bin", b"x")
+        os.umask(0o077)
+        atomic_write_bytes(tmp_path / "b.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o600

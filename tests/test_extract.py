@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -134,3 +135,32 @@ def test_rerunning_extract_repairs_a_store_whose_shard_was_damaged(tmp_path):
     store = ActivationStore(again.store_dpath)
     assert store.n_samples == 12 and store.manifest["complete"]
     torch.testing.assert_close(store.rows(np.arange(12)), want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    (dict(model="hf:"), "names no model"), (dict(model="hf:/no/such/folder"), "cannot load hf:/no/such/folder"),
+    (dict(model="diffusers:/no/such/folder"), "cannot load diffusers:"), (dict(dataset="emoji:abc"), "emoji:N"),
+    (dict(dataset="emoji:-5"), "emoji:N"), (dict(device="foo"), "device='foo'"), (dict(image_size=1), "image_size=1 is too small"),
+    (dict(num_workers=-1), "num_workers=-1"), (dict(limit=-2), "limit=-2"),
+])
+def test_bad_extract_options_are_one_line_errors(tmp_path, kwargs, match, capsys):
+    """Each of these was a traceback (or, for emoji:-5, silently all but 5 emoji)."""
+    from precompute.cli import main
+
+    args = ["extract", "--data-root", str(tmp_path), "--image-size", "64"]
+    for key, value in kwargs.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    assert main(args) == 2
+    full = capsys.readouterr().err
+    err = [line for line in full.strip().splitlines() if line.startswith("saescope")]  # libraries may warn above it
+    assert len(err) == 1 and re.search(match, err[0]) and "Traceback" not in full, full
+    assert not list((tmp_path / "stores").glob("*")) if (tmp_path / "stores").exists() else True
+
+
+def test_os_errors_are_one_line_errors(tmp_path, capsys):
+    from precompute.cli import main
+
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["extract", "--dataset", "emoji:4", "--image-size", "64", "--data-root", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a file is where a folder is expected" in err[0], err

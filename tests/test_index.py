@@ -142,6 +142,23 @@ def test_bad_input_leaves_the_old_index_in_place(built, tmp_path):
     assert not (tmp_path / "z.duckdb").exists()
 
 
+def test_temp_files_of_killed_builds_are_removed_by_the_next(built, tmp_path):
+    """kill -9 runs no cleanup: the next build removes temp files whose process is gone, not live ones."""
+    import os
+    import subprocess
+
+    _, cfg, *_ = built
+    out = tmp_path / "k.duckdb"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = [tmp_path / f"k.duckdb.tmp-{dead.pid}", tmp_path / f"k.duckdb.tmp-{dead.pid}.wal"]
+    live = tmp_path / f"k.duckdb.tmp-{os.getppid()}"
+    for f in [*stale, live]:
+        f.write_bytes(b"half an index")
+    build_index(replace(cfg, out=str(out)))
+    assert out.exists() and not any(f.exists() for f in stale) and live.exists()
+
+
 def test_large_maps_fit_on_a_subset_and_place_the_rest():
     from precompute.layout import umap_2d
 

@@ -351,3 +351,35 @@ def test_auto_precision_is_resolved_in_the_run_identity(store):
     auto = run_dpath_for(TrainConfig(store=str(path), device="cpu"), s)
     assert auto == run_dpath_for(TrainConfig(store=str(path), device="cpu", precision="float32"), s)
     assert auto != run_dpath_for(TrainConfig(store=str(path), device="cpu", precision="bfloat16"), s)
+
+
+def test_requested_n_tokens_is_part_of_the_run_identity(store, tmp_path):
+    """Asking for more tokens must train a new run, not hand back the shorter one."""
+    path, _ = store
+    common = dict(store=str(path), out=str(tmp_path), sae=ARCH_CFGS["topk"], batch_size=64, seed=0)
+    short = train(TrainConfig(n_tokens=640, **common))
+    longer = train(TrainConfig(n_tokens=1280, **common))
+    assert not longer.reused and longer.run_dpath != short.run_dpath
+    assert json.loads((longer.run_dpath / "cfg.json").read_text())["n_tokens_trained"] == 1280
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    (dict(lr=float("nan")), "lr=nan must be a finite number"), (dict(lr=float("inf")), "lr=inf must be a finite"),
+    (dict(n_epochs=float("inf")), "n_epochs=inf"), (dict(log_every=0), "log_every=0 must be positive"),
+    (dict(weight_decay=-1.0), "weight_decay=-1.0 must not be negative"), (dict(seed=-1), "seed=-1"),
+    (dict(grad_clip=-1.0), "grad_clip"), (dict(dead_after_tokens=-1), "dead_after_tokens"),
+    (dict(sae=dict(arch="relu", l1_coeff=float("nan"))), "l1_coeff=nan"),
+])
+def test_non_finite_and_negative_numbers_are_refused(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        if "sae" in kwargs:
+            kwargs = {**kwargs, "sae": SAEConfig(**kwargs["sae"])}
+        TrainConfig(store="x", **kwargs)
+
+
+def test_a_diverging_run_stops_and_leaves_no_checkpoint(store, tmp_path):
+    path, _ = store
+    with pytest.raises(DataError, match="training diverged at step .*lower --lr"):
+        train(TrainConfig(store=str(path), out=str(tmp_path), sae=SAEConfig(arch="relu", d_sae=D_SAE, l1_coeff=1.0),
+                          lr=1e30, batch_size=256, n_tokens=2048, log_every=1, grad_clip=0.0))
+    assert not list(tmp_path.rglob("cfg.json")) and not list(tmp_path.rglob("sae.safetensors"))

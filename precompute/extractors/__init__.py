@@ -7,6 +7,7 @@ Specs: `efficientnet-lite0` (packaged weights), `hf:<name or folder>` (transform
 from __future__ import annotations
 
 from precompute.extractors.base import Extractor, ExtractorError, ExtractorInfo
+from sae_core.errors import SaescopeError
 
 __all__ = ["Extractor", "ExtractorError", "ExtractorInfo", "build_extractor"]
 
@@ -21,12 +22,21 @@ def build_extractor(spec: str, layer: str, token_selection: str, *, device: str 
         from precompute.extractors.minilm import MiniLMExtractor
 
         return MiniLMExtractor(layer, token_selection, device=device)
-    if spec.startswith("hf:"):
-        from precompute.extractors.hf import build_hf_extractor
+    if spec.startswith(("hf:", "diffusers:")):
+        name = spec.split(":", 1)[1]
+        if not name:
+            raise ExtractorError(f"model {spec!r} names no model; e.g. hf:openai/clip-vit-large-patch14 or hf:/path/to/folder")
+        try:
+            if spec.startswith("hf:"):
+                from precompute.extractors.hf import build_hf_extractor
 
-        return build_hf_extractor(spec[3:], layer, token_selection, device=device, image_size=image_size, modality=modality)
-    if spec.startswith("diffusers:"):
-        from precompute.extractors.flux import build_flux_extractor
+                return build_hf_extractor(name, layer, token_selection, device=device, image_size=image_size, modality=modality)
+            from precompute.extractors.flux import build_flux_extractor
 
-        return build_flux_extractor(spec[len("diffusers:"):], layer, token_selection, device=device, image_size=image_size)
+            return build_flux_extractor(name, layer, token_selection, device=device, image_size=image_size)
+        except SaescopeError:
+            raise
+        except (OSError, ValueError) as e:  # the libraries' own loaders: missing files, no network, bad config
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ExtractorError(f"cannot load {spec}: {first} (offline, give a local folder written by save_pretrained)") from None
     raise ExtractorError(f"model {spec!r} is unknown; use efficientnet-lite0, hf:<name or folder> or diffusers:<name or folder>")
