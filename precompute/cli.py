@@ -33,9 +33,14 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     result = train(dataclass_from_args(TrainConfig, args))
     m = result.metrics
+
+    def fmt(key: str, spec: str, scale: float = 1.0) -> str:
+        value = m.get(key)
+        return format(value * scale, spec) if isinstance(value, (int, float)) else "-"
+
     if _is_main_rank():
-        print(f"{'reused' if result.reused else 'trained'} {result.run_dpath}: explained variance {m['explained_variance']:.4f}, "
-              f"L0 {m['l0']:.2f}, dead {100 * m['dead_fraction']:.1f}%")
+        print(f"{'reused' if result.reused else 'trained'} {result.run_dpath}: explained variance {fmt('explained_variance', '.4f')}, "
+              f"L0 {fmt('l0', '.2f')}, dead {fmt('dead_fraction', '.1f', 100)}%")
 
 
 def _cmd_index(args: argparse.Namespace) -> None:

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from precompute.sources import Source, open_source
 from sae_core.contract import SCHEMA_VERSION, atomic_write_bytes, atomic_write_json, folder_id, read_manifest
-from sae_core.errors import DataError
+from sae_core.errors import DataError, FormatError
 from sae_core.progress import progress
 
 THUMB_PX = 160
@@ -98,3 +98,23 @@ def _table_kwargs(cfg: DatasetConfig) -> dict:
     if cfg.source.lower().endswith((".csv", ".tsv", ".parquet", ".jsonl", ".json")):
         return {"image_col": cfg.image_col, "caption_col": cfg.caption_col, "label_col": cfg.label_col}
     return {}
+
+
+_DATASET_KEYS = {"source": str, "modality": str, "n_samples": int, "n_skipped": int, "has_labels": bool}
+
+
+def _check_dataset(m: dict, fpath: Path) -> None:
+    """The dataset keys shown here, typed as docs/data-contract.md says (bool is an int to Python)."""
+    for key, want in _DATASET_KEYS.items():
+        value = m.get(key)
+        if not isinstance(value, want) or (want is int and (isinstance(value, bool) or value < 0)):
+            found = "it is missing" if key not in m else f"found {value!r:.60}"
+            kind = {str: "a string", int: "an integer >= 0", bool: "true or false"}[want]
+            raise FormatError(f"{fpath}: {key!r} must be {kind}, {found}; fix it or re-run `saescope extract` to rewrite the dataset")
+
+
+def read_dataset_manifest(dpath: Path) -> dict:
+    """A dataset folder's manifest, checked (kind, version, and the keys readers use)."""
+    m = read_manifest(Path(dpath) / "manifest.json", "dataset")
+    _check_dataset(m, Path(dpath) / "manifest.json")
+    return m

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from precompute.dataset import read_dataset_manifest
 from precompute.encoding import resolve_precision
 from precompute.index_schema import create_tables, finalize, insert_table
 from precompute.layout import hdbscan_labels, umap_2d
@@ -27,7 +28,7 @@ from precompute.naming import TfIdfNamer, words_of
 from precompute.scan import patch_heatmaps, scan_features, scan_quantiles
 from sae_core import distributed
 from sae_core.checkpoint import load
-from sae_core.contract import SAESCOPE_VERSION, SCHEMA_VERSION, canonical_json, read_manifest, short_hash
+from sae_core.contract import SAESCOPE_VERSION, SCHEMA_VERSION, canonical_json, short_hash
 from sae_core.errors import ConfigError, DataError, FormatError
 from sae_core.store import ActivationStore
 from sae_core.validate import check_numbers
@@ -200,7 +201,7 @@ def _index_one(con, cfg: IndexConfig, spec: str, device: str, datasets_done: set
     ds_dpath = Path(store.manifest["dataset_dpath"])
     if not ds_dpath.is_absolute():
         ds_dpath = store.dpath / ds_dpath
-    ds_manifest = read_manifest(ds_dpath / "manifest.json", "dataset")
+    ds_manifest = read_dataset_manifest(ds_dpath)
     sae_id = _sae_id(sae_dpath, taken)
     precision = _precision(cfg)
     scan = scan_features(sae, store, cfg.top_n, cfg.sample_top, cfg.chunk_samples, device, precision)

@@ -1,10 +1,16 @@
-"""`saescope info PATH`: a short, human summary of any saescope file or folder."""
+"""`saescope info PATH`: a short, human summary of any saescope file or folder.
+
+Every file is read through the same checks as the commands that use it (read_manifest, the store
+and checkpoint readers, the index's schema version), so a damaged file is a one-line error here too.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from precompute.dataset import read_dataset_manifest
+from sae_core.contract import FORMAT_SINCE, SCHEMA_VERSION
 from sae_core.errors import FormatError
 
 
@@ -12,7 +18,7 @@ def describe(path: Path) -> str:
     if path.is_file() and path.suffix == ".duckdb":
         return _describe_index(path)
     if path.is_dir() and (path / "manifest.json").exists():
-        kind = json.loads((path / "manifest.json").read_text()).get("kind")
+        kind = _manifest_kind(path / "manifest.json")
         if kind == "activation_store":
             return _describe_store(path)
         if kind == "dataset":
@@ -22,24 +28,45 @@ def describe(path: Path) -> str:
     raise FormatError(f"{path}: no such file or folder")
 
 
+def _manifest_kind(fpath: Path) -> object:
+    """Only to pick the reader (which then checks the whole manifest); unreadable is an error here."""
+    try:
+        obj = json.loads(fpath.read_text())
+    except OSError as e:
+        raise FormatError(f"{fpath}: cannot be read ({e.strerror}); it should be a saescope JSON manifest") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FormatError(f"{fpath}: corrupt JSON ({getattr(e, 'msg', e)}); re-run the job that wrote it") from None
+    return obj.get("kind") if isinstance(obj, dict) else None
+
+
+def _num(value, spec: str, scale: float = 1) -> str:
+    """`value` formatted, or '-' where the file holds no number (an older or partial record)."""
+    return format(value * scale, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+_METRICS = (("explained variance", "explained_variance", ".4f", 1, ""), ("FVU", "fvu", ".4f", 1, ""),
+            ("MSE", "mse", ".5g", 1, ""), ("L0", "l0", ".2f", 1, ""), ("dead", "dead_fraction", ".1f", 100, "%"))
+
+
 def _describe_sae(path: Path) -> str:
-    from sae_core.checkpoint import CFG_FILE, load
+    from sae_core.checkpoint import CFG_FILE, load, read_cfg
 
     sae = load(path)
     c = sae.cfg
     lines = [f"SAE checkpoint {path}", f"  architecture  {c.arch}" + (f" (k={c.k})" if c.is_topk_family else ""),
              f"  sizes         d_in={c.d_in}  d_sae={c.d_sae}  (x{c.d_sae / c.d_in:g})", f"  input scale   {float(sae.input_scale):.6g}"]
-    cfg_fpath = path / CFG_FILE if path.is_dir() else None
-    if cfg_fpath and cfg_fpath.exists():
-        cfg = json.loads(cfg_fpath.read_text())
+    if path.is_dir() and (path / CFG_FILE).is_file() and _manifest_kind(path / CFG_FILE) == "sae":  # not a foreign cfg.json
+        cfg = read_cfg(path)
         lines.append(f"  trained on    {cfg.get('n_tokens_trained', 0):,} tokens")
         store = cfg.get("store") or {}
         if store:
             lines.append(f"  source        {store.get('model')} layer {store.get('layer')} ({store.get('token_selection')})")
         m = cfg.get("metrics") or {}
-        if m:
-            lines.append(f"  held-out      explained variance {m['explained_variance']:.4f}  FVU {m['fvu']:.4f}  "
-                         f"MSE {m['mse']:.5g}  L0 {m['l0']:.2f}  dead {100 * m['dead_fraction']:.1f}%  ({m['n_tokens']:,} tokens)")
+        shown = [f"{label} {_num(m[key], spec, scale)}{unit}" for label, key, spec, scale, unit in _METRICS if key in m]
+        if "n_tokens" in m:
+            shown.append(f"({_num(m['n_tokens'], ',')} tokens)")
+        if shown:
+            lines.append("  held-out      " + "  ".join(shown))
     return "\n".join(lines)
 
 
@@ -55,7 +82,7 @@ def _describe_store(path: Path) -> str:
 
 
 def _describe_dataset(path: Path) -> str:
-    m = json.loads((path / "manifest.json").read_text())
+    m = read_dataset_manifest(path)
     return (f"dataset {path}\n  source        {m['source']} ({m['modality']})\n  samples       {m['n_samples']:,}"
             f" ({m['n_skipped']} skipped)\n  labels        {'yes' if m['has_labels'] else 'no'}")
 
@@ -63,10 +90,27 @@ def _describe_dataset(path: Path) -> str:
 def _describe_index(path: Path) -> str:
     import duckdb
 
-    with duckdb.connect(str(path), read_only=True) as con:
-        version = con.execute("SELECT version FROM schema_version").fetchone()[0]
-        rows = con.execute("SELECT sae_id, arch, d_sae, l0, explained_variance, dead_fraction FROM saes ORDER BY sae_id").fetchall()
+    fix = "rebuild it with `saescope index`"
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as e:
+        raise FormatError(f"{path}: not a readable DuckDB file ({str(e).splitlines()[0]}); {fix}") from None
+    with con:
+        try:
+            row = con.execute("SELECT version FROM schema_version").fetchone()
+        except duckdb.Error:
+            raise FormatError(f"{path}: not a saescope index (no schema_version table); {fix}") from None
+        version, oldest = row[0] if row else None, FORMAT_SINCE["index"]
+        if not isinstance(version, int) or isinstance(version, bool) or not oldest <= version <= SCHEMA_VERSION:
+            newer = isinstance(version, int) and version > SCHEMA_VERSION
+            raise FormatError(f"{path}: index schema version {version!r} is not supported (this saescope reads index files of "
+                              f"versions {oldest}..{SCHEMA_VERSION}); {'upgrade saescope' if newer else fix}")
+        try:
+            rows = con.execute("SELECT sae_id, arch, d_sae, l0, explained_variance, dead_fraction FROM saes ORDER BY sae_id").fetchall()
+        except duckdb.Error as e:
+            raise FormatError(f"{path}: the saes table is missing or incomplete ({str(e).splitlines()[0]}); {fix}") from None
     lines = [f"explorer index {path} (schema {version})"]
     for sae_id, arch, d_sae, l0, ev, dead in rows:
-        lines.append(f"  {sae_id}: {arch} d_sae={d_sae} L0 {l0:.1f} explained variance {ev:.3f} dead {100 * dead:.1f}%")
+        lines.append(f"  {sae_id}: {arch} d_sae={d_sae} L0 {_num(l0, '.1f')} explained variance {_num(ev, '.3f')} "
+                     f"dead {_num(dead, '.1f', 100)}%")
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from safetensors.torch import save as safetensors_save
 
 from sae_core.config import SAEConfig
 from sae_core.contract import SAESCOPE_VERSION, SCHEMA_VERSION, atomic_write_bytes, atomic_write_json, git_commit, read_manifest
-from sae_core.errors import ConfigError, FormatError
+from sae_core.errors import ConfigError, DataError, FormatError
 from sae_core.model import SparseAutoencoder
 
 CFG_FILE = "cfg.json"
@@ -51,7 +51,25 @@ def save(
 
 
 def read_cfg(dpath: str | Path) -> dict:
-    return read_manifest(Path(dpath) / CFG_FILE, "sae")
+    """cfg.json, with the objects that readers index into checked, so a hand-edited file is a
+    one-line FormatError here instead of a KeyError or AttributeError in whatever reads it next."""
+    fpath = Path(dpath) / CFG_FILE
+    cfg = read_manifest(fpath, "sae")
+    for key in ("sae", "train", "store", "metrics"):
+        value = cfg.get(key)
+        if not isinstance(value, dict) and (key == "sae" or value is not None):
+            found = "it is missing" if key not in cfg else f"found {_short(value)}"
+            want = "the SAE config object" if key == "sae" else "an object or null"
+            raise FormatError(f"{fpath}: {key!r} must be {want}, {found}; fix it or retrain (see docs/data-contract.md)")
+    n_tokens = cfg.get("n_tokens_trained", 0)
+    if not isinstance(n_tokens, int) or isinstance(n_tokens, bool) or n_tokens < 0:
+        raise FormatError(f"{fpath}: 'n_tokens_trained' must be an integer >= 0, found {_short(n_tokens)}; fix it or retrain")
+    return cfg
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
@@ -63,13 +81,15 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> SparseAutoenco
         return _load_own(path).to(device)
     from sae_core.interop import load_foreign  # foreign formats only when needed
 
-    return load_foreign(path).to(device)
+    sae = load_foreign(path)
+    _check_finite(sae.state_dict(), path)
+    return sae.to(device)
 
 
 def _is_saescope_cfg(fpath: Path) -> bool:
     try:
         return json.loads(fpath.read_text()).get("kind") == "sae"
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         # A corrupt cfg.json beside our weights file is ours: let read_cfg say it is corrupt.
         return (fpath.parent / WEIGHTS_FILE).exists()
 
@@ -78,15 +98,38 @@ def _load_own(dpath: Path) -> SparseAutoencoder:
     cfg = read_cfg(dpath)
     try:
         sae_cfg = SAEConfig(**cfg["sae"])
-    except (TypeError, ConfigError) as e:
+        if min(sae_cfg.d_in, sae_cfg.d_sae) <= 0:
+            raise ConfigError(f"d_in={sae_cfg.d_in} and d_sae={sae_cfg.d_sae} must be positive in a saved checkpoint")
+        sae = SparseAutoencoder(sae_cfg)
+    except (TypeError, ValueError, ConfigError) as e:
         raise FormatError(f"{dpath / CFG_FILE}: invalid SAE config ({e})") from None
-    sae = SparseAutoencoder(sae_cfg)
     try:
         tensors = load_file(dpath / WEIGHTS_FILE)
     except (OSError, SafetensorError) as e:
         raise FormatError(f"{dpath / WEIGHTS_FILE}: missing or corrupt weights ({e})") from None
-    missing, unexpected = sae.load_state_dict(tensors, strict=False)
-    missing = [m for m in missing if m not in _RUNTIME_BUFFERS]
-    if missing or unexpected:
-        raise FormatError(f"{dpath / WEIGHTS_FILE}: weights do not match the {sae_cfg.arch} config (missing {missing}, unexpected {unexpected})")
+    _check_weights(sae, tensors, dpath / WEIGHTS_FILE)
+    sae.load_state_dict(tensors, strict=False)
     return sae
+
+
+def _check_weights(sae: SparseAutoencoder, tensors: dict[str, torch.Tensor], fpath: Path) -> None:
+    """The weights must be exactly the tensors, with the shapes, that cfg.json's config needs (a
+    cfg.json from another run would otherwise fail in load_state_dict), and finite: NaN/inf weights
+    load fine but make every activation NaN in training, indexing and the explorer."""
+    c = sae.cfg
+    expected = {k: v for k, v in sae.state_dict().items() if k not in _RUNTIME_BUFFERS}
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise FormatError(f"{fpath}: weights do not match the {c.arch} config (missing {missing}, unexpected {unexpected}); "
+                          "the two files come from different runs: retrain or restore the pair")
+    for name, want in expected.items():
+        if tensors[name].shape != want.shape:
+            raise FormatError(f"{fpath}: {name} has shape {list(tensors[name].shape)} but cfg.json (d_in={c.d_in}, d_sae={c.d_sae}) "
+                              f"needs {list(want.shape)}; the two files come from different runs: retrain or restore the pair")
+    _check_finite(tensors, fpath)
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], fpath: Path) -> None:
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise DataError(f"{fpath}: weights contain NaN or inf ({', '.join(bad)}); the run diverged — retrain with a lower --lr")

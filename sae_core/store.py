@@ -26,34 +26,115 @@ PART_KIND = "activation_store_part"
 _HEADER_KEYS = ("d_in", "dtype", "tokens_per_sample", "model", "layer")
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64}
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_NP_DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16), "bfloat16": np.dtype(np.uint16)}
 
 
 def _mmap_safetensors(fpath: Path) -> dict[str, np.ndarray]:
-    """Memory-map every tensor of a safetensors file as a numpy array (bf16 as raw uint16)."""
+    """Memory-map every tensor of a safetensors file as a numpy array (bf16 as raw uint16).
+
+    The header length is checked against the file size and the header's shape before anything is
+    read or mapped, so a damaged or foreign file is a one-line FormatError, not a MemoryError."""
+    def bad(why: str) -> FormatError:
+        return FormatError(f"{fpath}: not a readable safetensors file ({why}); re-run `saescope extract` to rewrite it")
+
     try:
+        size = fpath.stat().st_size
         with open(fpath, "rb") as f:
-            (header_len,) = struct.unpack("<Q", f.read(8))
+            head = f.read(8)
+            if len(head) < 8:
+                raise bad(f"{size} bytes, too short for a header")
+            (header_len,) = struct.unpack("<Q", head)
+            if header_len > size - 8:
+                raise bad(f"header length {header_len} exceeds the file size {size}")
             header = json.loads(f.read(header_len))
-    except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FormatError(f"{fpath}: not a readable safetensors file ({e})") from None
-    data_size = fpath.stat().st_size - 8 - header_len
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise bad(str(e)) from None
+    if not isinstance(header, dict):
+        raise bad(f"the header is a JSON {type(header).__name__}, not an object")
+    data_size = size - 8 - header_len
     arrays = {}
     for name, meta in header.items():
         if name == "__metadata__":
             continue
+        offsets = meta.get("data_offsets") if isinstance(meta, dict) else None
+        if not (isinstance(meta, dict) and isinstance(meta.get("dtype"), str) and isinstance(meta.get("shape"), list)
+                and isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(v) for v in [*meta["shape"], *offsets])):
+            raise bad(f"tensor {name!r} lacks a valid dtype, shape or data_offsets")
         dtype = _ST_DTYPES.get(meta["dtype"])
         if dtype is None:
-            raise FormatError(f"{fpath}: tensor {name} has unsupported dtype {meta['dtype']}")
-        start, end = meta["data_offsets"]
-        shape = tuple(meta["shape"])
+            raise FormatError(f"{fpath}: tensor {name} has unsupported dtype {meta['dtype']}; re-run `saescope extract` to rewrite it")
+        (start, end), shape = offsets, tuple(meta["shape"])
         count = int(np.prod(shape)) if shape else 1
-        if end - start != count * np.dtype(dtype).itemsize or end > data_size:
-            raise FormatError(f"{fpath}: tensor {name} is truncated or corrupt")
+        if start > end or end - start != count * np.dtype(dtype).itemsize or end > data_size:
+            raise FormatError(f"{fpath}: tensor {name} is truncated or corrupt; re-run `saescope extract` to rewrite it")
         if count == 0:
             arrays[name] = np.zeros(shape, dtype=dtype)
             continue
         arrays[name] = np.memmap(fpath, dtype=dtype, mode="r", offset=8 + header_len + start, shape=shape)
     return arrays
+
+
+def _is_count(value, low: int = 0) -> bool:
+    """An int (not a bool, which JSON and Python also count as one) of at least `low`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_manifest(m: dict, fpath: Path) -> None:
+    """Check the keys readers rely on against docs/data-contract.md once, up front, so a hand-edited
+    or damaged manifest is a one-line FormatError instead of a KeyError deep in training or indexing."""
+    fix = "fix it, or delete the store folder and re-run `saescope extract`"
+
+    def need(key: str, ok: bool, want: str) -> None:
+        if not ok:
+            found = "it is missing" if key not in m else f"found {_short(m[key])}"
+            raise FormatError(f"{fpath}: {key!r} must be {want}, {found}; {fix}")
+
+    need("d_in", _is_count(m.get("d_in"), 1), "a positive integer")
+    need("tokens_per_sample", _is_count(m.get("tokens_per_sample"), 1), "a positive integer")
+    need("dtype", m.get("dtype") in _TORCH_DTYPES, f"one of {', '.join(_TORCH_DTYPES)}")
+    grid = m.get("grid")
+    need("grid", grid is None or (isinstance(grid, list) and len(grid) == 2 and all(_is_count(g, 1) for g in grid)
+                                  and grid[0] * grid[1] == m["tokens_per_sample"]),
+         f"null or [h, w] with h*w == tokens_per_sample ({m['tokens_per_sample']})")
+    for key in ("store_id", "dataset_dpath", "thumbs_dpath"):
+        need(key, m.get(key) is None or isinstance(m[key], str), "a string")
+    need("shards", isinstance(m.get("shards"), list), "a list of shard objects")
+    for i, e in enumerate(m["shards"]):
+        if not (isinstance(e, dict) and isinstance(e.get("file"), str) and e["file"]
+                and _is_count(e.get("n_samples")) and _is_count(e.get("first_sample"))):
+            raise FormatError(f"{fpath}: shards[{i}] must be an object with \"file\" (a string), \"n_samples\" and "
+                              f"\"first_sample\" (integers >= 0), found {_short(e)}; {fix}")
+
+
+def _open_shard(dpath: Path, entry: dict, m: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Map one listed shard (acts, sample_ids) and check it against its manifest entry. Cheap (only
+    the sample ids are read) and it catches a damaged shard or one from another store before it
+    feeds wrong rows to training or indexing."""
+    fpath = dpath / entry["file"]
+    fix = "re-run `saescope extract` to rewrite it"
+    arrays = _mmap_safetensors(fpath)
+    acts, ids = arrays.get("acts"), arrays.get("sample_ids")
+    if acts is None or ids is None:
+        raise FormatError(f"{fpath}: shard lacks 'acts' or 'sample_ids'; {fix}")
+    if acts.ndim != 2 or acts.shape[1] != m["d_in"]:
+        raise FormatError(f"{fpath}: acts shape {acts.shape} does not match d_in={m['d_in']}; {fix}")
+    if acts.dtype != _NP_DTYPES[m["dtype"]]:
+        raise FormatError(f"{fpath}: acts are not stored as {m['dtype']}, the store's dtype; {fix}")
+    T = m["tokens_per_sample"]
+    if ids.ndim != 1 or ids.dtype != np.int64:
+        raise FormatError(f"{fpath}: sample_ids must be a 1-D int64 tensor, found {ids.dtype} {ids.shape}; {fix}")
+    if len(ids) != entry["n_samples"]:
+        raise FormatError(f"{fpath}: holds {len(ids)} samples but manifest.json lists {entry['n_samples']}; {fix}")
+    if acts.shape[0] != len(ids) * T:
+        raise FormatError(f"{fpath}: {acts.shape[0]} activation rows are not {len(ids)} samples x tokens_per_sample={T}; {fix}")
+    if len(ids) and ids.min() < 0:
+        raise DataError(f"{fpath}: negative sample_id {int(ids.min())} (ids index the dataset, 0..n_samples-1); {fix}")
+    return acts, ids
 
 
 def _to_float_tensor(arr: np.ndarray, dtype: str) -> torch.Tensor:
@@ -79,26 +160,22 @@ class ActivationStore:
         self.dpath = Path(dpath)
         self.manifest = read_manifest(self.dpath / MANIFEST, "activation_store")
         m = self.manifest
+        _check_manifest(m, self.dpath / MANIFEST)
         if not m.get("complete") and not allow_incomplete:
             raise DataError(f"{self.dpath}: extraction has not finished ({m.get('n_samples', 0)} samples so far); "
                             "re-run the same `saescope extract` command to complete it")
-        self.d_in: int = int(m["d_in"])
+        self.d_in: int = m["d_in"]
         self.dtype: str = m["dtype"]
-        self.tokens_per_sample: int = int(m["tokens_per_sample"])
+        self.tokens_per_sample: int = m["tokens_per_sample"]
         self.grid: tuple[int, int] | None = tuple(m["grid"]) if m.get("grid") else None
         self.shards: list[_Shard] = []
         row = 0
         for entry in m["shards"]:
-            arrays = _mmap_safetensors(self.dpath / entry["file"])
-            if "acts" not in arrays or "sample_ids" not in arrays:
-                raise FormatError(f"{self.dpath / entry['file']}: shard lacks 'acts' or 'sample_ids'")
-            acts = arrays["acts"]
-            if acts.ndim != 2 or acts.shape[1] != self.d_in:
-                raise FormatError(f"{self.dpath / entry['file']}: acts shape {acts.shape} does not match d_in={self.d_in}")
-            self.shards.append(_Shard(acts, arrays["sample_ids"], row))
+            acts, ids = _open_shard(self.dpath, entry, m)
+            self.shards.append(_Shard(acts, ids, row))
             row += acts.shape[0]
         self.n_tokens = row
-        self.n_samples = row // self.tokens_per_sample if self.tokens_per_sample else 0
+        self.n_samples = row // self.tokens_per_sample
         self._starts = np.array([s.first_row for s in self.shards] + [row], dtype=np.int64)
         if self.n_tokens == 0:
             raise DataError(f"{self.dpath}: the activation store is empty; run `saescope extract` again")
@@ -155,6 +232,7 @@ class StoreWriter:
         existing = self.dpath / MANIFEST
         if existing.exists():
             self.manifest = read_manifest(existing, "activation_store")
+            _check_manifest(self.manifest, existing)
             for key in ("d_in", "dtype", "tokens_per_sample", "model", "layer"):
                 if key in header and self.manifest.get(key) != header[key]:
                     raise FormatError(f"{existing}: existing store has {key}={self.manifest.get(key)!r}, not {header[key]!r}")
@@ -178,11 +256,8 @@ class StoreWriter:
         shards = self.manifest["shards"]
         for i, entry in enumerate(shards):
             try:
-                arrays = _mmap_safetensors(self.dpath / entry["file"])
-                ok = "acts" in arrays and len(arrays.get("sample_ids", ())) == entry["n_samples"]
-            except (FormatError, OSError):
-                ok = False
-            if not ok:
+                _open_shard(self.dpath, entry, self.manifest)  # the reader's checks: what it refuses is redone
+            except (FormatError, DataError, OSError):
                 T = int(self.manifest["tokens_per_sample"])
                 self.manifest.update(shards=shards[:i], n_samples=entry["first_sample"], complete=False)
                 self.manifest["n_tokens"] = self.manifest["n_samples"] * T

@@ -201,3 +201,21 @@ def test_saev_schema2_header_folds_b_dec(tmp_path):
 def test_saescope_checkpoint_named_by_its_weights_file(tmp_path):
     sae_core.save(sae_core.load(FIXTURES / "sparsify-topk"), tmp_path / "own")
     assert sae_core.load(tmp_path / "own" / "sae.safetensors").cfg.arch == "topk"
+
+
+def test_foreign_checkpoints_with_non_finite_weights_are_refused(tmp_path):
+    """A diverged run saved by another library must not load and turn every activation into NaN."""
+    from safetensors.torch import save_file
+
+    from sae_core.errors import DataError
+
+    src = Path(__file__).parent / "fixtures" / "interop" / "saelens-topk"
+    dst = shutil.copytree(src, tmp_path / "saelens-topk")
+    weights = next(p for p in dst.glob("*.safetensors") if p.name != "expected.safetensors")
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] = float("nan")
+    save_file(tensors, weights)
+    with pytest.raises(DataError, match="weights contain NaN or inf"):
+        sae_core.load(dst)
