@@ -65,7 +65,7 @@ class Index:
         if "schema_version" not in tables:
             raise IndexSchemaError(f"{self.path} is not a saescope index: no schema_version table")
         row = self.con.execute("SELECT version, CAST(created_at AS VARCHAR) FROM schema_version").fetchone()
-        if row is None or not INDEX_FORMAT_SINCE <= row[0] <= SCHEMA_VERSION:
+        if row is None or not isinstance(row[0], int) or not INDEX_FORMAT_SINCE <= row[0] <= SCHEMA_VERSION:
             found = None if row is None else row[0]
             readable = f"version {SCHEMA_VERSION}" if INDEX_FORMAT_SINCE == SCHEMA_VERSION else f"versions {INDEX_FORMAT_SINCE}..{SCHEMA_VERSION}"
             raise IndexSchemaError(

@@ -103,6 +103,12 @@ def test_wrong_schema_version_fails_at_startup(tmp_path, index_path):
     con.close()
     with pytest.raises(IndexSchemaError, match=f"schema_version 99; this app reads version {SCHEMA_VERSION}"):
         create_app(Settings(index=path))
+    con = duckdb.connect(str(path))  # a hand-made table with a text version: refused, not a TypeError
+    con.execute("ALTER TABLE schema_version ALTER version TYPE VARCHAR")
+    con.execute("UPDATE schema_version SET version = 'four'")
+    con.close()
+    with pytest.raises(IndexSchemaError, match="schema_version four"):
+        create_app(Settings(index=path))
 
 
 def test_not_an_index_fails_at_startup(tmp_path):
