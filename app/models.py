@@ -183,6 +183,7 @@ class SearchHit(FeatureSummary):
     score: float
     matches: int = Field(description="top samples whose caption or label matched")
     terms_matched: int = Field(default=0, description="distinct query words the feature matched")
+    top: list[SampleRef] = Field(default_factory=list, description="the feature's first top samples")
 
 
 class SearchView(BaseModel):

@@ -15,8 +15,8 @@ from urllib.parse import urlencode
 
 from app.db import Index
 from app.errors import InvalidParamError, NotFoundError
-from app.models import SearchHit, SearchView
-from app.views.common import FEATURE_COLS, SaeCtx, feature_summary
+from app.models import SampleRef, SearchHit, SearchView
+from app.views.common import FEATURE_COLS, SaeCtx, feature_summary, sample_refs
 
 MAX_TERMS = 6
 NAME_WEIGHT = 10.0  # a name hit outranks a few caption hits
@@ -111,6 +111,22 @@ def _match_sql(ctx: SaeCtx, terms: list[str]) -> tuple[str, list[Any]]:
     return sql, params
 
 
+N_THUMBS = 4
+
+
+def _top_samples(db: Index, ctx: SaeCtx, fids: list[int]) -> dict[int, list[SampleRef]]:
+    """Each hit's first top samples, in one query: results are judged by their images."""
+    if not fids:
+        return {}
+    rows = db.all("SELECT feature_id, sample_id, activation FROM feature_top WHERE sae_id = ? AND rank < ? "
+                  "AND feature_id IN (SELECT unnest(?::INTEGER[])) ORDER BY feature_id, rank", [ctx.sae_id, N_THUMBS, fids])
+    refs = sample_refs(db, ctx, rows)
+    out: dict[int, list[SampleRef]] = {}
+    for r, ref in zip(rows, refs, strict=True):
+        out.setdefault(int(r["feature_id"]), []).append(ref)
+    return out
+
+
 def search_view(db: Index, ctx: SaeCtx, q: str, page: int, page_size: int) -> SearchView:
     """One page of results; `view.redirect` is set when the HTML page should go elsewhere."""
     q = q.strip()
@@ -143,8 +159,9 @@ def search_view(db: Index, ctx: SaeCtx, q: str, page: int, page_size: int) -> Se
             count, n_all = int(tot["total"]), int(tot["n_all"] or 0)
     n_pages = math.ceil(count / page_size)
     last = max(n_pages, 1)
-    hits = [SearchHit(**feature_summary(ctx.sae_id, r).model_dump(), score=float(r["score"]),
-                      matches=int(r["matches"]), terms_matched=int(r["terms"])) for r in rows]
+    tops = _top_samples(db, ctx, [int(r["feature_id"]) for r in rows])
+    hits = [SearchHit(**feature_summary(ctx.sae_id, r).model_dump(), score=float(r["score"]), matches=int(r["matches"]),
+                      terms_matched=int(r["terms"]), top=tops.get(int(r["feature_id"]), [])) for r in rows]
     return SearchView(**base, count=count, n_pages=n_pages, data=hits, n_terms=len(terms), n_all=n_all,
                       redirect=search_url(ctx, q, last) if page > last else None)
 

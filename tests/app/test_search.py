@@ -264,3 +264,17 @@ def test_empty_query_explains_itself(client):
     assert j["count"] == 0 and j["redirect"] is None
     html = client.get(f"/sae/{POOLED}/search", params={"q": "  "}).text
     assert "Type a feature id" in html and f"Feature ids are 0–{N_FEATURES - 1}" in html
+
+
+def test_hits_carry_their_first_top_samples(client, index_path):
+    """Results are judged by their images: each hit shows its first top samples, in rank order."""
+    con = duckdb.connect(str(index_path), read_only=True)
+    j = sj(client, POOLED, "triangle")
+    assert j["data"]
+    for h in j["data"]:
+        want = [r[0] for r in con.execute("SELECT sample_id FROM feature_top WHERE sae_id = ? AND feature_id = ? AND rank < 4 "
+                                          "ORDER BY rank", [POOLED, h["feature_id"]]).fetchall()]
+        assert [t["sample_id"] for t in h["top"]] == want and all(t["thumb_url"] for t in h["top"])
+    html = client.get(f"/sae/{POOLED}/search", params={"q": "triangle"}).text
+    first = j["data"][0]["top"][0]["thumb_url"]
+    assert f'src="{first}"' in html
