@@ -75,9 +75,16 @@ def main() -> None:
     t0 = time.perf_counter()
     store = synthetic_store(tmp / "store", args.tokens, args.d_in)
     write_s = time.perf_counter() - t0
-    sae = SparseAutoencoder(SAEConfig(arch="topk", k=args.k, d_in=args.d_in, d_sae=args.d_sae))
+    sae = SparseAutoencoder(SAEConfig(arch="topk", k=args.k, d_in=args.d_in, d_sae=args.d_sae)).to(args.device)
+    cuda = torch.device(args.device).type == "cuda"
+    # Warm-up outside the timings: CUDA context, kernels' first launches, the weights' upload.
+    warm = ActivationStore(synthetic_store(tmp / "warm", 2 * args.chunk, args.d_in).dpath)
+    for precision in args.precision:
+        scan_features(sae, warm, top_n=args.top_n, chunk_samples=args.chunk, device=args.device, precision=precision)
     rows, reference = [], None
     for precision in args.precision:
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         anon = AnonPeak()
         t0 = time.perf_counter()
         scan = scan_features(sae, store, top_n=args.top_n, chunk_samples=args.chunk, device=args.device, precision=precision)
@@ -91,12 +98,12 @@ def main() -> None:
         agree = ((scan.top_ids == reference.top_ids) & filled).sum() / max(filled.sum(), 1)
         rows.append([f"{args.tokens:,} tokens, d={args.d_in}, {args.d_sae:,} latents, k={args.k}, top {args.top_n}", precision,
                      f"{args.tokens / scan_s:,.0f} tokens/s", f"{args.tokens / quant_s:,.0f} tokens/s", f"{agree:.2%}",
-                     f"{anon_gb:.2f} GB"])
+                     f"{anon_gb:.2f} GB", f"{torch.cuda.max_memory_allocated() / 1e9:.2f} GB" if cuda else "-"])
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     print(machine())
     print(f"store write {write_s:.1f} s; peak RSS including the memory-mapped store {peak_gb:.2f} GB")
     print_table(["config", "encoder", "scan (top-N + stats)", "quantile pass", f"top-N equal to {args.precision[0]}",
-                 "peak anon. memory"], rows)
+                 "peak anon. memory", "peak GPU memory"], rows)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def _step_setup(sae: torch.nn.Module, d_sae: int, device: str, auxk: bool):
     opt = torch.optim.AdamW(sae.parameters(), lr=3e-4)
     dead = torch.zeros(d_sae, dtype=torch.bool, device=device)
     dead[: d_sae // 2] = auxk
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if torch.device(device).type == "cuda" else torch.autocast("cpu", enabled=False)
     return opt, dead, autocast
 
 
@@ -96,7 +96,7 @@ def run(step, stream: SyntheticStream, n_steps: int, device: str) -> tuple[float
     """(tokens/s over n_steps after 3 warm-up steps, FVU of the last batch)."""
     for i in range(3):
         step(stream(i))
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     batches = [stream(3 + i) for i in range(min(n_steps, 8))]
     sync()
     t0 = time.perf_counter()
@@ -115,7 +115,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--sparsify", action="store_true", help="also time EleutherAI sparsify (pip install eai-sparsify)")
     args = p.parse_args()
-    configs = GPU_CONFIGS if args.device == "cuda" else CPU_CONFIGS
+    configs = GPU_CONFIGS if torch.device(args.device).type == "cuda" else CPU_CONFIGS
     libs = [("saescope", saescope_step_fn)] + ([("sparsify", sparsify_step_fn)] if args.sparsify else [])
     rows = []
     for name, d_in, d_sae, k, batch in configs:

@@ -46,13 +46,27 @@ class ExtractConfig:
     caption_col: str = field(default="caption", metadata={"help": "table column with captions"})
     label_col: str = field(default="label", metadata={"help": "table column with labels"})
     limit: int = field(default=0, metadata={"help": "use only the first N samples (0: all)"})
+    model_dtype: str = field(default="auto", metadata={
+        "help": "dtype of hf: models' weights and forward: float32, bfloat16, or auto (bfloat16 on CUDA, else float32)"})
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise ConfigError(f"dtype={self.dtype!r}; choose float32, float16 or bfloat16")
         check_numbers(self, positive=("batch_size", "shard_samples"), non_negative=("image_size", "num_workers", "limit"))
+        if self.model_dtype not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"model_dtype={self.model_dtype!r}; choose auto, float32 or bfloat16")
         if 0 < self.image_size < 32:
             raise ConfigError(f"image_size={self.image_size} is too small; use 0 (the model's default) or at least 32")
+
+
+def _model_dtype(cfg: ExtractConfig) -> str:
+    """Transformers towers run in bfloat16 on CUDA unless asked otherwise (fp32 wastes the tensor
+    cores); the other models keep their own precision, recorded as float32."""
+    if not cfg.model.startswith("hf:"):
+        return "float32"
+    if cfg.model_dtype != "auto":
+        return cfg.model_dtype
+    return "bfloat16" if torch.device(distributed.pick_device(cfg.device)).type == "cuda" else "float32"
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,9 @@ def _extract(cfg: ExtractConfig, d: distributed.Dist) -> ExtractResult:
     n_samples = len(dataset.kept) if not cfg.limit else min(cfg.limit, len(dataset.kept))
     ident = {"dataset": dataset.manifest["dataset_id"], "model": cfg.model, "layer": cfg.layer, "tokens": cfg.tokens,
              "image_size": cfg.image_size, "dtype": cfg.dtype, "n_samples": n_samples}
+    model_dtype = _model_dtype(cfg)
+    if model_dtype != "float32":  # only then: float32 stores written before this option keep their folders
+        ident["model_dtype"] = model_dtype
     store_dpath = Path(cfg.data_root) / "stores" / folder_id(f"{_slug(cfg.model)}-{cfg.layer}-{cfg.tokens}", ident, "activation_store")
     reused = False
     if (store_dpath / "manifest.json").exists():
@@ -96,8 +113,8 @@ def _extract(cfg: ExtractConfig, d: distributed.Dist) -> ExtractResult:
 
     device = distributed.pick_device(cfg.device)
     with contextlib.redirect_stdout(io.StringIO()):  # some model packages print on load
-        extractor = build_extractor(cfg.model, cfg.layer, cfg.tokens, device=device,
-                                    image_size=cfg.image_size or None, modality=dataset.manifest["modality"])
+        extractor = build_extractor(cfg.model, cfg.layer, cfg.tokens, device=device, image_size=cfg.image_size or None,
+                                    modality=dataset.manifest["modality"], dtype=getattr(torch, model_dtype))
     info = extractor.info
     if info.modality != dataset.manifest["modality"]:
         raise ConfigError(f"model {cfg.model} takes {info.modality} inputs but dataset {cfg.dataset} is {dataset.manifest['modality']}")
@@ -106,7 +123,7 @@ def _extract(cfg: ExtractConfig, d: distributed.Dist) -> ExtractResult:
         "model": info.model, "model_revision": info.model_revision, "layer": info.layer,
         "token_selection": info.token_selection, "tokens_per_sample": info.tokens_per_sample,
         "grid": list(info.grid) if info.grid else None, "d_in": info.d_in, "dtype": cfg.dtype,
-        "fingerprint": dataset.manifest["fingerprint"],
+        "fingerprint": dataset.manifest["fingerprint"], "model_dtype": model_dtype,
     }
     if extractor.generates_images:
         header["thumbs_dpath"] = GENERATED_THUMBS

@@ -262,7 +262,7 @@ def _index_one(con, cfg: IndexConfig, spec: str, device: str, datasets_done: set
                 label_rows[key].append(value)
     insert_table(con, "feature_labels", label_rows)
 
-    w_dec = torch.nn.functional.normalize(sae.W_dec.detach().float(), dim=-1)
+    w_dec = torch.nn.functional.normalize(sae.W_dec.detach().float(), dim=-1).cpu()  # the scans moved the SAE to the device
     nb_f, nb_r, nb_n, nb_c = _neighbors(w_dec, cfg.neighbors)
     insert_table(con, "feature_neighbors", {"sae_id": [sae_id] * len(nb_f), "feature_id": nb_f, "rank": nb_r,
                                             "neighbor_id": nb_n, "cosine": nb_c})

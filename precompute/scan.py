@@ -45,20 +45,26 @@ class ScanResult:
 
 
 DENSE_BUDGET = 1 << 27
+GPU_DENSE_BUDGET = 1 << 29
+"""On a GPU (2 GB in float32): per-chunk overheads (host syncs, launches) need big chunks there."""
 """Elements of one dense [rows, d_sae] array a scan chunk may hold (512 MB in float32)."""
 
 
-def chunk_size(chunk_samples: int, tokens_per_sample: int, d_sae: int) -> int:
+def chunk_size(chunk_samples: int, tokens_per_sample: int, d_sae: int, device: str = "cpu") -> int:
     """Samples per chunk: at most `chunk_samples`, and few enough that the chunk's dense latents
     [samples * tokens, d_sae] stay within DENSE_BUDGET (patch stores have many rows per sample)."""
-    return max(1, min(chunk_samples, DENSE_BUDGET // (tokens_per_sample * d_sae)))
+    budget = GPU_DENSE_BUDGET if torch.device(device).type == "cuda" else DENSE_BUDGET
+    return max(1, min(chunk_samples, budget // (tokens_per_sample * d_sae)))
 
 
-def _sample_chunks(store: ActivationStore, chunk_samples: int, first: int = 0, stop: int | None = None):
+def _sample_chunks(store: ActivationStore, chunk_samples: int, first: int = 0, stop: int | None = None,
+                   device: str = "cpu"):
+    """(first sample, float32 acts on `device`) per chunk; a GPU gets the stored dtype and converts."""
     T = store.tokens_per_sample
     stop = store.n_samples if stop is None else stop
-    for first_row, acts in store.iter_chunks(n_rows=chunk_samples * T, start_row=first * T, end_row=stop * T):
-        yield first_row // T, acts
+    on_gpu = torch.device(device).type == "cuda"
+    for first_row, acts in store.iter_chunks(n_rows=chunk_samples * T, start_row=first * T, end_row=stop * T, stored_dtype=on_gpu):
+        yield first_row // T, acts.to(device, non_blocking=True).float()
 
 
 @torch.no_grad()
@@ -70,7 +76,7 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
     sae = sae.to(device).eval()
     d = distributed.current()
     d_sae, T = sae.cfg.d_sae, store.tokens_per_sample
-    chunk_samples = chunk_size(chunk_samples, T, d_sae)
+    chunk_samples = chunk_size(chunk_samples, T, d_sae, device)
     encoder = ChunkEncoder(sae, T, precision)
     ids_all = store.sample_ids()
     lo, hi = distributed.split_range(store.n_samples, chunk_samples, d)
@@ -85,8 +91,7 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
     acc = MetricsAccumulator(d_sae)
     parts: list[tuple] = []  # per-chunk float sums, folded in store order after the gather (torchrun only)
     bar = progress(total=hi - lo, desc="scan", unit="img")
-    for first, acts in _sample_chunks(store, chunk_samples, lo, hi):
-        acts = acts.to(device)
+    for first, acts in _sample_chunks(store, chunk_samples, lo, hi, device):
         check_finite(acts, f"{store.dpath}")
         code, x_hat, fire = encoder.encode(acts, reconstruct=True)
         n = acts.shape[0] // T
@@ -260,7 +265,7 @@ def scan_quantiles(sae: SparseAutoencoder, store: ActivationStore, max_scores: n
     sae = sae.to(device).eval()
     d = distributed.current()
     d_sae, T = sae.cfg.d_sae, store.tokens_per_sample
-    chunk_samples = chunk_size(chunk_samples, T, d_sae)
+    chunk_samples = chunk_size(chunk_samples, T, d_sae, device)
     lo, hi = distributed.split_range(store.n_samples, chunk_samples, d)
     ids_all = store.sample_ids()
     mx = torch.as_tensor(max_scores, device=device).clamp_min(1e-12)
@@ -272,8 +277,8 @@ def scan_quantiles(sae: SparseAutoencoder, store: ActivationStore, max_scores: n
     kval = torch.zeros((n_bins, per_bin, d_sae), device=device)
     encoder = ChunkEncoder(sae, T, precision)
     bar = progress(total=hi - lo, desc="quantiles", unit="img")
-    for first, acts in _sample_chunks(store, chunk_samples, lo, hi):
-        (r, f, v), _, _ = encoder.encode(acts.to(device))
+    for first, acts in _sample_chunks(store, chunk_samples, lo, hi, device):
+        (r, f, v), _, _ = encoder.encode(acts)
         n = acts.shape[0] // T
         ids = torch.as_tensor(ids_all[first : first + n], device=device)
         log_v = v.log10()
@@ -336,6 +341,7 @@ def patch_heatmaps(sae: SparseAutoencoder, store: ActivationStore, features: np.
     Only the samples named are re-encoded, a chunk at a time, so memory stays bounded.
     """
     T = store.tokens_per_sample
+    chunk_samples = chunk_size(chunk_samples, T, sae.cfg.d_sae, device)  # dense [samples * T, d_sae] latents per chunk
     pos_of = {int(s): p for p, s in enumerate(store.sample_ids())}
     maps = np.zeros((len(features), T), dtype=np.uint8)
     scales = np.zeros(len(features), dtype=np.float32)

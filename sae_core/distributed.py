@@ -52,8 +52,8 @@ def session():
 
     owned = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not (dist.is_available() and dist.is_initialized()):
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, 4 * 3600)))
         dist.init_process_group(backend=backend, timeout=timeout)
@@ -73,8 +73,8 @@ def pick_device(name: str) -> str:
         raise ConfigError(f"device={name!r}; use cpu, cuda, cuda:N or auto")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but no CUDA GPU is available; use --device cpu")
-    if name == "cuda" and current().enabled:
-        name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    if name == "cuda":  # an explicit index: torch.cuda.set_device refuses a bare "cuda"
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if current().enabled else f"cuda:{torch.cuda.current_device()}"
     return name
 
 

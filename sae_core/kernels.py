@@ -44,7 +44,9 @@ def _select(pre: Tensor, k: int, dead_mask: Tensor | None, k_aux: int) -> tuple[
 class SparseTopKEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_c: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, dead_mask: Tensor | None, k_aux: int):
-        pre = torch.addmm(b_enc.to(x_c.dtype), x_c, W_enc.to(x_c.dtype))
+        # The bias is added in float32 after the (autocast) matmul, exactly as the plain reference
+        # `x_c @ W_enc + b_enc` does: in a bfloat16 epilogue a large bias would swamp the product.
+        pre = torch.mm(x_c, W_enc.to(x_c.dtype)).float().add_(b_enc)
         values, indices, aux_values, aux_indices = _select(pre, k, dead_mask, k_aux)
         ctx.save_for_backward(x_c, W_enc, torch.cat([indices, aux_indices], 1), torch.cat([values > 0, aux_values > 0], 1))
         ctx.k = k

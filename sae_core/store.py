@@ -201,14 +201,32 @@ class ActivationStore:
             out[order[sel]] = _to_float_tensor(shard.acts[local], self.dtype).numpy()
         return torch.from_numpy(out)
 
-    def iter_chunks(self, n_rows: int = 65536, start_row: int = 0, end_row: int | None = None):
-        """Yield (first_row, acts [n, d_in] float32) in store order: the scan path of indexing."""
+    def iter_chunks(self, n_rows: int = 65536, start_row: int = 0, end_row: int | None = None, stored_dtype: bool = False):
+        """Yield (first_row, acts [n, d_in]) in store order: the scan path of indexing.
+
+        Contiguous slices of the memory-mapped shards, copied once. float32 by default; with
+        `stored_dtype` in the store's own dtype (half the bytes of a bf16 store to move to a GPU,
+        which converts faster than the host)."""
         end_row = self.n_tokens if end_row is None else end_row
         row = start_row
         while row < end_row:
             stop = min(row + n_rows, end_row)
-            yield row, self.rows(np.arange(row, stop))
+            yield row, self._slice(row, stop, stored_dtype)
             row = stop
+
+    def _slice(self, start: int, stop: int, stored_dtype: bool) -> torch.Tensor:
+        parts = []
+        s = int(np.searchsorted(self._starts, start, side="right") - 1)
+        while start < stop:
+            shard = self.shards[s]
+            end = min(stop, shard.first_row + shard.acts.shape[0])
+            parts.append(shard.acts[start - shard.first_row : end - shard.first_row])
+            start, s = end, s + 1
+        arr = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        t = torch.from_numpy(np.array(arr))  # one copy out of the mapped file
+        if self.dtype == "bfloat16":
+            t = t.view(torch.bfloat16)
+        return t if stored_dtype else t.float()
 
     def sample_ids(self) -> np.ndarray:
         """Dataset sample_id of every stored sample, in store order."""
@@ -324,7 +342,7 @@ def part_fname(rank: int) -> str:
 def _write_shard(fpath: Path, header: dict, acts: torch.Tensor, sample_ids) -> int:
     """Write one shard atomically; returns its number of samples."""
     T, d_in = int(header["tokens_per_sample"]), int(header["d_in"])
-    sample_ids = torch.as_tensor(np.asarray(sample_ids), dtype=torch.int64)
+    sample_ids = torch.as_tensor(sample_ids).to("cpu", torch.int64)
     acts = acts.reshape(-1, d_in)
     if acts.shape[0] != len(sample_ids) * T:
         raise DataError(f"{acts.shape[0]} activation rows for {len(sample_ids)} samples x {T} tokens")

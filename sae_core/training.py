@@ -2,8 +2,9 @@
 
 The batch order is a pure function of (seed, step), and the resumable state holds everything
 else that changes (weights, optimizer, dead-latent counters), so a killed run that resumes
-ends with the same weights as an uninterrupted one. Under `torchrun` every rank takes its
-slice of each global batch and DDP averages gradients.
+ends with the same weights as an uninterrupted one: bit for bit on CPU; on CUDA up to float
+summation order (its scatter-adds and sparse products add in a racy order). Under `torchrun`
+every rank takes its slice of each global batch and DDP averages gradients.
 """
 
 from __future__ import annotations
@@ -187,7 +188,9 @@ class _Trainer:
         if not self._state_fpath.exists():
             return False
         try:
-            state = torch.load(self._state_fpath, map_location=self.device, weights_only=True)
+            # On the CPU first: load_state_dict moves tensors to the parameters' device, and Adam's
+            # `step` counters must stay on the CPU (on a GPU they cost host syncs every step).
+            state = torch.load(self._state_fpath, map_location="cpu", weights_only=True)
         except Exception as e:  # damaged files raise RuntimeError, EOFError, UnpicklingError, KeyError, ...
             raise FormatError(f"{self._state_fpath}: corrupt training state ({e}); delete it to restart") from None
         self.sae.load_state_dict(state["sae"])
@@ -313,8 +316,13 @@ class _Trainer:
         for _, x in self.store.iter_chunks(8192, start_row=start):
             x = x.to(self.device)
             check_finite(x, f"{self.store.dpath} (held-out rows)")
-            z = self.sae.encode(x)
-            acc.update(x * self.sae.input_scale, self.sae.decode(z) * self.sae.input_scale, z)
+            if self.sae_cfg.arch == "topk":  # sparse: no dense [rows, d_sae] decode
+                code = self.sae.encode_sparse(x)
+                fired = torch.bincount(code.indices[code.values > 0], minlength=self.sae_cfg.d_sae)
+                acc.update_counts(x * self.sae.input_scale, self.sae.decode_sparse(*code) * self.sae.input_scale, fired)
+            else:
+                z = self.sae.encode(x)
+                acc.update(x * self.sae.input_scale, self.sae.decode(z) * self.sae.input_scale, z)
         self.sae.train()
         result = acc.result()
         # Few held-out tokens cannot show that a latent is dead; use the training-time counters.

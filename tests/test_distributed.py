@@ -177,3 +177,18 @@ def test_a_rank_with_nothing_to_scan(tmp_path):
         for f in dataclasses.fields(a):
             x, y = getattr(a, f.name), getattr(b, f.name)
             assert (np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y), f.name
+
+
+def test_a_bare_cuda_device_gets_an_index(monkeypatch):
+    """torch.cuda.set_device refuses a bare 'cuda': single-GPU train/index/demo failed at start-up."""
+    from sae_core import distributed
+    from sae_core.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert distributed.pick_device("auto") == "cuda:0" and distributed.pick_device("cuda") == "cuda:0"
+    assert distributed.pick_device("cuda:1") == "cuda:1" and distributed.pick_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert distributed.pick_device("auto") == "cpu"
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        distributed.pick_device("cuda")

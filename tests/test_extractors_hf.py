@@ -285,3 +285,29 @@ def test_module_extractor_on_plain_module():
         select_tokens(expected, "cls", has_cls=False)
     with pytest.raises(ExtractorError, match="3-tuple"):
         LayerCapture(net[0], output_index=5)._record((x, x, x))
+
+
+def test_extract_in_bfloat16_is_recorded_and_is_another_store(tmp_path):
+    """`--model-dtype bfloat16` (auto on CUDA) runs the tower in bf16: values close to float32,
+    a store of its own, and the manifest says which precision made it."""
+    from PIL import Image
+
+    from precompute.extract import ExtractConfig, extract
+    from sae_core.store import ActivationStore
+
+    torch.manual_seed(5)
+    folder = tmp_path / "clip"
+    transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**_vision_kwargs())).eval().save_pretrained(folder)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(6):
+        Image.new("RGB", (40, 40), (40 * i, 90, 200 - 30 * i)).save(imgs / f"{i}.png")
+    common = dict(dataset=str(imgs), model=f"hf:{folder}", layer="-2", tokens="cls", data_root=str(tmp_path / "data"), device="cpu")
+    fp32 = extract(ExtractConfig(**common))
+    bf16 = extract(ExtractConfig(model_dtype="bfloat16", **common))
+    assert fp32.store_dpath != bf16.store_dpath
+    assert json.loads((bf16.store_dpath / "manifest.json").read_text())["model_dtype"] == "bfloat16"
+    assert json.loads((fp32.store_dpath / "manifest.json").read_text())["model_dtype"] == "float32"
+    a, b = (ActivationStore(r.store_dpath).rows(np.arange(6)) for r in (fp32, bf16))
+    assert not torch.equal(a, b)
+    torch.testing.assert_close(b, a, rtol=0.05, atol=0.05)

@@ -60,3 +60,18 @@ def test_topk_forward_loss_and_gradients_do_not_depend_on_the_kernel(monkeypatch
     assert float(results[1][1]) > 0
     for name in results[0][2]:
         torch.testing.assert_close(results[0][2][name], results[1][2][name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_under_bfloat16_autocast_both_kernels_select_the_same_values():
+    """The mixed-precision path (CUDA's default) adds the bias in float32 in both kernels, so a
+    large shared bias does not round the sparse kernel's values (it did inside a bf16 addmm)."""
+    torch.manual_seed(0)
+    x, W = torch.randn(64, 32), torch.randn(32, 256) / 6
+    b = torch.randn(256) * 0.1 - 3.0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = topk_encode_plain(x, W, b, 8, None, 0)
+        sparse = topk_encode_sparse(x, W, b, 8, None, 0)
+    assert sparse.values.dtype == plain.values.dtype == torch.float32
+    order_p, order_s = plain.indices.argsort(1), sparse.indices.argsort(1)
+    assert torch.equal(plain.indices.gather(1, order_p), sparse.indices.gather(1, order_s))
+    assert torch.equal(plain.values.gather(1, order_p), sparse.values.gather(1, order_s))

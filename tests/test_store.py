@@ -30,9 +30,12 @@ def test_round_trip_and_random_access(tmp_path, dtype):
     idx = np.array([19, 0, 7, 8, 3])
     torch.testing.assert_close(store.rows(idx), flat[idx])
     np.testing.assert_array_equal(store.sample_ids(), np.arange(10))
-    chunks = list(store.iter_chunks(n_rows=6))
+    chunks = list(store.iter_chunks(n_rows=6))  # chunks 6-12 straddle the shard boundary at row 8
     assert [c[0] for c in chunks] == [0, 6, 12, 18]
     torch.testing.assert_close(torch.cat([c[1] for c in chunks]), flat)
+    native = list(store.iter_chunks(n_rows=6, start_row=3, end_row=17, stored_dtype=True))  # what a GPU scan is sent
+    assert [c[0] for c in native] == [3, 9, 15] and all(c[1].dtype == getattr(torch, dtype) for c in native)
+    assert torch.equal(torch.cat([c[1] for c in native]).float(), flat[3:17])
 
 
 def test_writer_resumes_an_existing_store_and_refuses_a_different_one(tmp_path):

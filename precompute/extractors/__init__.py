@@ -13,7 +13,8 @@ __all__ = ["Extractor", "ExtractorError", "ExtractorInfo", "build_extractor"]
 
 
 def build_extractor(spec: str, layer: str, token_selection: str, *, device: str = "cpu",
-                    image_size: int | None = None, modality: str = "image") -> Extractor:
+                    image_size: int | None = None, modality: str = "image", dtype=None) -> Extractor:
+    """`dtype` (a torch dtype) applies to hf: towers; None keeps float32."""
     if spec == "efficientnet-lite0":
         from precompute.extractors.efficientnet import EfficientNetExtractor
 
@@ -28,9 +29,12 @@ def build_extractor(spec: str, layer: str, token_selection: str, *, device: str 
             raise ExtractorError(f"model {spec!r} names no model; e.g. hf:openai/clip-vit-large-patch14 or hf:/path/to/folder")
         try:
             if spec.startswith("hf:"):
+                import torch
+
                 from precompute.extractors.hf import build_hf_extractor
 
-                return build_hf_extractor(name, layer, token_selection, device=device, image_size=image_size, modality=modality)
+                return build_hf_extractor(name, layer, token_selection, device=device, image_size=image_size, modality=modality,
+                                          dtype=dtype or torch.float32)
             from precompute.extractors.flux import build_flux_extractor
 
             return build_flux_extractor(name, layer, token_selection, device=device, image_size=image_size)
