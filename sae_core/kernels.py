@@ -3,8 +3,9 @@
 A TopK SAE keeps k of d_sae latents per row, yet plain autograd back-propagates a dense
 [batch, d_sae] gradient through two more full-size matmuls. `SparseTopKEncode` computes the
 pre-activations once, selects the k latents (and, for AuxK, the top dead latents from the same
-pre-activations), and in backward touches only the selected latents: the input gradient is a
-gather of k encoder columns, the weight gradient a sparse-times-dense product sorted by latent.
+pre-activations), and in backward touches only the selected latents: the weight gradient is a
+sparse-times-dense product sorted by latent, and b_dec's gradient one matvec (the input gradient
+itself, a gather of k encoder columns per row, is only formed when the input needs it).
 AuxK gradients reach the dead latents' encoder columns (some implementations drop them).
 
 The kernel is chosen once at import; `SAESCOPE_SPARSE_ENCODER=0` selects the plain reference.
@@ -43,7 +44,8 @@ def _select(pre: Tensor, k: int, dead_mask: Tensor | None, k_aux: int) -> tuple[
 
 class SparseTopKEncode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x_c: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, dead_mask: Tensor | None, k_aux: int):
+    def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, dead_mask: Tensor | None, k_aux: int):
+        x_c = x - b_dec
         # The bias is added in float32 after the (autocast) matmul, exactly as the plain reference
         # `x_c @ W_enc + b_enc` does: in a bfloat16 epilogue a large bias would swamp the product.
         pre = torch.mm(x_c, W_enc.to(x_c.dtype)).float().add_(b_enc)
@@ -62,26 +64,33 @@ class SparseTopKEncode(torch.autograd.Function):
         if n_sel > ctx.k:
             parts.append(g_aux if g_aux is not None else x_c.new_zeros(batch, n_sel - ctx.k))
         g = (torch.cat(parts, 1).float() * active).contiguous()
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = F.embedding_bag(indices, W_enc.t().float().contiguous(), per_sample_weights=g, mode="sum").to(x_c.dtype)
+        grad_x = grad_b_dec = grad_w = grad_b = None
         flat_idx, flat_g = indices.reshape(-1), g.reshape(-1)
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[0]:  # rarely: inputs are data
+            grad_x = F.embedding_bag(indices, W_enc.t().float().contiguous(), per_sample_weights=g, mode="sum").to(x_c.dtype)
+        if ctx.needs_input_grad[2]:
             rows = torch.arange(batch, device=x_c.device).repeat_interleave(n_sel)
             g_sparse = torch.sparse_coo_tensor(torch.stack([flat_idx, rows]), flat_g, (d_sae, batch), check_invariants=False)
             grad_w = torch.sparse.mm(g_sparse, x_c.float()).t().to(W_enc.dtype)
-        if ctx.needs_input_grad[2]:
-            grad_b = torch.zeros(d_sae, dtype=torch.float32, device=x_c.device).index_add_(0, flat_idx, flat_g)
-        return grad_x, grad_w, grad_b, None, None, None
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
+            grad_pre_sum = torch.zeros(d_sae, dtype=torch.float32, device=x_c.device).index_add_(0, flat_idx, flat_g)
+            grad_b = grad_pre_sum if ctx.needs_input_grad[3] else None
+            # b_dec's gradient is minus the row sum of the input gradient, which is W_enc @ (the
+            # pre-activation gradient summed over rows): a [d_in, d_sae] matvec instead of
+            # gathering k + k_aux encoder columns for every row.
+            if ctx.needs_input_grad[1]:
+                grad_b_dec = -(W_enc.float() @ grad_pre_sum)
+        return grad_x, grad_b_dec, grad_w, grad_b, None, None, None
 
 
-def topk_encode_plain(x_c: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, dead_mask: Tensor | None, k_aux: int) -> TopKSelection:
+def topk_encode_plain(x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, dead_mask: Tensor | None, k_aux: int) -> TopKSelection:
     """Reference: the same selection through plain autograd (dense backward)."""
-    return TopKSelection(*_select(x_c @ W_enc + b_enc, k, dead_mask, k_aux))
+    return TopKSelection(*_select((x - b_dec) @ W_enc + b_enc, k, dead_mask, k_aux))
 
 
-def topk_encode_sparse(x_c: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, dead_mask: Tensor | None, k_aux: int) -> TopKSelection:
-    return TopKSelection(*SparseTopKEncode.apply(x_c, W_enc, b_enc, k, dead_mask, k_aux))
+def topk_encode_sparse(x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, dead_mask: Tensor | None, k_aux: int) -> TopKSelection:
+    """`x` in normalised units, centred on `b_dec` inside."""
+    return TopKSelection(*SparseTopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead_mask, k_aux))
 
 
 topk_encode = topk_encode_plain if os.environ.get("SAESCOPE_SPARSE_ENCODER") == "0" else topk_encode_sparse

@@ -217,7 +217,7 @@ class SparseAutoencoder(nn.Module):
         """One encoder matmul serves the top-k and the AuxK selection (see sae_core.kernels)."""
         n_dead = int(dead_mask.sum()) if dead_mask is not None and self.cfg.aux_coeff > 0 else 0
         k_aux = min(self.cfg.n_aux, n_dead)
-        sel = topk_encode(target - self.b_dec, self.W_enc, self.b_enc, self.cfg.k, dead_mask if k_aux else None, k_aux)
+        sel = topk_encode(target, self.b_dec, self.W_enc, self.b_enc, self.cfg.k, dead_mask if k_aux else None, k_aux)
         x_hat_n = self._decode_sparse_scaled(sel.values, sel.indices) + self.b_dec
         recon = _mse(x_hat_n, target)
         aux = target.new_zeros(())

@@ -17,12 +17,13 @@ def test_sparse_encoder_matches_plain_autograd(with_aux):
     x = torch.randn(batch, d_in)
     W = torch.randn(d_in, d_sae)
     b = torch.randn(d_sae) * 0.1
+    b_dec = torch.randn(d_in) * 0.3
     dead = torch.rand(d_sae) < 0.4 if with_aux else None
     grads = []
     outs = []
     for fn in (topk_encode_plain, topk_encode_sparse):
-        xs, Ws, bs = (t.clone().requires_grad_(True) for t in (x, W, b))
-        sel = fn(xs, Ws, bs, k, dead, k_aux if with_aux else 0)
+        xs, bds, Ws, bs = (t.clone().requires_grad_(True) for t in (x, b_dec, W, b))
+        sel = fn(xs, bds, Ws, bs, k, dead, k_aux if with_aux else 0)
         w_main = torch.randn(batch, k, generator=torch.Generator().manual_seed(1))
         loss = (sel.values * w_main).sum()
         if with_aux:
@@ -30,13 +31,13 @@ def test_sparse_encoder_matches_plain_autograd(with_aux):
         loss.backward()
         order = sel.indices.argsort(1)
         outs.append((sel.values.gather(1, order), sel.indices.gather(1, order), sel.aux_indices.sort(1).values))
-        grads.append((xs.grad, Ws.grad, bs.grad))
+        grads.append((xs.grad, bds.grad, Ws.grad, bs.grad))
     for a, b_ in zip(outs[0], outs[1]):
         torch.testing.assert_close(a, b_)
     for a, b_ in zip(grads[0], grads[1]):
         torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-5)
     if with_aux:
-        dead_cols = grads[1][1][:, dead]
+        dead_cols = grads[1][2][:, dead]
         assert dead_cols.abs().sum() > 0  # AuxK trains the dead latents' encoder columns
 
 
@@ -69,8 +70,8 @@ def test_under_bfloat16_autocast_both_kernels_select_the_same_values():
     x, W = torch.randn(64, 32), torch.randn(32, 256) / 6
     b = torch.randn(256) * 0.1 - 3.0
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        plain = topk_encode_plain(x, W, b, 8, None, 0)
-        sparse = topk_encode_sparse(x, W, b, 8, None, 0)
+        plain = topk_encode_plain(x, torch.zeros(32), W, b, 8, None, 0)
+        sparse = topk_encode_sparse(x, torch.zeros(32), W, b, 8, None, 0)
     assert sparse.values.dtype == plain.values.dtype == torch.float32
     order_p, order_s = plain.indices.argsort(1), sparse.indices.argsort(1)
     assert torch.equal(plain.indices.gather(1, order_p), sparse.indices.gather(1, order_s))
