@@ -187,19 +187,21 @@ class ActivationStore:
     def store_id(self) -> str:
         return self.manifest.get("store_id", self.dpath.name)
 
-    def rows(self, index: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Float32 rows [len(index), d_in] for arbitrary token indices (read in sorted order)."""
+    def rows(self, index: np.ndarray | torch.Tensor, stored_dtype: bool = False) -> torch.Tensor:
+        """Rows [len(index), d_in] for arbitrary token indices (read in sorted order): float32, or
+        with `stored_dtype` the store's own dtype (fewer bytes to move; the GPU converts)."""
         index = np.asarray(index, dtype=np.int64)
         order = np.argsort(index, kind="stable")
         sorted_idx = index[order]
         shard_of = np.searchsorted(self._starts, sorted_idx, side="right") - 1
-        out = np.empty((len(index), self.d_in), dtype=np.float32)
+        out = np.empty((len(index), self.d_in), dtype=_NP_DTYPES[self.dtype] if stored_dtype else np.float32)
         for s in np.unique(shard_of):
             sel = shard_of == s
             shard = self.shards[s]
             local = sorted_idx[sel] - shard.first_row
-            out[order[sel]] = _to_float_tensor(shard.acts[local], self.dtype).numpy()
-        return torch.from_numpy(out)
+            out[order[sel]] = shard.acts[local] if stored_dtype else _to_float_tensor(shard.acts[local], self.dtype).numpy()
+        t = torch.from_numpy(out)
+        return t.view(torch.bfloat16) if stored_dtype and self.dtype == "bfloat16" else t
 
     def iter_chunks(self, n_rows: int = 65536, start_row: int = 0, end_row: int | None = None, stored_dtype: bool = False):
         """Yield (first_row, acts [n, d_in]) in store order: the scan path of indexing.

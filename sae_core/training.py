@@ -213,12 +213,28 @@ class _Trainer:
         if self.dist.rank == 0:
             self.run_dpath.mkdir(parents=True, exist_ok=True)
             _truncate_log(log_fpath, self.step)
-        autocast = self._autocast()
         bar = progress(total=self.n_steps * self.cfg.batch_size, initial=self.step * self.cfg.batch_size,
                        desc="train", unit="tok", disable=self.dist.rank != 0)
+        batches = _Prefetcher(self._load_batch, self.step, self.n_steps, threaded=self.device.type == "cuda")
+        try:
+            self._steps(batches, bar, log_fpath)
+        finally:
+            batches.close()
+            bar.close()
+        self._save_state()
+        metrics = self.evaluate()
+        if self.dist.rank == 0:
+            save(self.sae, self.run_dpath, train_cfg=self.cfg, store=self.store.summary(),
+                 n_tokens_trained=self.n_steps * self.cfg.batch_size, metrics=metrics)
+        if self.dist.enabled:
+            torch.distributed.barrier()
+        return TrainResult(self.run_dpath, metrics, reused=False)
+
+    def _steps(self, batches: _Prefetcher, bar, log_fpath: Path) -> None:
+        autocast = self._autocast()
         t_last, tok_last = time.perf_counter(), self.step * self.cfg.batch_size
         while self.step < self.n_steps:
-            x = self.store.rows(self.batch_rows(self.step)).to(self.device, non_blocking=True)
+            x = batches.next().to(self.device, non_blocking=True).float()
             check_finite(x, f"{self.store.dpath} (batch {self.step})")
             for group in self.opt.param_groups:
                 group["lr"] = self.lr_at(self.step)
@@ -247,15 +263,13 @@ class _Trainer:
                         f.write(json.dumps(row) + "\n")
             if self.step % self.ckpt_every_steps == 0 and self.step < self.n_steps:
                 self._save_state()
-        bar.close()
-        self._save_state()
-        metrics = self.evaluate()
-        if self.dist.rank == 0:
-            save(self.sae, self.run_dpath, train_cfg=self.cfg, store=self.store.summary(),
-                 n_tokens_trained=self.n_steps * self.cfg.batch_size, metrics=metrics)
-        if self.dist.enabled:
-            torch.distributed.barrier()
-        return TrainResult(self.run_dpath, metrics, reused=False)
+
+    def _load_batch(self, step: int) -> torch.Tensor:
+        """The step's rows, gathered from the memory-mapped shards; for a GPU in the stored dtype
+        and in pinned memory, so the copy is asynchronous and the device converts."""
+        if self.device.type != "cuda":
+            return self.store.rows(self.batch_rows(step))
+        return self.store.rows(self.batch_rows(step), stored_dtype=True).pin_memory()
 
     def _autocast(self):
         """bfloat16 autocast on CUDA by default; `precision=bfloat16` also runs it on CPU, which is
@@ -374,6 +388,37 @@ def _truncate_log(fpath: Path, step: int) -> None:
         except (json.JSONDecodeError, KeyError, TypeError):
             continue  # a line torn by a kill mid-write
     fpath.write_text("".join(ln + "\n" for ln in keep))
+
+
+class _Prefetcher:
+    """Loads batch step+1 on a thread while step runs (GPU training): the random gather from the
+    mapped store (numpy copies release the GIL) overlaps the device's work instead of stalling
+    it. On a CPU the two would share the same cores, so batches load in line there."""
+
+    def __init__(self, load, first: int, stop: int, threaded: bool):
+        self._load, self._next, self._stop = load, first, stop
+        self._pool, self._future = None, None
+        if threaded:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="saescope-batches")
+            self._submit()
+
+    def _submit(self) -> None:
+        self._future = self._pool.submit(self._load, self._next) if self._next < self._stop else None
+        self._next += 1
+
+    def next(self) -> torch.Tensor:
+        if self._pool is None:
+            self._next += 1
+            return self._load(self._next - 1)
+        batch = self._future.result()
+        self._submit()
+        return batch
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def resolved_precision(cfg: TrainConfig) -> str:

@@ -383,3 +383,21 @@ def test_a_diverging_run_stops_and_leaves_no_checkpoint(store, tmp_path):
         train(TrainConfig(store=str(path), out=str(tmp_path), sae=SAEConfig(arch="relu", d_sae=D_SAE, l1_coeff=1.0),
                           lr=1e30, batch_size=256, n_tokens=2048, log_every=1, grad_clip=0.0))
     assert not list(tmp_path.rglob("cfg.json")) and not list(tmp_path.rglob("sae.safetensors"))
+
+
+def test_threaded_batch_prefetch_trains_the_same_weights(store, tmp_path, monkeypatch):
+    """GPU runs load batch step+1 on a thread; the batches, and so the weights, must not change."""
+    import sae_core.training as training
+
+    path, _ = store
+    cfg = dict(store=str(path), sae=ARCH_CFGS["topk"], batch_size=128, n_tokens=4096, seed=3)
+    inline = load(train(TrainConfig(out=str(tmp_path / "inline"), **cfg)).run_dpath)
+
+    class Threaded(training._Prefetcher):
+        def __init__(self, load, first, stop, threaded):
+            super().__init__(load, first, stop, threaded=True)
+
+    monkeypatch.setattr(training, "_Prefetcher", Threaded)
+    threaded = load(train(TrainConfig(out=str(tmp_path / "threaded"), **cfg)).run_dpath)
+    for (name, a), (_, b) in zip(inline.state_dict().items(), threaded.state_dict().items()):
+        assert torch.equal(a, b), name
