@@ -89,7 +89,7 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
     st_ids = np.zeros((hi - lo, m), dtype=np.int32)
     st_vals = np.zeros((hi - lo, m), dtype=np.float32)
     acc = MetricsAccumulator(d_sae)
-    parts: list[tuple] = []  # per-chunk float sums, folded in store order after the gather (torchrun only)
+    parts: list[tuple] = []  # per-chunk float sums, folded in store order at the end (torchrun only; on the CPU)
     bar = progress(total=hi - lo, desc="scan", unit="img")
     for first, acts in _sample_chunks(store, chunk_samples, lo, hi, device):
         check_finite(acts, f"{store.dpath}")
@@ -100,6 +100,7 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
         counts = torch.bincount(code.feats, minlength=d_sae)
         chunk_sum = feature_sums(code, counts)
         if d.enabled:
+            chunk_acc.sum_x = chunk_acc.sum_x.cpu()
             parts.append((chunk_acc, chunk_sum.cpu()))
         else:
             sum_s += chunk_sum
@@ -119,14 +120,10 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
     best_v, best_i = merge_top_lists([torch.from_numpy(a) for a in gather(best_v)], [torch.from_numpy(a) for a in gather(best_i)])
     n_fired = np.sum(gather(n_fired[None]), axis=0)[0]
     max_s = np.max(gather(max_s[None]), axis=0)[0]
-    # Sequential float sums depend on their order: gather every chunk's partial sums and add them
-    # up in store order, exactly as the single-process loop does.
-    empty = torch.zeros((0, d_sae), dtype=torch.float64)
-    chunk_sums = np.concatenate(gather(torch.stack([p[1] for p in parts]) if parts else empty))
-    total = torch.zeros(d_sae, dtype=torch.float64)
-    for row in torch.from_numpy(chunk_sums):
-        total += row
-    acc = _fold_metrics(d_sae, [p[0] for p in parts], gather)
+    # Sequential float sums depend on their order: fold the chunks' partial sums in store order,
+    # rank after rank, exactly as the single-process loop adds them.
+    total = distributed.fold_in_rank_order(torch.zeros(d_sae, dtype=torch.float64), [p[1] for p in parts], torch.add)
+    acc = distributed.fold_in_rank_order(MetricsAccumulator(d_sae), [p[0] for p in parts], _add_metrics)
     return ScanResult(best_v.numpy(), best_i.numpy(), n_fired, total.numpy(), max_s, np.concatenate(gather(st_ids)),
                       np.concatenate(gather(st_vals)), ids_all, acc.result())
 
@@ -153,22 +150,16 @@ def sample_top(code: SampleCode, n_rows: int, m: int) -> tuple[torch.Tensor, tor
     return values, ids
 
 
-def _fold_metrics(d_sae: int, chunks: list[MetricsAccumulator], gather) -> MetricsAccumulator:
-    """All ranks' per-chunk metric accumulators combined in store order, as one sequential pass would."""
-    scalars = np.array([[c.n_tokens, c.sq_err, c.sum_x2, c.l0_sum] for c in chunks], dtype=np.float64).reshape(-1, 4)
-    d_in = chunks[0].sum_x.numel() if chunks else 0
-    d_in = int(max(a[0] for a in gather(np.array([d_in], dtype=np.int64))))
-    sum_x = torch.stack([c.sum_x.cpu() for c in chunks]).numpy() if chunks else np.zeros((0, d_in))
-    fires = torch.stack([c.fire_counts for c in chunks]).sum(0)[None].numpy() if chunks else np.zeros((1, d_sae), np.int64)
-    acc = MetricsAccumulator(d_sae)
-    for (n_tok, sq_err, sum_x2, l0_sum), sx in zip(np.concatenate(gather(scalars)), np.concatenate(gather(sum_x))):
-        acc.n_tokens += int(n_tok)
-        acc.sq_err += float(sq_err)
-        sx = torch.from_numpy(sx)
-        acc.sum_x = sx if acc.sum_x is None else acc.sum_x + sx
-        acc.sum_x2 += float(sum_x2)
-        acc.l0_sum += float(l0_sum)
-    acc.fire_counts = torch.from_numpy(np.sum(gather(fires.astype(np.int64)), axis=0)[0])
+def _add_metrics(acc: MetricsAccumulator, chunk: MetricsAccumulator) -> MetricsAccumulator:
+    """`acc` plus one chunk's accumulator, adding as `MetricsAccumulator.update` would have."""
+    acc.n_tokens += chunk.n_tokens
+    acc.sq_err += chunk.sq_err
+    sx = chunk.sum_x.cpu()
+    acc.sum_x = sx if acc.sum_x is None else acc.sum_x + sx
+    acc.sum_x2 += chunk.sum_x2
+    acc.l0_sum += chunk.l0_sum
+    fc = chunk.fire_counts.cpu()
+    acc.fire_counts = fc if acc.fire_counts is None else acc.fire_counts + fc
     return acc
 
 

@@ -126,6 +126,19 @@ def all_gather_arrays(arr: np.ndarray | torch.Tensor) -> list[np.ndarray]:
     return [o[:s].cpu().numpy().reshape((s, *tail) if arr.ndim else ()) for o, s in zip(out, sizes_i)]
 
 
+def fold_in_rank_order(state, items: list, fold):
+    """Fold every rank's `items` onto `state`, rank 0's first: the same float operations in the
+    same order as one process folding all items, so sums stay bit-identical. Each rank keeps only
+    its own items; the running state passes from rank to rank."""
+    d = current()
+    for r in range(d.world if d.enabled else 1):
+        if not d.enabled or d.rank == r:
+            for item in items:
+                state = fold(state, item)
+        state = broadcast_object(state, src=r)
+    return state
+
+
 def broadcast_object(obj, src: int = 0):
     """`obj` from rank `src` on every rank (picklable objects)."""
     if not current().enabled:
