@@ -97,6 +97,18 @@ def app_from_env() -> FastAPI:
     return create_app(Settings())
 
 
+def check_port_free(host: str, port: int) -> None:
+    """uvicorn reports a taken port in several log lines and exits 3: fail first, in one line."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise OSError(e.errno, f"cannot listen on {host}:{port} ({e.strerror}); pass another --port or stop what uses it") from None
+
+
 def serve(index_path: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Run the explorer with uvicorn (`saescope serve INDEX.duckdb`)."""
     import uvicorn
@@ -106,8 +118,11 @@ def serve(index_path: str | Path, host: str = "127.0.0.1", port: int = 8000, wor
     os.environ.setdefault("SAESCOPE_SECRET", secrets.token_hex(32))
     settings = Settings(index=Path(index_path), secret=os.environ["SAESCOPE_SECRET"])
     if workers <= 1:
-        uvicorn.run(create_app(settings), host=host, port=port)
+        app = create_app(settings)
+        check_port_free(host, port)
+        uvicorn.run(app, host=host, port=port)
         return
     Index(settings.index).close()  # fail fast here, not in every worker
+    check_port_free(host, port)
     os.environ["SAESCOPE_INDEX"] = str(Path(index_path).resolve())
     uvicorn.run("app.main:app_from_env", factory=True, host=host, port=port, workers=workers)

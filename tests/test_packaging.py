@@ -67,3 +67,20 @@ def test_serve_refuses_an_unreadable_index_in_one_line(tmp_path):
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and "Traceback" not in out.stderr
         assert str(path) in out.stderr
+
+
+def test_serve_on_a_taken_port_is_one_line(tmp_path):
+    import socket
+
+    from tests.app.make_fixture_index import build_fixture_index
+
+    index = build_fixture_index(tmp_path)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "precompute.cli", "serve", str(index), "--port", str(port)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0] and "--port" in lines[0]
