@@ -141,7 +141,7 @@ def test_rerunning_extract_repairs_a_store_whose_shard_was_damaged(tmp_path):
     (dict(model="hf:"), "names no model"), (dict(model="hf:/no/such/folder"), "cannot load hf:/no/such/folder"),
     (dict(dataset="emoji:abc"), "emoji:N"),
     (dict(dataset="emoji:-5"), "emoji:N"), (dict(device="foo"), "device='foo'"), (dict(image_size=1), "image_size=1 is too small"),
-    (dict(num_workers=-1), "num_workers=-1"), (dict(limit=-2), "limit=-2"),
+    (dict(num_workers=-2), "num_workers=-2"), (dict(limit=-2), "limit=-2"),
 ])
 def test_bad_extract_options_are_one_line_errors(tmp_path, kwargs, match, capsys):
     """Each of these was a traceback (or, for emoji:-5, silently all but 5 emoji)."""
@@ -172,3 +172,15 @@ def test_an_unloadable_diffusers_model_is_one_line_in_a_real_process(tmp_path):
                           "--dataset", "emoji:2", "--data-root", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("saescope extract: error: cannot load diffusers:/no/such/folder")
+
+
+def test_auto_workers_decode_in_parallel_only_for_a_gpu(monkeypatch):
+    """On a CPU the cores run the model; a GPU needs many decoding processes to stay busy."""
+    import precompute.extract as ex
+
+    assert ex._workers(ExtractConfig(device="cpu")) == 0 and ex._workers(ExtractConfig(num_workers=3)) == 3
+    monkeypatch.setattr(ex.distributed, "pick_device", lambda name: "cuda:0")
+    monkeypatch.setattr(ex.os, "cpu_count", lambda: 32)
+    assert ex._workers(ExtractConfig()) == 16
+    monkeypatch.setattr(ex.os, "cpu_count", lambda: 4)
+    assert ex._workers(ExtractConfig()) == 3
