@@ -67,9 +67,14 @@ export function alignHeat(canvas) {
 
 function setupHeat() {
   document.querySelectorAll('canvas.heat').forEach(drawHeat);
+  const KEY = 'saescope-heatmaps';  // the choice follows the user from feature to feature
   document.querySelectorAll('[data-heat-toggle]').forEach((box) => {
+    try { if (localStorage.getItem(KEY) === 'off') box.checked = false; } catch { /* private mode */ }
     const apply = () => document.body.classList.toggle('heat-off', !box.checked);
-    box.addEventListener('change', apply);
+    box.addEventListener('change', () => {
+      apply();
+      try { localStorage.setItem(KEY, box.checked ? 'on' : 'off'); } catch { /* ignore */ }
+    });
     apply();
   });
 }

@@ -298,3 +298,10 @@ def test_home_shows_label_pure_features_from_different_clusters(client, index_pa
     html = client.get("/").text
     first = j["examples"][POOLED][0]
     assert f'href="{first["url"]}"' in html and "A first look" in html
+
+
+def test_dashboard_scatter_points_open_their_feature(client):
+    html = client.get(f"/sae/{POOLED}/dashboard").text
+    links = re.findall(rf'<a href="/sae/{POOLED}/feature/(\d+)"><circle', html)
+    titles = re.findall(r"<circle[^>]*>\s*<title>#(\d+):", html)
+    assert links and links == titles  # every dot links to the feature its tooltip names

@@ -129,8 +129,12 @@ def test_heatmap_toggle(page, server):
     assert alpha > 0
     page.uncheck("#heat-toggle")
     assert not heat.is_visible()
+    page.goto(f"{server}/sae/{PATCH}/feature/3")  # the choice follows the user to the next feature
+    assert not page.is_checked("#heat-toggle") and not page.locator("canvas.heat").first.is_visible()
     page.check("#heat-toggle")
-    assert heat.is_visible()
+    assert page.locator("canvas.heat").first.is_visible()
+    page.goto(f"{server}/sae/{PATCH}/feature/2")
+    assert page.is_checked("#heat-toggle")
 
 
 def test_phone_width_has_no_horizontal_scroll(browser, server):
