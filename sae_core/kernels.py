@@ -35,7 +35,11 @@ class TopKSelection(NamedTuple):
 def _select(pre: Tensor, k: int, dead_mask: Tensor | None, k_aux: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     values, indices = pre.topk(k, dim=-1, sorted=False)
     if dead_mask is not None and k_aux > 0:
-        aux_values, aux_indices = pre.masked_fill(~dead_mask, -torch.inf).topk(k_aux, dim=-1, sorted=False)
+        # Only the dead latents' columns: usually a few percent of d_sae, where masking the whole
+        # [batch, d_sae] matrix would make and scan a second dense copy.
+        dead = dead_mask.nonzero().squeeze(1)
+        aux_values, local = pre.index_select(1, dead).topk(k_aux, dim=-1, sorted=False)
+        aux_indices = dead[local]
     else:
         aux_values = pre.new_zeros(pre.shape[0], 0)
         aux_indices = torch.zeros(pre.shape[0], 0, dtype=torch.long, device=pre.device)
