@@ -48,9 +48,12 @@ def prepare_dataset(cfg: DatasetConfig) -> PreparedDataset:
     ident = {"source": source.name, "fingerprint": fingerprint, "thumb_px": cfg.thumb_px}
     dpath = Path(cfg.out) / folder_id(Path(source.name).name or "dataset", ident, "dataset")
     if (dpath / "manifest.json").exists():
-        manifest = read_manifest(dpath / "manifest.json", "dataset")
-        kept = pq.read_table(dpath / "samples.parquet", columns=["source_index"]).column(0).to_pylist()
-        return PreparedDataset(dpath, manifest, source, kept)
+        try:
+            manifest = read_dataset_manifest(dpath)
+            kept = pq.read_table(dpath / "samples.parquet", columns=["source_index"]).column(0).to_pylist()
+            return PreparedDataset(dpath, manifest, source, kept)
+        except (FormatError, OSError, pa.ArrowException):
+            pass  # a damaged dataset folder is rebuilt from its source (same id, same contents)
 
     rows: dict[str, list] = {k: [] for k in ("sample_id", "source", "caption", "label", "width", "height", "source_index")}
     skipped: list[str] = []
@@ -110,7 +113,7 @@ def _check_dataset(m: dict, fpath: Path) -> None:
         if not isinstance(value, want) or (want is int and (isinstance(value, bool) or value < 0)):
             found = "it is missing" if key not in m else f"found {value!r:.60}"
             kind = {str: "a string", int: "an integer >= 0", bool: "true or false"}[want]
-            raise FormatError(f"{fpath}: {key!r} must be {kind}, {found}; fix it or re-run `saescope extract` to rewrite the dataset")
+            raise FormatError(f"{fpath}: {key!r} must be {kind}, {found}; re-run `saescope extract` to rebuild the dataset folder")
 
 
 def read_dataset_manifest(dpath: Path) -> dict:

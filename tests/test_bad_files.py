@@ -269,3 +269,20 @@ def test_cli_info_on_a_bad_file_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["info", str(fpath)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("saescope info: error: ") and str(fpath) in err[0]
+
+
+def test_rerunning_extract_rebuilds_a_damaged_dataset_folder(tmp_path):
+    """The error says 're-run saescope extract': that must work, not reuse the damaged folder."""
+    import json
+
+    from precompute.dataset import DatasetConfig, prepare_dataset, read_dataset_manifest
+
+    cfg = DatasetConfig(source="emoji:2", out=str(tmp_path))
+    first = prepare_dataset(cfg)
+    manifest = json.loads((first.dpath / "manifest.json").read_text())
+    del manifest["n_skipped"]
+    (first.dpath / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FormatError, match="re-run `saescope extract` to rebuild"):
+        read_dataset_manifest(first.dpath)
+    again = prepare_dataset(cfg)
+    assert again.dpath == first.dpath and read_dataset_manifest(again.dpath)["n_skipped"] == 0

@@ -31,10 +31,23 @@ class NoSuchFeatureError(NotFoundError):
     """An id-shaped query naming a feature the SAE does not have."""
 
 
+STOP_WORDS = frozenset(
+    "a an and are as at be by for from has in is it its of on or that the this to was were with".split())
+"""Dropped from queries of several words: they match nearly every caption (so every sample would
+run the word regexes) and 'all of the words' should mean the words that carry meaning."""
+
+
 def search_terms(q: str) -> list[str]:
-    """Distinct words of q, case-folded, possessive 's dropped; punctuation only separates words."""
-    words = (re.sub(r"['’]s$", "", t.casefold()) for t in TERM_RE.findall(q))
-    terms = list(dict.fromkeys(words))[:MAX_TERMS]
+    """Distinct words of q (possessive 's dropped; punctuation only separates words), as typed:
+    matching is case-insensitive already, and case folding would turn 'Straße' into 'strasse',
+    which DuckDB's case-insensitive match does not equate with the stored text."""
+    words = [re.sub(r"['’]s$", "", t) for t in TERM_RE.findall(q)]
+    first: dict[str, str] = {}
+    for w in words:
+        first.setdefault(w.casefold(), w)  # each word once, in its first spelling
+    distinct = list(first.values())
+    meaningful = [w for w in distinct if w.casefold() not in STOP_WORDS]
+    terms = (meaningful or distinct)[:MAX_TERMS]
     if any(len(t) > 100 for t in terms):
         raise InvalidParamError("q: search words are at most 100 characters")
     return terms

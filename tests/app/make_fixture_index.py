@@ -135,6 +135,7 @@ def _feature_tables(con, sae_id: str, d_sae: int, n_samples: int, grid: int | No
             ent -= frac * math.log(frac)
             labs.append((sae_id, f, lab, c, frac))
         top_label = max(counts, key=lambda k: (counts[k], k)) if counts else None
+        ent = ent if top_labels else None  # as the index writes it: no labelled top samples, no entropy
         name = f"{top_label or 'word'} detector {f}"
         if f == 5:
             name = f"evil {XSS} feature"

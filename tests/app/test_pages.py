@@ -298,6 +298,12 @@ def test_home_shows_label_pure_features_from_different_clusters(client, index_pa
     html = client.get("/").text
     first = j["examples"][POOLED][0]
     assert f'href="{first["url"]}"' in html and "A first look" in html
+    # the text SAE's dataset has no labels: its examples are its strongest features, and it says so
+    text = j["examples"][TEXT]
+    assert all(c["label_entropy"] is None for c in text)
+    assert [c["max_act"] for c in text] == sorted((c["max_act"] for c in text), reverse=True)
+    section = html[html.index(f"A first look: {j['data'][[s['sae_id'] for s in j['data']].index(TEXT)]['title']}"):]
+    assert "strongest activations" in section.split("</section>")[0]
 
 
 def test_dashboard_scatter_points_open_their_feature(client):

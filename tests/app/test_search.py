@@ -150,13 +150,23 @@ def car_client(index_path, tmp_path_factory):
     path = tmp_path_factory.mktemp("cars") / "cars.duckdb"
     shutil.copy(index_path, path)
     con = duckdb.connect(str(path))
-    for fid, name in CAR_NAMES.items():
+    for fid, name in {**CAR_NAMES, 16: "eine Straße in Köln", 17: "İstanbul ferry"}.items():
         con.execute("UPDATE features SET name = ? WHERE sae_id = ? AND feature_id = ?", [name, POOLED, fid])
     con.close()
     app = create_app(Settings(index=path, secret="cars"))
     with TestClient(app, follow_redirects=False) as c:
         yield c
     app.state.index.close()
+
+
+def test_car_with_stop_words_and_non_ascii_names(car_client):
+    """'the car' means 'car' (stop words would match every caption); words are matched as typed,
+    so 'Straße' and 'İstanbul' (whose case folds differ in length) still find themselves."""
+    assert ids(sj(car_client, POOLED, "the car")["data"]) == ids(sj(car_client, POOLED, "car")["data"]) == [10, 11, 15]
+    assert sj(car_client, POOLED, "the car")["n_terms"] == 1
+    assert sj(car_client, POOLED, "the")["n_terms"] == 1  # a query of stop words alone still searches them
+    for q, want in (("Straße", [16]), ("straße", [16]), ("Köln", [16]), ("İstanbul", [17])):
+        assert ids(sj(car_client, POOLED, q)["data"]) == want, q
 
 
 def test_car_finds_car_and_cars_not_card(car_client):
