@@ -48,6 +48,9 @@ class ExtractConfig:
     caption_col: str = field(default="caption", metadata={"help": "table column with captions"})
     label_col: str = field(default="label", metadata={"help": "table column with labels"})
     limit: int = field(default=0, metadata={"help": "use only the first N samples (0: all)"})
+    fast_decode: bool = field(default=False, metadata={
+        "help": "decode JPEGs at a reduced DCT scale no smaller than the model's input (2-8x fewer pixels; "
+                "activations differ slightly from a full decode, so it is part of the store's identity)"})
     model_dtype: str = field(default="auto", metadata={
         "help": "dtype of hf: models' weights and forward: float32, bfloat16, or auto (bfloat16 on CUDA, else float32)"})
 
@@ -104,6 +107,8 @@ def _extract(cfg: ExtractConfig, d: distributed.Dist) -> ExtractResult:
     model_dtype = _model_dtype(cfg)
     if model_dtype != "float32":  # only then: float32 stores written before this option keep their folders
         ident["model_dtype"] = model_dtype
+    if cfg.fast_decode:
+        ident["fast_decode"] = True
     store_dpath = Path(cfg.data_root) / "stores" / folder_id(f"{_slug(cfg.model)}-{cfg.layer}-{cfg.tokens}", ident, "activation_store")
     reused = False
     if (store_dpath / "manifest.json").exists():
@@ -120,6 +125,8 @@ def _extract(cfg: ExtractConfig, d: distributed.Dist) -> ExtractResult:
         extractor = build_extractor(cfg.model, cfg.layer, cfg.tokens, device=device, image_size=cfg.image_size or None,
                                     modality=dataset.manifest["modality"], dtype=getattr(torch, model_dtype))
     info = extractor.info
+    if cfg.fast_decode and info.input_side:
+        dataset.source.draft_side = info.input_side  # pickled into the data-loader processes with the source
     if info.modality != dataset.manifest["modality"]:
         raise ConfigError(f"model {cfg.model} takes {info.modality} inputs but dataset {cfg.dataset} is {dataset.manifest['modality']}")
     header = {

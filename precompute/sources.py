@@ -55,6 +55,9 @@ class Source:
     name: str
     modality: str = "image"
     records: list[SampleRecord]
+    draft_side: int | None = None
+    """When set, JPEGs decode at the smallest DCT scale still >= this side (2-8x fewer pixels):
+    `saescope extract --fast-decode` sets it to the model's input side."""
 
     def load(self, i: int):
         """The i-th sample's input: a PIL RGB image, or a string for text sources."""
@@ -86,7 +89,7 @@ class ImageFolderSource(Source):
             self.records.append(SampleRecord(str(rel), None, label))
 
     def load(self, i: int) -> Image.Image:
-        return _open_rgb(self.root / self.records[i].source)
+        return _open_rgb(self.root / self.records[i].source, self.draft_side)
 
     def fingerprint(self) -> str:
         h = hashlib.sha256(super().fingerprint().encode())
@@ -125,7 +128,7 @@ class TableSource(Source):
         r = self.records[i]
         if self.modality == "text":
             return r.caption or ""
-        return _open_rgb(self.table_fpath.parent / r.source)
+        return _open_rgb(self.table_fpath.parent / r.source, self.draft_side)
 
     def fingerprint(self) -> str:
         """The table's rows, plus the size and mtime of the table and of every image it names."""
@@ -224,7 +227,7 @@ class WebDatasetSource(Source):
         data = os.pread(fd, size, offset)
         if len(data) != size:
             raise OSError(f"{self.records[i].source}: truncated shard")
-        return _open_rgb(io.BytesIO(data))
+        return _open_rgb(io.BytesIO(data), self.draft_side)
 
     def fingerprint(self) -> str:
         h = hashlib.sha256(super().fingerprint().encode())
@@ -307,10 +310,10 @@ class HFDiskSource(Source):
         if isinstance(value, Image.Image):
             return value.convert("RGB")
         if value.get("bytes"):
-            return _open_rgb(io.BytesIO(value["bytes"]))
+            return _open_rgb(io.BytesIO(value["bytes"]), self.draft_side)
         if value.get("path"):
             path = Path(value["path"])
-            return _open_rgb(path if path.is_absolute() else self.root / path)
+            return _open_rgb(path if path.is_absolute() else self.root / path, self.draft_side)
         raise ValueError(f"{self.records[i].source}: image has neither bytes nor path")
 
     def fingerprint(self) -> str:
@@ -503,9 +506,12 @@ def _wordnet_definition(gloss: str) -> str:
     return text.strip().rstrip(";").strip()
 
 
-def _open_rgb(fpath) -> Image.Image:
-    """Decode fully (so truncated files fail here, not later) and convert to RGB."""
+def _open_rgb(fpath, draft_side: int | None = None) -> Image.Image:
+    """Decode fully (so truncated files fail here, not later) and convert to RGB; with
+    `draft_side`, a JPEG decodes at a reduced scale whose sides stay >= draft_side."""
     with Image.open(fpath) as im:
+        if draft_side and im.format == "JPEG":
+            im.draft("RGB", (draft_side, draft_side))
         im.load()
         return im.convert("RGB")
 

@@ -184,3 +184,24 @@ def test_auto_workers_decode_in_parallel_only_for_a_gpu(monkeypatch):
     assert ex._workers(ExtractConfig()) == 16
     monkeypatch.setattr(ex.os, "cpu_count", lambda: 4)
     assert ex._workers(ExtractConfig()) == 3
+
+
+def test_fast_decode_reads_jpegs_at_a_reduced_scale_into_a_store_of_its_own(tmp_path):
+    """--fast-decode: large JPEGs decode at the smallest DCT scale >= the model's input side;
+    activations stay close to a full decode and the store is a different one."""
+    from precompute.sources import _open_rgb
+
+    folder = tmp_path / "jpegs"
+    folder.mkdir()
+    yy, xx = np.mgrid[0:480, 0:640]
+    for i in range(4):
+        rgb = np.stack([np.sin(xx / (20 + 9 * i)), np.cos(yy / 31), np.sin((xx + yy) / 47)], -1) * 120 + 128
+        Image.fromarray(rgb.astype(np.uint8)).save(folder / f"{i}.jpg", quality=92)
+    assert _open_rgb(folder / "0.jpg", 64).size == (160, 120)  # 1/4 scale: the last one with both sides >= 64
+    assert _open_rgb(folder / "0.jpg").size == (640, 480)
+    common = dict(dataset=str(folder), layer="head", tokens="pooled", image_size=64, data_root=str(tmp_path / "data"))
+    full, fast = extract(ExtractConfig(**common)), extract(ExtractConfig(fast_decode=True, **common))
+    assert full.store_dpath != fast.store_dpath
+    a, b = (ActivationStore(r.store_dpath).rows(np.arange(4)) for r in (full, fast))
+    assert not torch.equal(a, b)
+    assert torch.nn.functional.cosine_similarity(a, b).min() > 0.97

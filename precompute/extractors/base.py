@@ -35,6 +35,8 @@ class ExtractorInfo:
     """Activation width."""
     modality: str
     """`image` or `text`: what `prepare` accepts."""
+    input_side: int | None = None
+    """Side in pixels the model's input is resized to (image models), so decoding can stop early."""
 
 
 class Extractor(abc.ABC):

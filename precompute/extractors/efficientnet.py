@@ -53,7 +53,7 @@ class EfficientNetExtractor(Extractor):
         self.token_selection = token_selection
         self.info = ExtractorInfo(
             model="efficientnet-lite0", model_revision=digest, layer=layer, token_selection=token_selection,
-            tokens_per_sample=h * w if grid else 1, grid=grid, d_in=int(d_in), modality="image",
+            tokens_per_sample=h * w if grid else 1, grid=grid, d_in=int(d_in), modality="image", input_side=image_size,
         )
 
     def prepare(self, inputs: list) -> torch.Tensor:

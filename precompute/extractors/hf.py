@@ -329,6 +329,7 @@ def _build_vision(
         grid=grid,
         d_in=config.hidden_size,
         modality="image",
+        input_side=size,
     )
     if processor is not None and size == config.image_size:
         prepare = ProcessorTransform(processor)
