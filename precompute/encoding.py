@@ -20,10 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from sae_core.errors import ConfigError
 from sae_core.model import SparseAutoencoder
-
-PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 class SampleCode(NamedTuple):
@@ -43,15 +40,6 @@ class EncodedChunk(NamedTuple):
     """[rows, d_in] reconstruction in input units (None unless asked for)."""
     fire_counts: Tensor | None
     """[d_sae] int64 tokens on which each latent fired (None unless asked for)."""
-
-
-def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """`auto` -> bfloat16 candidates on CUDA, float32 elsewhere."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision={precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return "bfloat16" if torch.device(device).type == "cuda" else "float32"
-    return precision
 
 
 class ChunkEncoder:

@@ -24,7 +24,7 @@ from sae_core.contract import atomic_write_bytes, folder_id
 from sae_core.errors import ConfigError
 from sae_core.progress import progress
 from sae_core.store import ActivationStore, RankStoreWriter, StoreWriter
-from sae_core.validate import check_numbers
+from sae_core.validate import check_numbers, resolve_precision
 
 GENERATED_THUMBS = "thumbs"
 """Store sub-folder of the images a generative model drew for each sample (FLUX)."""
@@ -60,8 +60,7 @@ class ExtractConfig:
         check_numbers(self, positive=("batch_size", "shard_samples"), non_negative=("image_size", "limit"))
         if self.num_workers < -1:
             raise ConfigError(f"num_workers={self.num_workers}; use -1 (auto), 0 (decode in this process) or more")
-        if self.model_dtype not in ("auto", "float32", "bfloat16"):
-            raise ConfigError(f"model_dtype={self.model_dtype!r}; choose auto, float32 or bfloat16")
+        resolve_precision(self.model_dtype, "cpu", "model_dtype")  # refuses unknown names early
         if 0 < self.image_size < 32:
             raise ConfigError(f"image_size={self.image_size} is too small; use 0 (the model's default) or at least 32")
 
@@ -71,9 +70,7 @@ def _model_dtype(cfg: ExtractConfig) -> str:
     cores); the other models keep their own precision, recorded as float32."""
     if not cfg.model.startswith("hf:"):
         return "float32"
-    if cfg.model_dtype != "auto":
-        return cfg.model_dtype
-    return "bfloat16" if torch.device(distributed.pick_device(cfg.device)).type == "cuda" else "float32"
+    return resolve_precision(cfg.model_dtype, distributed.pick_device(cfg.device), "model_dtype")
 
 
 @dataclass(frozen=True)

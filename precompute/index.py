@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 import torch
 
 from precompute.dataset import read_dataset_manifest
-from precompute.encoding import resolve_precision
 from precompute.index_schema import create_tables, finalize, insert_table
 from precompute.layout import hdbscan_labels, umap_2d
 from precompute.naming import TfIdfNamer, words_of
@@ -31,7 +30,7 @@ from sae_core.checkpoint import load
 from sae_core.contract import SAESCOPE_VERSION, SCHEMA_VERSION, canonical_json, short_hash
 from sae_core.errors import ConfigError, DataError, FormatError
 from sae_core.store import ActivationStore
-from sae_core.validate import check_numbers
+from sae_core.validate import check_numbers, resolve_precision
 
 
 @dataclass(frozen=True)

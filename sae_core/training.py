@@ -31,7 +31,7 @@ from sae_core.metrics import MetricsAccumulator, batch_fvu
 from sae_core.model import SparseAutoencoder, check_finite
 from sae_core.progress import progress
 from sae_core.store import ActivationStore
-from sae_core.validate import check_numbers
+from sae_core.validate import check_numbers, resolve_precision
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,7 @@ class TrainConfig:
             raise ConfigError("warmup_frac and decay_start_frac must be in [0, 1]")
         check_numbers(self, positive=("log_every",), non_negative=(
             "weight_decay", "grad_clip", "seed", "dead_after_tokens", "resample_every_tokens", "checkpoint_every_tokens"))
-        if self.precision not in ("auto", "float32", "bfloat16"):
-            raise ConfigError(f"precision={self.precision!r}; choose auto, float32 or bfloat16")
+        resolve_precision(self.precision, "cpu")  # refuses unknown names early
 
     def identity(self) -> dict:
         """What defines the run's result: everything but where files live and the device."""
@@ -422,11 +421,9 @@ class _Prefetcher:
 
 
 def resolved_precision(cfg: TrainConfig) -> str:
-    """`auto` -> bfloat16 on CUDA, float32 elsewhere; part of the run's identity, so a run begun
-    in one precision is never resumed in the other."""
-    if cfg.precision != "auto":
-        return cfg.precision
-    return "bfloat16" if torch.device(distributed.pick_device(cfg.device)).type == "cuda" else "float32"
+    """The run's precision with `auto` resolved; part of the run's identity, so a run begun in
+    one precision is never resumed in the other."""
+    return resolve_precision(cfg.precision, distributed.pick_device(cfg.device))
 
 
 def _pick_device(name: str) -> torch.device:

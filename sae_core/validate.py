@@ -1,4 +1,4 @@
-"""One check for the numbers in every job's config, so `--lr nan` or `--log-every 0` is a
+"""Checks shared by every job's config, so `--lr nan`, `--log-every 0` or `--precision half` is a
 one-line error at construction instead of a traceback (or a silently useless run) later."""
 
 from __future__ import annotations
@@ -6,7 +6,21 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import torch
+
 from sae_core.errors import ConfigError
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def resolve_precision(value: str, device: torch.device | str, name: str = "precision") -> str:
+    """Check a precision choice and resolve `auto`: bfloat16 on CUDA (fp32 wastes its tensor
+    cores), float32 elsewhere. `device` is the one the job runs on (already picked)."""
+    if value not in PRECISIONS:
+        raise ConfigError(f"{name}={value!r}; choose one of {', '.join(PRECISIONS)}")
+    if value != "auto":
+        return value
+    return "bfloat16" if torch.device(device).type == "cuda" else "float32"
 
 
 def check_port(port: int) -> int:

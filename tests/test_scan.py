@@ -142,7 +142,7 @@ def test_bfloat16_candidates_survive_a_large_shared_bias(tmp_path):
 
 
 def test_unknown_precision_is_refused():
-    from precompute.encoding import resolve_precision
+    from sae_core.validate import resolve_precision
 
     assert resolve_precision("auto", "cpu") == "float32" and resolve_precision("auto", "cuda") == "bfloat16"
     with pytest.raises(ConfigError, match="precision='half'"):
