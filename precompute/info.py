@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from precompute.dataset import read_dataset_manifest
-from sae_core.contract import FORMAT_SINCE, SCHEMA_VERSION
+from sae_core.contract import check_version
 from sae_core.errors import FormatError
 
 
@@ -100,11 +100,8 @@ def _describe_index(path: Path) -> str:
             row = con.execute("SELECT version FROM schema_version").fetchone()
         except duckdb.Error:
             raise FormatError(f"{path}: not a saescope index (no schema_version table); {fix}") from None
-        version, oldest = row[0] if row else None, FORMAT_SINCE["index"]
-        if not isinstance(version, int) or isinstance(version, bool) or not oldest <= version <= SCHEMA_VERSION:
-            newer = isinstance(version, int) and version > SCHEMA_VERSION
-            raise FormatError(f"{path}: index schema version {version!r} is not supported (this saescope reads index files of "
-                              f"versions {oldest}..{SCHEMA_VERSION}); {'upgrade saescope' if newer else fix}")
+        version = row[0] if row else None
+        check_version(version, "index", path, fix)
         try:
             rows = con.execute("SELECT sae_id, arch, d_sae, l0, explained_variance, dead_fraction FROM saes ORDER BY sae_id").fetchall()
         except duckdb.Error as e:

@@ -85,15 +85,20 @@ def read_manifest(fpath: Path, kind: str) -> dict:
         raise FormatError(f"{fpath}: corrupt JSON ({e.msg if hasattr(e, 'msg') else e})") from None
     if not isinstance(obj, dict) or obj.get("kind") != kind:
         raise FormatError(f"{fpath}: expected a saescope {kind!r} manifest, found kind={obj.get('kind') if isinstance(obj, dict) else None!r}")
-    version = obj.get("schema_version")
-    oldest = FORMAT_SINCE[kind]
-    if not isinstance(version, int) or not oldest <= version <= SCHEMA_VERSION:
-        fix = "upgrade saescope" if isinstance(version, int) and version > SCHEMA_VERSION else "re-run the job that wrote it"
-        raise FormatError(
-            f"{fpath}: schema version {version!r} is not supported (this saescope reads {kind.replace('_', ' ')} "
-            f"files of versions {oldest}..{SCHEMA_VERSION}); {fix}"
-        )
+    check_version(obj.get("schema_version"), kind, fpath, "re-run the job that wrote it")
     return obj
+
+
+def check_version(version: Any, kind: str, where: Path, fix: str) -> None:
+    """Refuse a file whose schema version this saescope cannot read: older than its kind's last
+    format change (`fix` says how to rewrite it), newer than SCHEMA_VERSION, or not an integer."""
+    oldest = FORMAT_SINCE[kind]
+    if isinstance(version, int) and not isinstance(version, bool) and oldest <= version <= SCHEMA_VERSION:
+        return
+    newer = isinstance(version, int) and version > SCHEMA_VERSION
+    raise FormatError(f"{where}: {'index ' if kind == 'index' else ''}schema version {version!r} is not supported "
+                      f"(this saescope reads {kind.replace('_', ' ')} files of versions {oldest}..{SCHEMA_VERSION}); "
+                      f"{'upgrade saescope' if newer else fix}")
 
 
 def git_commit() -> str | None:
