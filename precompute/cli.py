@@ -29,18 +29,15 @@ def _cmd_extract(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    from precompute.info import fmt_number
     from sae_core.training import TrainConfig, train
 
     result = train(dataclass_from_args(TrainConfig, args))
     m = result.metrics
-
-    def fmt(key: str, spec: str, scale: float = 1.0) -> str:
-        value = m.get(key)
-        return format(value * scale, spec) if isinstance(value, (int, float)) else "-"
-
-    if _is_main_rank():
-        print(f"{'reused' if result.reused else 'trained'} {result.run_dpath}: explained variance {fmt('explained_variance', '.4f')}, "
-              f"L0 {fmt('l0', '.2f')}, dead {fmt('dead_fraction', '.1f', 100)}%")
+    if _is_main_rank():  # a reused run may hold partial metrics: those show as '-'
+        print(f"{'reused' if result.reused else 'trained'} {result.run_dpath}: explained variance "
+              f"{fmt_number(m.get('explained_variance'), '.4f')}, L0 {fmt_number(m.get('l0'), '.2f')}, "
+              f"dead {fmt_number(m.get('dead_fraction'), '.1f', 100)}%")
 
 
 def _cmd_index(args: argparse.Namespace) -> None:

@@ -39,7 +39,7 @@ def _manifest_kind(fpath: Path) -> object:
     return obj.get("kind") if isinstance(obj, dict) else None
 
 
-def _num(value, spec: str, scale: float = 1) -> str:
+def fmt_number(value, spec: str, scale: float = 1) -> str:
     """`value` formatted, or '-' where the file holds no number (an older or partial record)."""
     return format(value * scale, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
@@ -62,9 +62,9 @@ def _describe_sae(path: Path) -> str:
         if store:
             lines.append(f"  source        {store.get('model')} layer {store.get('layer')} ({store.get('token_selection')})")
         m = cfg.get("metrics") or {}
-        shown = [f"{label} {_num(m[key], spec, scale)}{unit}" for label, key, spec, scale, unit in _METRICS if key in m]
+        shown = [f"{label} {fmt_number(m[key], spec, scale)}{unit}" for label, key, spec, scale, unit in _METRICS if key in m]
         if "n_tokens" in m:
-            shown.append(f"({_num(m['n_tokens'], ',')} tokens)")
+            shown.append(f"({fmt_number(m['n_tokens'], ',')} tokens)")
         if shown:
             lines.append("  held-out      " + "  ".join(shown))
     return "\n".join(lines)
@@ -108,6 +108,6 @@ def _describe_index(path: Path) -> str:
             raise FormatError(f"{path}: the saes table is missing or incomplete ({str(e).splitlines()[0]}); {fix}") from None
     lines = [f"explorer index {path} (schema {version})"]
     for sae_id, arch, d_sae, l0, ev, dead in rows:
-        lines.append(f"  {sae_id}: {arch} d_sae={d_sae} L0 {_num(l0, '.1f')} explained variance {_num(ev, '.3f')} "
-                     f"dead {_num(dead, '.1f', 100)}%")
+        lines.append(f"  {sae_id}: {arch} d_sae={d_sae} L0 {fmt_number(l0, '.1f')} explained variance {fmt_number(ev, '.3f')} "
+                     f"dead {fmt_number(dead, '.1f', 100)}%")
     return "\n".join(lines)
