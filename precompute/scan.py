@@ -100,7 +100,7 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
         counts = torch.bincount(code.feats, minlength=d_sae)
         chunk_sum = feature_sums(code, counts)
         if d.enabled:
-            chunk_acc.sum_x = chunk_acc.sum_x.cpu()
+            chunk_acc.sum_x = chunk_acc.sum_x.cpu()  # fire_counts are on the CPU already
             parts.append((chunk_acc, chunk_sum.cpu()))
         else:
             sum_s += chunk_sum
@@ -123,7 +123,7 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
     # Sequential float sums depend on their order: fold the chunks' partial sums in store order,
     # rank after rank, exactly as the single-process loop adds them.
     total = distributed.fold_in_rank_order(torch.zeros(d_sae, dtype=torch.float64), [p[1] for p in parts], torch.add)
-    acc = distributed.fold_in_rank_order(MetricsAccumulator(d_sae), [p[0] for p in parts], _add_metrics)
+    acc = distributed.fold_in_rank_order(MetricsAccumulator(d_sae), [p[0] for p in parts], MetricsAccumulator.add)
     return ScanResult(best_v.numpy(), best_i.numpy(), n_fired, total.numpy(), max_s, np.concatenate(gather(st_ids)),
                       np.concatenate(gather(st_vals)), ids_all, acc.result())
 
@@ -148,19 +148,6 @@ def sample_top(code: SampleCode, n_rows: int, m: int) -> tuple[torch.Tensor, tor
         values[code.rows[sel], rank[keep]] = code.values[sel]
         ids[code.rows[sel], rank[keep]] = code.feats[sel].int()
     return values, ids
-
-
-def _add_metrics(acc: MetricsAccumulator, chunk: MetricsAccumulator) -> MetricsAccumulator:
-    """`acc` plus one chunk's accumulator, adding as `MetricsAccumulator.update` would have."""
-    acc.n_tokens += chunk.n_tokens
-    acc.sq_err += chunk.sq_err
-    sx = chunk.sum_x.cpu()
-    acc.sum_x = sx if acc.sum_x is None else acc.sum_x + sx
-    acc.sum_x2 += chunk.sum_x2
-    acc.l0_sum += chunk.l0_sum
-    fc = chunk.fire_counts.cpu()
-    acc.fire_counts = fc if acc.fire_counts is None else acc.fire_counts + fc
-    return acc
 
 
 def merge_top(best_v: torch.Tensor, best_i: torch.Tensor, code: SampleCode, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,6 +39,17 @@ class MetricsAccumulator:
         self.l0_sum += float(counts.sum())
         self.fire_counts = counts if self.fire_counts is None else self.fire_counts + counts
 
+    def add(self, other: MetricsAccumulator) -> MetricsAccumulator:
+        """Fold another accumulator (e.g. one chunk's) into this one, adding exactly as `update`
+        would have: torchrun ranks combine their chunks into the single-process result."""
+        self.n_tokens += other.n_tokens
+        self.sq_err += other.sq_err
+        self.sum_x = other.sum_x if self.sum_x is None else self.sum_x + other.sum_x
+        self.sum_x2 += other.sum_x2
+        self.l0_sum += other.l0_sum
+        self.fire_counts = other.fire_counts if self.fire_counts is None else self.fire_counts + other.fire_counts
+        return self
+
     def result(self) -> dict:
         n = max(self.n_tokens, 1)
         d_in = self.sum_x.numel() if self.sum_x is not None else 1
