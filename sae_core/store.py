@@ -137,11 +137,12 @@ def _open_shard(dpath: Path, entry: dict, m: dict) -> tuple[np.ndarray, np.ndarr
     return acts, ids
 
 
-def _to_float_tensor(arr: np.ndarray, dtype: str) -> torch.Tensor:
+def _to_tensor(arr: np.ndarray, dtype: str, as_float: bool = True) -> torch.Tensor:
+    """Stored rows as a tensor: float32, or in the store's own dtype (bf16 is kept as raw uint16)."""
     t = torch.from_numpy(np.ascontiguousarray(arr))
     if dtype == "bfloat16":
         t = t.view(torch.bfloat16)
-    return t.float()
+    return t.float() if as_float else t
 
 
 @dataclass
@@ -199,9 +200,8 @@ class ActivationStore:
             sel = shard_of == s
             shard = self.shards[s]
             local = sorted_idx[sel] - shard.first_row
-            out[order[sel]] = shard.acts[local] if stored_dtype else _to_float_tensor(shard.acts[local], self.dtype).numpy()
-        t = torch.from_numpy(out)
-        return t.view(torch.bfloat16) if stored_dtype and self.dtype == "bfloat16" else t
+            out[order[sel]] = shard.acts[local] if stored_dtype else _to_tensor(shard.acts[local], self.dtype).numpy()
+        return _to_tensor(out, self.dtype, as_float=False) if stored_dtype else torch.from_numpy(out)
 
     def iter_chunks(self, n_rows: int = 65536, start_row: int = 0, end_row: int | None = None, stored_dtype: bool = False):
         """Yield (first_row, acts [n, d_in]) in store order: the scan path of indexing.
@@ -225,10 +225,7 @@ class ActivationStore:
             parts.append(shard.acts[start - shard.first_row : end - shard.first_row])
             start, s = end, s + 1
         arr = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        t = torch.from_numpy(np.array(arr))  # one copy out of the mapped file
-        if self.dtype == "bfloat16":
-            t = t.view(torch.bfloat16)
-        return t if stored_dtype else t.float()
+        return _to_tensor(np.array(arr), self.dtype, as_float=not stored_dtype)  # one copy out of the mapped file
 
     def sample_ids(self) -> np.ndarray:
         """Dataset sample_id of every stored sample, in store order."""
