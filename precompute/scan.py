@@ -45,9 +45,9 @@ class ScanResult:
 
 
 DENSE_BUDGET = 1 << 27
+"""Elements of one dense [rows, d_sae] array a scan chunk may hold (512 MB in float32)."""
 GPU_DENSE_BUDGET = 1 << 29
 """On a GPU (2 GB in float32): per-chunk overheads (host syncs, launches) need big chunks there."""
-"""Elements of one dense [rows, d_sae] array a scan chunk may hold (512 MB in float32)."""
 
 
 def chunk_size(chunk_samples: int, tokens_per_sample: int, d_sae: int, device: str = "cpu") -> int:
