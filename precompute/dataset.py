@@ -18,6 +18,7 @@ from precompute.sources import Source, open_source
 from sae_core.contract import SCHEMA_VERSION, atomic_write_bytes, atomic_write_json, folder_id, read_manifest
 from sae_core.errors import DataError, FormatError
 from sae_core.progress import progress
+from sae_core.validate import is_count, short_repr
 
 THUMB_PX = 160
 
@@ -110,8 +111,8 @@ def _check_dataset(m: dict, fpath: Path) -> None:
     """The dataset keys shown here, typed as docs/data-contract.md says (bool is an int to Python)."""
     for key, want in _DATASET_KEYS.items():
         value = m.get(key)
-        if not isinstance(value, want) or (want is int and (isinstance(value, bool) or value < 0)):
-            found = "it is missing" if key not in m else f"found {value!r:.60}"
+        if not (is_count(value) if want is int else isinstance(value, want)):
+            found = "it is missing" if key not in m else f"found {short_repr(value)}"
             kind = {str: "a string", int: "an integer >= 0", bool: "true or false"}[want]
             raise FormatError(f"{fpath}: {key!r} must be {kind}, {found}; re-run `saescope extract` to rebuild the dataset folder")
 

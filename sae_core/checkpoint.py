@@ -15,6 +15,7 @@ from sae_core.config import SAEConfig
 from sae_core.contract import SAESCOPE_VERSION, SCHEMA_VERSION, atomic_write_bytes, atomic_write_json, git_commit, read_manifest
 from sae_core.errors import ConfigError, DataError, FormatError
 from sae_core.model import SparseAutoencoder
+from sae_core.validate import is_count, short_repr
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
@@ -58,18 +59,13 @@ def read_cfg(dpath: str | Path) -> dict:
     for key in ("sae", "train", "store", "metrics"):
         value = cfg.get(key)
         if not isinstance(value, dict) and (key == "sae" or value is not None):
-            found = "it is missing" if key not in cfg else f"found {_short(value)}"
+            found = "it is missing" if key not in cfg else f"found {short_repr(value)}"
             want = "the SAE config object" if key == "sae" else "an object or null"
             raise FormatError(f"{fpath}: {key!r} must be {want}, {found}; fix it or retrain (see docs/data-contract.md)")
     n_tokens = cfg.get("n_tokens_trained", 0)
-    if not isinstance(n_tokens, int) or isinstance(n_tokens, bool) or n_tokens < 0:
-        raise FormatError(f"{fpath}: 'n_tokens_trained' must be an integer >= 0, found {_short(n_tokens)}; fix it or retrain")
+    if not is_count(n_tokens):
+        raise FormatError(f"{fpath}: 'n_tokens_trained' must be an integer >= 0, found {short_repr(n_tokens)}; fix it or retrain")
     return cfg
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:

@@ -20,6 +20,7 @@ from safetensors.torch import save as safetensors_save
 
 from sae_core.contract import SCHEMA_VERSION, atomic_write_bytes, atomic_write_json, read_manifest
 from sae_core.errors import DataError, FormatError
+from sae_core.validate import is_count, short_repr
 
 MANIFEST = "manifest.json"
 PART_KIND = "activation_store_part"
@@ -58,7 +59,7 @@ def _mmap_safetensors(fpath: Path) -> dict[str, np.ndarray]:
             continue
         offsets = meta.get("data_offsets") if isinstance(meta, dict) else None
         if not (isinstance(meta, dict) and isinstance(meta.get("dtype"), str) and isinstance(meta.get("shape"), list)
-                and isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(v) for v in [*meta["shape"], *offsets])):
+                and isinstance(offsets, list) and len(offsets) == 2 and all(is_count(v) for v in [*meta["shape"], *offsets])):
             raise bad(f"tensor {name!r} lacks a valid dtype, shape or data_offsets")
         dtype = _ST_DTYPES.get(meta["dtype"])
         if dtype is None:
@@ -74,16 +75,6 @@ def _mmap_safetensors(fpath: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _is_count(value, low: int = 0) -> bool:
-    """An int (not a bool, which JSON and Python also count as one) of at least `low`."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _check_manifest(m: dict, fpath: Path) -> None:
     """Check the keys readers rely on against docs/data-contract.md once, up front, so a hand-edited
     or damaged manifest is a one-line FormatError instead of a KeyError deep in training or indexing."""
@@ -91,14 +82,14 @@ def _check_manifest(m: dict, fpath: Path) -> None:
 
     def need(key: str, ok: bool, want: str) -> None:
         if not ok:
-            found = "it is missing" if key not in m else f"found {_short(m[key])}"
+            found = "it is missing" if key not in m else f"found {short_repr(m[key])}"
             raise FormatError(f"{fpath}: {key!r} must be {want}, {found}; {fix}")
 
-    need("d_in", _is_count(m.get("d_in"), 1), "a positive integer")
-    need("tokens_per_sample", _is_count(m.get("tokens_per_sample"), 1), "a positive integer")
+    need("d_in", is_count(m.get("d_in"), 1), "a positive integer")
+    need("tokens_per_sample", is_count(m.get("tokens_per_sample"), 1), "a positive integer")
     need("dtype", m.get("dtype") in _TORCH_DTYPES, f"one of {', '.join(_TORCH_DTYPES)}")
     grid = m.get("grid")
-    need("grid", grid is None or (isinstance(grid, list) and len(grid) == 2 and all(_is_count(g, 1) for g in grid)
+    need("grid", grid is None or (isinstance(grid, list) and len(grid) == 2 and all(is_count(g, 1) for g in grid)
                                   and grid[0] * grid[1] == m["tokens_per_sample"]),
          f"null or [h, w] with h*w == tokens_per_sample ({m['tokens_per_sample']})")
     for key in ("store_id", "dataset_dpath", "thumbs_dpath"):
@@ -106,9 +97,9 @@ def _check_manifest(m: dict, fpath: Path) -> None:
     need("shards", isinstance(m.get("shards"), list), "a list of shard objects")
     for i, e in enumerate(m["shards"]):
         if not (isinstance(e, dict) and isinstance(e.get("file"), str) and e["file"]
-                and _is_count(e.get("n_samples")) and _is_count(e.get("first_sample"))):
+                and is_count(e.get("n_samples")) and is_count(e.get("first_sample"))):
             raise FormatError(f"{fpath}: shards[{i}] must be an object with \"file\" (a string), \"n_samples\" and "
-                              f"\"first_sample\" (integers >= 0), found {_short(e)}; {fix}")
+                              f"\"first_sample\" (integers >= 0), found {short_repr(e)}; {fix}")
 
 
 def _open_shard(dpath: Path, entry: dict, m: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,18 @@ def resolve_precision(value: str, device: torch.device | str, name: str = "preci
     return "bfloat16" if torch.device(device).type == "cuda" else "float32"
 
 
+def is_count(value, low: int = 0) -> bool:
+    """An int (not a bool, which JSON and Python also count as one) of at least `low`: how the
+    readers check the integers of hand-editable manifests."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def short_repr(value) -> str:
+    """A found value for an error line, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def check_port(port: int) -> int:
     if not 1 <= port <= 65535:
         raise ConfigError(f"port={port} must be between 1 and 65535")
