@@ -63,17 +63,17 @@ def error_response(request: Request, status: int, title: str, message: str,
         status_code=status)
 
 
-def _sae_of(request: Request) -> dict | None:
+def _sae_of(request: Request):
     """The SAE an /sae/<id>/... address names, when it exists, so the error page links back to it."""
+    from app.views.common import get_sae  # the views import this module
+
     parts = request.url.path.split("/")
     if len(parts) < 3 or parts[1] != "sae":
         return None
-    sae_id = parts[2].removesuffix(".json")
     try:
-        row = request.app.state.index.cursor().execute("SELECT sae_id, title FROM saes WHERE sae_id = ?", [sae_id]).fetchone()
-    except Exception:  # an error page must never fail itself
+        return get_sae(request.app.state.index, parts[2].removesuffix(".json")).summary
+    except Exception:  # unknown SAE or unreadable index: an error page must never fail itself
         return None
-    return {"sae_id": row[0], "title": row[1]} if row else None
 
 
 PARAM_NAMES = {"fid": "feature id", "sae_id": "SAE id", "sample_id": "sample id", "dataset_id": "dataset id",
