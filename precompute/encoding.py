@@ -78,7 +78,7 @@ class ChunkEncoder:
         sae = self.sae
         if not self.fast:
             return sae.encode_sparse(acts)
-        x_c = acts.float() * sae.input_scale - sae.b_dec
+        x_c = sae.centred(acts.float())
         # The product is rounded to bfloat16 but the bias is added in float32: a large shared bias
         # would otherwise round hundreds of latents near the k-th place to one value.
         pre = torch.mm(x_c.to(torch.bfloat16), self.W_enc_low).float().add_(sae.b_enc)

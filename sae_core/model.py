@@ -110,9 +110,13 @@ class SparseAutoencoder(nn.Module):
         self.W_dec.grad.sub_(parallel * self.W_dec)
 
     # ---- encoder ---------------------------------------------------------------------------
+    def centred(self, x: Tensor) -> Tensor:
+        """Raw inputs in the encoder's frame: scaled to the normalised units, minus b_dec."""
+        return x * self.input_scale - self.b_dec
+
     def pre_acts(self, x: Tensor) -> Tensor:
         """Encoder pre-activations [batch, d_sae] of raw inputs."""
-        return (x * self.input_scale - self.b_dec) @ self.W_enc + self.b_enc
+        return self.centred(x) @ self.W_enc + self.b_enc
 
     def encode_sparse(self, x: Tensor) -> SparseCode:
         """The k largest (ReLU'd) latents per row; TopK only."""
@@ -140,7 +144,7 @@ class SparseAutoencoder(nn.Module):
 
     def _gated_latents(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(latents, gate pre-activations): the gate decides which fire, the magnitude path how much."""
-        centred = x * self.input_scale - self.b_dec
+        centred = self.centred(x)
         pi_gate = centred @ self.W_enc + self.b_enc
         pi_mag = centred @ (self.W_enc * self.r_mag.exp()) + self.b_mag
         return (pi_gate > 0).to(pi_mag.dtype) * pi_mag.relu(), pi_gate
