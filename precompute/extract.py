@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from precompute.dataset import DatasetConfig, PreparedDataset, prepare_dataset, thumbnail_webp
 from precompute.extractors import build_extractor
 from sae_core import distributed
-from sae_core.contract import atomic_write_bytes, folder_id
+from sae_core.contract import atomic_write_bytes, atomic_write_json, folder_id
 from sae_core.errors import ConfigError
 from sae_core.progress import progress
 from sae_core.store import ActivationStore, RankStoreWriter, StoreWriter
@@ -115,6 +116,8 @@ def _extract(cfg: ExtractConfig, d: distributed.Dist) -> ExtractResult:
         reused = all(int(a[0]) for a in distributed.all_gather_arrays(np.array([int(reused)], dtype=np.int64)))
         distributed.barrier()
     if reused:
+        if d.is_main:
+            _record_image_size(store_dpath, cfg)
         return ExtractResult(store_dpath, dataset.dpath, n_samples, reused=True)
 
     device = distributed.pick_device(cfg.device)
@@ -133,6 +136,8 @@ def _extract(cfg: ExtractConfig, d: distributed.Dist) -> ExtractResult:
         "grid": list(info.grid) if info.grid else None, "d_in": info.d_in, "dtype": cfg.dtype,
         "fingerprint": dataset.manifest["fingerprint"], "model_dtype": model_dtype,
     }
+    if info.input_side:
+        header["image_size"] = info.input_side
     if extractor.generates_images:
         header["thumbs_dpath"] = GENERATED_THUMBS
     if not d.enabled:
@@ -220,6 +225,15 @@ def _workers(cfg: ExtractConfig) -> int:
     if torch.device(distributed.pick_device(cfg.device)).type != "cuda":
         return 0
     return max(1, min(16, (os.cpu_count() or 2) - 1) // max(1, distributed.current().world))
+
+
+def _record_image_size(store_dpath: Path, cfg: ExtractConfig) -> None:
+    """Stores written before schema 5 lack `image_size`; the reused config says what it was (its
+    identity includes it), so record it for the live worker, which must resize the same way."""
+    fpath = store_dpath / "manifest.json"
+    manifest = json.loads(fpath.read_text())
+    if "image_size" not in manifest and cfg.image_size:
+        atomic_write_json(fpath, {**manifest, "image_size": cfg.image_size})
 
 
 def _slug(model: str) -> str:
