@@ -189,7 +189,20 @@ def _resolve_store(cfg: IndexConfig, sae_dpath: Path) -> ActivationStore:
     return ActivationStore(summary["dpath"])
 
 
-def _index_one(con, cfg: IndexConfig, spec: str, device: str, datasets_done: set[str], taken: set[str]) -> str:
+@dataclass
+class _Inputs:
+    """One SAE's resolved inputs: checkpoint, store and the dataset the explorer shows with it."""
+
+    sae_id: str
+    sae_dpath: Path
+    sae: object
+    store: ActivationStore
+    ds_dpath: Path
+    ds_manifest: dict
+    thumbs: Path | None
+
+
+def _resolve_inputs(cfg: IndexConfig, spec: str, taken: set[str]) -> _Inputs:
     sae_dpath = Path(spec)
     sae = load(sae_dpath)
     store = _resolve_store(cfg, sae_dpath)
@@ -201,102 +214,129 @@ def _index_one(con, cfg: IndexConfig, spec: str, device: str, datasets_done: set
     if not ds_dpath.is_absolute():
         ds_dpath = store.dpath / ds_dpath
     ds_manifest = read_dataset_manifest(ds_dpath)
-    sae_id = _sae_id(sae_dpath, taken)
-    precision = _precision(cfg)
-    scan = scan_features(sae, store, cfg.top_n, cfg.sample_top, cfg.chunk_samples, device, precision)
-    quant = scan_quantiles(sae, store, scan.max_scores, cfg.quantile_bins, cfg.per_bin, cfg.chunk_samples, cfg.seed, device, precision)
-    if con is None:  # a torchrun rank other than 0: its share of the scans is done
-        return sae_id
-    samples = pq.read_table(ds_dpath / "samples.parquet")
     thumbs = ds_dpath / "thumbs" if ds_manifest["modality"] == "image" else None
     if store.manifest.get("thumbs_dpath"):  # images a generative model drew for these captions (FLUX)
         ds_manifest = {**ds_manifest, "dataset_id": f"{ds_manifest['dataset_id']}.{store.store_id}", "modality": "image"}
         thumbs = store.dpath / store.manifest["thumbs_dpath"]
-    dataset_id = ds_manifest["dataset_id"]
+    return _Inputs(_sae_id(sae_dpath, taken), sae_dpath, sae, store, ds_dpath, ds_manifest, thumbs)
+
+
+def _index_one(con, cfg: IndexConfig, spec: str, device: str, datasets_done: set[str], taken: set[str]) -> str:
+    """Scan one SAE (on every torchrun rank), then, on rank 0 (`con` given), write its tables."""
+    inp = _resolve_inputs(cfg, spec, taken)
+    precision = _precision(cfg)
+    scan = scan_features(inp.sae, inp.store, cfg.top_n, cfg.sample_top, cfg.chunk_samples, device, precision)
+    quant = scan_quantiles(inp.sae, inp.store, scan.max_scores, cfg.quantile_bins, cfg.per_bin, cfg.chunk_samples,
+                           cfg.seed, device, precision)
+    if con is None:  # a torchrun rank other than 0: its share of the scans is done
+        return inp.sae_id
+    samples = pq.read_table(inp.ds_dpath / "samples.parquet")
+    dataset_id = inp.ds_manifest["dataset_id"]
     if dataset_id not in datasets_done:
-        _insert_dataset(con, ds_manifest, thumbs, samples)
+        _insert_dataset(con, inp.ds_manifest, inp.thumbs, samples)
         datasets_done.add(dataset_id)
     captions = samples.column("caption").to_pylist()
     labels = samples.column("label").to_pylist()
-    d_sae = sae.cfg.d_sae
+    docs = [words_of(c, lab) for c, lab in zip(captions, labels)]
+    _insert_feature_samples(con, inp, scan, quant, device)
+    names = _insert_labels_and_names(con, inp, scan, docs, labels)
+    w_dec = torch.nn.functional.normalize(inp.sae.W_dec.detach().float(), dim=-1).cpu()  # the scans moved the SAE to the device
+    _insert_neighbors(con, inp.sae_id, w_dec, cfg.neighbors)
+    _insert_features(con, inp, cfg, scan, w_dec, names)
+    _insert_sample_map(con, inp, cfg, scan, docs)
+    _insert_sample_top(con, inp.sae_id, scan)
+    _insert_sae_row(con, inp.sae_id, inp.sae, inp.sae_dpath, inp.store, dataset_id, scan.metrics)
+    _insert_training_curve(con, inp.sae_id, inp.sae_dpath)
+    return inp.sae_id
 
-    # Per-feature tables -------------------------------------------------------------------
+
+def _insert_feature_samples(con, inp: _Inputs, scan, quant, device: str) -> None:
+    """feature_top, feature_quantiles (with patch heatmaps) and feature_hist."""
+    sae_id, d_sae = inp.sae_id, inp.sae.cfg.d_sae
     top_f, top_r = np.nonzero(scan.top_ids.T >= 0)
     top_s = scan.top_ids.T[top_f, top_r]
     top_v = scan.top_values.T[top_f, top_r]
     q_f, q_b, q_r = np.nonzero(quant.q_ids >= 0)
     q_s, q_v = quant.q_ids[q_f, q_b, q_r], quant.q_values[q_f, q_b, q_r]
-    grid = store.grid
-    if grid:  # one pass: a sample among both the top and the quantile samples is encoded once
-        maps, scales = patch_heatmaps(sae, store, np.concatenate([top_f, q_f]), np.concatenate([top_s, q_s]), device)
-        hm_top, hm_q = maps[: len(top_f)], maps[len(top_f) :]
+    hm_top = sc_top = [None] * len(top_f)
+    hm_q = sc_q = [None] * len(q_f)
+    if inp.store.grid:  # one pass: a sample among both the top and the quantile samples is encoded once
+        maps, scales = patch_heatmaps(inp.sae, inp.store, np.concatenate([top_f, q_f]), np.concatenate([top_s, q_s]), device)
+        hm_top, hm_q = [bytes(h) for h in maps[: len(top_f)]], [bytes(h) for h in maps[len(top_f) :]]
         sc_top, sc_q = scales[: len(top_f)], scales[len(top_f) :]
     insert_table(con, "feature_top", {
         "sae_id": [sae_id] * len(top_f), "feature_id": top_f.astype(np.int32), "rank": top_r.astype(np.int32),
-        "sample_id": top_s, "activation": top_v.astype(np.float32),
-        "heatmap": [bytes(h) for h in hm_top] if grid else [None] * len(top_f),
-        "heatmap_scale": sc_top if grid else [None] * len(top_f)})
+        "sample_id": top_s, "activation": top_v.astype(np.float32), "heatmap": hm_top, "heatmap_scale": sc_top})
     insert_table(con, "feature_quantiles", {
         "sae_id": [sae_id] * len(q_f), "feature_id": q_f.astype(np.int32), "bin": q_b.astype(np.int32),
         "rank": q_r.astype(np.int32), "sample_id": q_s, "activation": q_v.astype(np.float32),
-        "heatmap": [bytes(h) for h in hm_q] if grid else [None] * len(q_f),
-        "heatmap_scale": sc_q if grid else [None] * len(q_f)})
+        "heatmap": hm_q, "heatmap_scale": sc_q})
     insert_table(con, "feature_hist", {
         "sae_id": [sae_id] * d_sae, "feature_id": np.arange(d_sae, dtype=np.int32),
         "edges": [e.tolist() for e in quant.hist_edges], "counts": [c.tolist() for c in quant.hist_counts]})
 
-    docs = [words_of(c, lab) for c, lab in zip(captions, labels)]
+
+def _insert_labels_and_names(con, inp: _Inputs, scan, docs: list[list[str]], labels: list) -> dict[str, list]:
+    """feature_labels; returns the features table's name and label columns."""
     namer = TfIdfNamer(docs)
-    names, entropies, top_labels = [], [], []
+    cols: dict[str, list] = {"name": [], "label_entropy": [], "top_label": []}
     label_rows: dict[str, list] = {k: [] for k in ("sae_id", "feature_id", "label", "count", "fraction")}
-    for f in range(d_sae):
+    for f in range(inp.sae.cfg.d_sae):
         ids = [int(s) for s in scan.top_ids[:, f] if s >= 0]
-        names.append(namer.name(ids[:16]) if ids else "")
+        cols["name"].append(namer.name(ids[:16]) if ids else "")
         lab = Counter(labels[s] for s in ids if labels[s] is not None)
         total = sum(lab.values())
-        entropies.append(float(-sum(c / total * np.log2(c / total) for c in lab.values())) if total else None)
-        top_labels.append(lab.most_common(1)[0][0] if lab else None)
+        cols["label_entropy"].append(float(-sum(c / total * np.log2(c / total) for c in lab.values())) if total else None)
+        cols["top_label"].append(lab.most_common(1)[0][0] if lab else None)
         for label, count in sorted(lab.items(), key=lambda kv: (-kv[1], kv[0])):
-            for key, value in zip(label_rows, (sae_id, f, label, count, count / total)):
+            for key, value in zip(label_rows, (inp.sae_id, f, label, count, count / total)):
                 label_rows[key].append(value)
     insert_table(con, "feature_labels", label_rows)
+    return cols
 
-    w_dec = torch.nn.functional.normalize(sae.W_dec.detach().float(), dim=-1).cpu()  # the scans moved the SAE to the device
-    nb_f, nb_r, nb_n, nb_c = _neighbors(w_dec, cfg.neighbors)
+
+def _insert_neighbors(con, sae_id: str, w_dec: torch.Tensor, k: int) -> None:
+    nb_f, nb_r, nb_n, nb_c = _neighbors(w_dec, k)
     insert_table(con, "feature_neighbors", {"sae_id": [sae_id] * len(nb_f), "feature_id": nb_f, "rank": nb_r,
                                             "neighbor_id": nb_n, "cosine": nb_c})
+
+
+def _insert_features(con, inp: _Inputs, cfg: IndexConfig, scan, w_dec: torch.Tensor, names: dict[str, list]) -> None:
+    """The features table (stats, names, feature-map layout) and the feature map's clusters."""
+    sae_id, d_sae = inp.sae_id, inp.sae.cfg.d_sae
     with _torch_threads_kept():
         xy = umap_2d(w_dec.numpy(), seed=cfg.seed, metric="cosine")
         clusters = hdbscan_labels(xy)
-    density = scan.n_fired / max(store.n_samples, 1)
+    density = scan.n_fired / max(inp.store.n_samples, 1)
     mean_act = np.where(scan.n_fired > 0, scan.sum_scores / np.maximum(scan.n_fired, 1), 0.0)
     insert_table(con, "features", {
-        "sae_id": [sae_id] * d_sae, "feature_id": np.arange(d_sae, dtype=np.int32), "name": names,
+        "sae_id": [sae_id] * d_sae, "feature_id": np.arange(d_sae, dtype=np.int32), "name": names["name"],
         "density": density, "n_fired": scan.n_fired.astype(np.int64), "mean_act": mean_act,
-        "max_act": scan.max_scores.astype(np.float64), "label_entropy": entropies, "top_label": top_labels,
-        "cluster_id": clusters, "x": xy[:, 0], "y": xy[:, 1]})
-    _insert_clusters(con, sae_id, "features", xy, clusters, [n.split(", ") if n else [] for n in names])
+        "max_act": scan.max_scores.astype(np.float64), "label_entropy": names["label_entropy"],
+        "top_label": names["top_label"], "cluster_id": clusters, "x": xy[:, 0], "y": xy[:, 1]})
+    _insert_clusters(con, sae_id, "features", xy, clusters, [n.split(", ") if n else [] for n in names["name"]])
 
-    # Dataset map ----------------------------------------------------------------------------
+
+def _insert_sample_map(con, inp: _Inputs, cfg: IndexConfig, scan, docs: list[list[str]]) -> None:
+    """The dataset map: UMAP of the samples' sparse codes, its clusters and their names."""
     import scipy.sparse as sp
 
-    n = store.n_samples
+    n, d_sae = inp.store.n_samples, inp.sae.cfg.d_sae
     m = scan.sample_top_ids.shape[1]
-    mat = sp.csr_matrix((np.maximum(scan.sample_top_values.ravel(), 0), (np.repeat(np.arange(n), m), scan.sample_top_ids.ravel())), shape=(n, d_sae))
+    mat = sp.csr_matrix((np.maximum(scan.sample_top_values.ravel(), 0), (np.repeat(np.arange(n), m), scan.sample_top_ids.ravel())),
+                        shape=(n, d_sae))
     with _torch_threads_kept():
         sxy = umap_2d(mat, seed=cfg.seed, metric="cosine") if mat.nnz else np.zeros((n, 2), np.float32)
         sclusters = hdbscan_labels(sxy)
-    insert_table(con, "sample_map", {"sae_id": [sae_id] * n, "sample_id": scan.sample_ids, "x": sxy[:, 0], "y": sxy[:, 1], "cluster_id": sclusters})
-    _insert_clusters(con, sae_id, "samples", sxy, sclusters, [docs[int(s)] for s in scan.sample_ids])
-    keep = scan.sample_top_values > 0
-    rows_s, ranks = np.nonzero(keep)
+    insert_table(con, "sample_map", {"sae_id": [inp.sae_id] * n, "sample_id": scan.sample_ids, "x": sxy[:, 0], "y": sxy[:, 1],
+                                     "cluster_id": sclusters})
+    _insert_clusters(con, inp.sae_id, "samples", sxy, sclusters, [docs[int(s)] for s in scan.sample_ids])
+
+
+def _insert_sample_top(con, sae_id: str, scan) -> None:
+    rows_s, ranks = np.nonzero(scan.sample_top_values > 0)
     insert_table(con, "sample_top", {"sae_id": [sae_id] * len(rows_s), "sample_id": scan.sample_ids[rows_s], "rank": ranks.astype(np.int32),
                                      "feature_id": scan.sample_top_ids[rows_s, ranks], "activation": scan.sample_top_values[rows_s, ranks]})
-
-    # SAE row and training curve --------------------------------------------------------------
-    _insert_sae_row(con, sae_id, sae, sae_dpath, store, dataset_id, scan.metrics)
-    _insert_training_curve(con, sae_id, sae_dpath)
-    return sae_id
 
 
 @contextlib.contextmanager
