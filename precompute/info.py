@@ -49,14 +49,16 @@ _METRICS = (("explained variance", "explained_variance", ".4f", 1, ""), ("FVU", 
 
 
 def _describe_sae(path: Path) -> str:
-    from sae_core.checkpoint import CFG_FILE, load, read_cfg
+    from sae_core.checkpoint import load, read_cfg
+    from sae_core.formats import detect
 
     sae = load(path)
     c = sae.cfg
     lines = [f"SAE checkpoint {path}", f"  architecture  {c.arch}" + (f" (k={c.k})" if c.is_topk_family else ""),
              f"  sizes         d_in={c.d_in}  d_sae={c.d_sae}  (x{c.d_sae / c.d_in:g})", f"  input scale   {float(sae.input_scale):.6g}"]
-    if path.is_dir() and (path / CFG_FILE).is_file() and _manifest_kind(path / CFG_FILE) == "sae":  # not a foreign cfg.json
-        cfg = read_cfg(path)
+    found = detect(path)
+    if found is not None and found.format == "saescope":  # not a foreign cfg.json
+        cfg = read_cfg(found.target)
         lines.append(f"  trained on    {cfg.get('n_tokens_trained', 0):,} tokens")
         store = cfg.get("store") or {}
         if store:

@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
-import json
+import hashlib
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_save
 
 from sae_core.config import SAEConfig
-from sae_core.contract import SAESCOPE_VERSION, SCHEMA_VERSION, atomic_write_bytes, atomic_write_json, git_commit, read_manifest
+from sae_core.contract import (
+    SAESCOPE_VERSION,
+    SCHEMA_VERSION,
+    atomic_write_bytes,
+    atomic_write_json,
+    git_commit,
+    portable_path,
+    read_manifest,
+    resolve_recorded,
+    sha256_file,
+)
 from sae_core.errors import ConfigError, DataError, FormatError
+from sae_core.formats import CFG_FILE, SUPPORTED_FORMATS, WEIGHTS_FILE, detect
 from sae_core.model import SparseAutoencoder
 from sae_core.validate import is_count, short_repr
 
-CFG_FILE = "cfg.json"
-WEIGHTS_FILE = "sae.safetensors"
 _RUNTIME_BUFFERS = ("threshold_n",)
 
 
@@ -31,10 +40,15 @@ def save(
     n_tokens_trained: int = 0,
     metrics: dict | None = None,
 ) -> Path:
-    """Write the checkpoint folder; weights first, cfg.json last, so cfg.json marks completeness."""
+    """Write the checkpoint folder; weights first, cfg.json last, so cfg.json marks completeness.
+    cfg.json records the weights' size and SHA-256, and the store's folder relative to this one when
+    both are in one data root (docs/data-contract.md)."""
     dpath = Path(dpath)
     tensors = {k: v.detach().float().contiguous().cpu() for k, v in sae.state_dict().items() if k not in _RUNTIME_BUFFERS}
-    atomic_write_bytes(dpath / WEIGHTS_FILE, safetensors_save(tensors))
+    data = safetensors_save(tensors)
+    atomic_write_bytes(dpath / WEIGHTS_FILE, data)
+    if store and store.get("dpath"):
+        store = {**store, "dpath": portable_path(store["dpath"], dpath)}
     cfg = {
         "schema_version": SCHEMA_VERSION,
         "kind": "sae",
@@ -44,6 +58,7 @@ def save(
         "store": store,
         "n_tokens_trained": int(n_tokens_trained),
         "metrics": metrics or {},
+        "weights": {"file": WEIGHTS_FILE, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
         "saescope_version": SAESCOPE_VERSION,
         "git_commit": git_commit(),
     }
@@ -56,9 +71,9 @@ def read_cfg(dpath: str | Path) -> dict:
     one-line FormatError here instead of a KeyError or AttributeError in whatever reads it next."""
     fpath = Path(dpath) / CFG_FILE
     cfg = read_manifest(fpath, "sae")
-    for key in ("sae", "train", "store", "metrics"):
+    for key in ("sae", "train", "store", "metrics", "weights"):
         value = cfg.get(key)
-        if not isinstance(value, dict) and (key == "sae" or value is not None):
+        if not isinstance(value, dict) and (key == "sae" or key in cfg and value is not None):
             found = "it is missing" if key not in cfg else f"found {short_repr(value)}"
             want = "the SAE config object" if key == "sae" else "an object or null"
             raise FormatError(f"{fpath}: {key!r} must be {want}, {found}; fix it or retrain (see docs/data-contract.md)")
@@ -68,26 +83,63 @@ def read_cfg(dpath: str | Path) -> dict:
     return cfg
 
 
+def store_dpath(dpath: str | Path, cfg: dict | None = None) -> Path | None:
+    """The activation store a saescope checkpoint names (recorded relative to it, or absolute)."""
+    cfg = read_cfg(dpath) if cfg is None else cfg
+    recorded = (cfg.get("store") or {}).get("dpath")
+    return resolve_recorded(recorded, dpath) if isinstance(recorded, str) and recorded else None
+
+
 def load(path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
     """Load a saescope checkpoint, or one saved by SAELens, sparsify, saev or dictionary_learning."""
     path = Path(path)
-    if not path.exists():
-        raise FormatError(f"{path}: no such SAE checkpoint")
-    if path.is_dir() and (path / CFG_FILE).exists() and _is_saescope_cfg(path / CFG_FILE):
-        return _load_own(path).to(device)
-    from sae_core.interop import load_foreign  # foreign formats only when needed
+    found = detect(path)
+    if found is None:
+        raise FormatError(f"{path}: not a checkpoint format saescope can read; supported formats: {SUPPORTED_FORMATS}")
+    if found.format == "saescope":
+        return _load_own(found.target).to(device)
+    from sae_core.interop import load_detected  # foreign formats only when needed
 
-    sae = load_foreign(path)
+    sae = load_detected(found)
     _check_finite(sae.state_dict(), path)
     return sae.to(device)
 
 
-def _is_saescope_cfg(fpath: Path) -> bool:
+def check_outputs(dpath: Path, cfg: dict) -> str | None:
+    """Why the finished run in `dpath` cannot be reused (None: it can): its weights file must exist,
+    have the size cfg.json records, and hold the tensors and shapes the config needs. Reads only
+    the file's header: cheap enough for every reuse. `verify` also checks the bytes."""
+    fpath = dpath / WEIGHTS_FILE
+    if not fpath.is_file():
+        return f"{fpath} is missing"
+    want = (cfg.get("weights") or {}).get("bytes")
+    if is_count(want) and fpath.stat().st_size != want:
+        return f"{fpath} has {fpath.stat().st_size} bytes, cfg.json records {want}"
     try:
-        return json.loads(fpath.read_text()).get("kind") == "sae"
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        # A corrupt cfg.json beside our weights file is ours: let read_cfg say it is corrupt.
-        return (fpath.parent / WEIGHTS_FILE).exists()
+        sae = SparseAutoencoder(SAEConfig(**cfg["sae"]))
+        with safe_open(fpath, "pt") as f:
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except (OSError, SafetensorError, TypeError, ValueError, ConfigError) as e:
+        return f"{fpath} is unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    expected = {k: list(v.shape) for k, v in sae.state_dict().items() if k not in _RUNTIME_BUFFERS}
+    if shapes != expected:
+        return f"{fpath} does not hold the tensors cfg.json's config needs"
+    return None
+
+
+def verify(dpath: str | Path) -> str:
+    """`saescope verify` of a checkpoint: outputs as for reuse, then the weights' SHA-256 against
+    cfg.json's record, then a full load (finite weights). Returns a one-line summary."""
+    dpath = Path(dpath)
+    cfg = read_cfg(dpath)
+    problem = check_outputs(dpath, cfg)
+    if problem:
+        raise FormatError(f"{problem}; retrain (`saescope train` with the same options)")
+    want = (cfg.get("weights") or {}).get("sha256")
+    if want is not None and sha256_file(dpath / WEIGHTS_FILE) != want:
+        raise FormatError(f"{dpath / WEIGHTS_FILE}: checksum mismatch (the file changed after training); retrain or restore it")
+    _load_own(dpath)
+    return f"SAE checkpoint {dpath}: ok ({'checksum verified' if want else 'no checksum recorded: sizes and tensors checked'})"
 
 
 def _load_own(dpath: Path) -> SparseAutoencoder:

@@ -101,6 +101,45 @@ def check_version(version: Any, kind: str, where: Path, fix: str) -> None:
                       f"{'upgrade saescope' if newer else fix}")
 
 
+DATA_ROOT_FOLDERS = ("datasets", "stores", "saes", "index")
+"""The folders of a data root (docs/data-contract.md, Folder layout)."""
+
+
+def data_root_of(dpath: Path) -> Path | None:
+    """The data root that holds `dpath` (the folder above its `datasets/`, `stores/`, `saes/` or
+    `index/` ancestor), or None when `dpath` is not inside one."""
+    dpath = Path(os.path.abspath(dpath))
+    for parent in [dpath, *dpath.parents]:
+        if parent.name in DATA_ROOT_FOLDERS and parent.parent != parent:
+            return parent.parent
+    return None
+
+
+def portable_path(target: str | Path, base_dpath: str | Path) -> str:
+    """How a file in `base_dpath` records `target`: relative to `base_dpath` when both lie in the
+    same data root (so a copied or moved `data/` folder still works), absolute otherwise."""
+    target_abs = Path(os.path.abspath(target))
+    root = data_root_of(base_dpath)
+    if root is not None and target_abs.is_relative_to(root):
+        return os.path.relpath(target_abs, os.path.abspath(base_dpath))
+    return str(target_abs)
+
+
+def resolve_recorded(recorded: str | Path, base_dpath: str | Path) -> Path:
+    """The path a file in `base_dpath` recorded with `portable_path` (or an absolute one)."""
+    recorded = Path(recorded)
+    return recorded if recorded.is_absolute() else Path(os.path.normpath(Path(base_dpath) / recorded))
+
+
+def sha256_file(fpath: Path, chunk_bytes: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file, read in chunks (shards can be larger than memory)."""
+    h = hashlib.sha256()
+    with open(fpath, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def git_commit() -> str | None:
     """Commit of the saescope source tree, recorded in checkpoints for provenance."""
     try:

@@ -1,7 +1,7 @@
 """Load SAEs saved by other libraries into a saescope `SparseAutoencoder`.
 
 `sae_core.load(path)` sends every path that is not a saescope checkpoint here. The format is
-detected from the files present:
+detected from the files present, by `sae_core.formats.detect`:
 
 | library | files | archs |
 | --- | --- | --- |
@@ -28,7 +28,6 @@ import json
 import math
 import pickle
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,97 +37,25 @@ from torch import Tensor
 
 from sae_core.config import SAEConfig
 from sae_core.errors import ConfigError, FormatError
+from sae_core.formats import SAELENS_WEIGHTS, SUPPORTED_FORMATS, Detected, detect
+from sae_core.formats import WEIGHTS_FILE as SPARSIFY_WEIGHTS
 from sae_core.model import SparseAutoencoder
-
-SUPPORTED_FORMATS = (
-    "SAELens (cfg.json + sae_weights.safetensors), "
-    "EleutherAI sparsify (cfg.json + sae.safetensors), "
-    "saev (a .pt file that starts with a JSON header line), "
-    "dictionary_learning (ae.pt, optionally with config.json)"
-)
-
-SAELENS_WEIGHTS = "sae_weights.safetensors"
-SPARSIFY_WEIGHTS = "sae.safetensors"
-DICTIONARY_LEARNING_WEIGHTS = "ae.pt"
 
 
 def load_foreign(path: str | Path) -> SparseAutoencoder:
-    """Detect the library that saved `path` (a folder or a weights file) and load its SAE."""
+    """Load the SAE another library saved at `path` (a folder or a weights file), as `detect` finds it."""
     path = Path(path)
-    if not path.exists():
-        raise FormatError(f"{path}: no such SAE checkpoint")
-    if path.is_file() and path.name in ("cfg.json", SPARSIFY_WEIGHTS) and _is_saescope_dir(path.parent):
-        from sae_core.checkpoint import load  # a saescope checkpoint named by one of its files
-
-        return load(path.parent)
-    loader, target = _detect(path)
-    if loader is None:
-        raise FormatError(f"{path}: not a checkpoint format saescope can read; supported formats: saescope (cfg.json + sae.safetensors), {SUPPORTED_FORMATS}")
-    return loader(target)
+    found = detect(path)
+    if found is None:
+        raise FormatError(f"{path}: not a checkpoint format saescope can read; supported formats: {SUPPORTED_FORMATS}")
+    return load_detected(found)
 
 
-def detect_format(path: str | Path) -> str | None:
-    """The name of the library whose checkpoint `path` is, or None."""
-    loader, _ = _detect(Path(path))
-    return _FORMAT_NAMES.get(loader)
-
-
-def _detect(path: Path) -> tuple[Callable[[Path], SparseAutoencoder] | None, Path]:
-    if path.is_file():
-        name = path.name
-        if name == SAELENS_WEIGHTS:
-            return _load_saelens, path.parent
-        if name == SPARSIFY_WEIGHTS:
-            return _load_sparsify, path.parent
-        if name == "cfg.json":
-            return _detect(path.parent)
-        if name == "config.json" and (path.parent / DICTIONARY_LEARNING_WEIGHTS).exists():
-            return _load_dictionary_learning, path.parent / DICTIONARY_LEARNING_WEIGHTS
-        if _starts_with_json_line(path):
-            return _load_saev, path
-        if path.suffix in (".pt", ".pth"):
-            return _load_dictionary_learning, path
-        return None, path
-    if not path.is_dir():
-        return None, path
-    if (path / SAELENS_WEIGHTS).exists():
-        return _load_saelens, path
-    if (path / SPARSIFY_WEIGHTS).exists() and (path / "cfg.json").exists():
-        return _load_sparsify, path
-    if (path / DICTIONARY_LEARNING_WEIGHTS).exists():
-        return _load_dictionary_learning, path / DICTIONARY_LEARNING_WEIGHTS
-    pts = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".pt", ".pth") and _starts_with_json_line(p))
-    if len(pts) == 1:
-        return _load_saev, pts[0]
-    candidates = pts or sorted(p for p in path.iterdir() if p.is_dir() and _looks_like_checkpoint(p))
-    if candidates:
-        names = ", ".join(p.name for p in candidates[:10])
-        raise FormatError(f"{path}: holds several SAEs ({names}); pass one of them")
-    return None, path
-
-
-def _is_saescope_dir(dpath: Path) -> bool:
-    try:
-        return json.loads((dpath / "cfg.json").read_text()).get("kind") == "sae"
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _looks_like_checkpoint(dpath: Path) -> bool:
-    names = (SAELENS_WEIGHTS, SPARSIFY_WEIGHTS, DICTIONARY_LEARNING_WEIGHTS)
-    return any((dpath / n).exists() for n in names)
-
-
-def _starts_with_json_line(fpath: Path) -> bool:
-    try:
-        with open(fpath, "rb") as f:
-            if f.read(1) != b"{":
-                return False
-            f.seek(0)
-            header = json.loads(f.readline())
-    except (OSError, ValueError):
-        return False
-    return isinstance(header, dict)
+def load_detected(found: Detected) -> SparseAutoencoder:
+    """Run the loader of a foreign format that `detect` found."""
+    if found.format == "saescope":
+        raise FormatError(f"{found.target}: a saescope checkpoint; load it with sae_core.load")
+    return _LOADERS[found.format](found.target)
 
 
 # ---- building the saescope module ---------------------------------------------------------------
@@ -417,9 +344,9 @@ def _load_dictionary_learning(fpath: Path) -> SparseAutoencoder:
     return _build(fpath, "batchtopk", W_enc, b_enc, W_dec, b_dec, k=k, threshold=thr.reshape(()))
 
 
-_FORMAT_NAMES = {
-    _load_saelens: "saelens",
-    _load_sparsify: "sparsify",
-    _load_saev: "saev",
-    _load_dictionary_learning: "dictionary_learning",
+_LOADERS = {
+    "saelens": _load_saelens,
+    "sparsify": _load_sparsify,
+    "saev": _load_saev,
+    "dictionary_learning": _load_dictionary_learning,
 }

@@ -14,6 +14,9 @@ import dataclasses
 import io
 import json
 import math
+import os
+import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +26,9 @@ import numpy as np
 import torch
 
 from sae_core import distributed
-from sae_core.checkpoint import CFG_FILE, read_cfg, save
+from sae_core.checkpoint import CFG_FILE, check_outputs, read_cfg, save
 from sae_core.config import SAEConfig
-from sae_core.contract import atomic_write_bytes, folder_id
+from sae_core.contract import atomic_write_bytes, canonical_json, folder_id
 from sae_core.errors import ConfigError, DataError, FormatError
 from sae_core.metrics import MetricsAccumulator, batch_fvu
 from sae_core.model import SparseAutoencoder, check_finite
@@ -60,6 +63,8 @@ class TrainConfig:
     precision: Literal["auto", "float32", "bfloat16"] = field(default="auto", metadata={
         "help": "forward pass under bfloat16 autocast (weights and optimizer stay float32) or float32; auto: bfloat16 on CUDA"})
     name: str = field(default="", metadata={"help": "readable prefix of the run folder name"})
+    keep_state: bool = field(default=False, metadata={
+        "help": "keep the resumable training state (optimizer, step) after the run finishes; by default it is removed"})
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -79,7 +84,7 @@ class TrainConfig:
     def identity(self) -> dict:
         """What defines the run's result: everything but where files live and the device."""
         d = dataclasses.asdict(self)
-        for key in ("out", "device", "log_every", "checkpoint_every_tokens", "name"):
+        for key in ("out", "device", "log_every", "checkpoint_every_tokens", "name", "keep_state"):
             d.pop(key)
         return d
 
@@ -91,10 +96,19 @@ class TrainResult:
     reused: bool
 
 
+MAX_FVU = 100.0
+"""A reconstruction this many times worse than predicting the mean is a diverged run, not a bad SAE
+(a fresh SAE starts near 1): such a run stops instead of saving a checkpoint."""
+
+
+def run_identity(cfg: TrainConfig, store: ActivationStore) -> dict:
+    """What the run folder's name hashes, and what a resumed training state must match."""
+    return cfg.identity() | {"store": store.store_id, "store_n_tokens": store.n_tokens, "precision": resolved_precision(cfg)}
+
+
 def run_dpath_for(cfg: TrainConfig, store: ActivationStore) -> Path:
-    ident = cfg.identity() | {"store": store.store_id, "store_n_tokens": store.n_tokens, "precision": resolved_precision(cfg)}
     slug = cfg.name or f"{store.manifest.get('layer', 'sae')}-{cfg.sae.arch}"
-    return Path(cfg.out) / folder_id(slug, ident, "sae")
+    return Path(cfg.out) / folder_id(slug, run_identity(cfg, store), "sae")
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -105,10 +119,45 @@ def train(cfg: TrainConfig) -> TrainResult:
     run_dpath = run_dpath_for(cfg, store)
     if (run_dpath / CFG_FILE).exists():
         done = read_cfg(run_dpath)
-        if done.get("metrics"):
+        problem = check_outputs(run_dpath, done)
+        if done.get("metrics") and problem is None:
+            if not cfg.keep_state and distributed.current().rank == 0:
+                shutil.rmtree(run_dpath / STATE_DIR, ignore_errors=True)
             return TrainResult(run_dpath, done["metrics"], reused=True)
+        if problem is not None and distributed.current().rank == 0:
+            print(f"saescope train: {problem}; training the run again", file=sys.stderr)
+            (run_dpath / CFG_FILE).unlink(missing_ok=True)  # no longer marks a finished run
+    check_memory(cfg.sae.resolved(store.d_in), cfg.batch_size, _pick_device(cfg.device))
     with distributed.session():
         return _Trainer(cfg, store, run_dpath).run()
+
+
+STATE_DIR = "state"
+
+
+def memory_needed(sae_cfg: SAEConfig, batch_size: int) -> int:
+    """Bytes a training step needs, roughly: float32 weights, gradients and two Adam moments, plus
+    a few dense [batch, d_sae] activation tensors (pre-activations, latents and their gradients)."""
+    n_params = 2 * sae_cfg.d_in * sae_cfg.d_sae + 4 * sae_cfg.d_sae + sae_cfg.d_in
+    return 4 * (4 * n_params + 4 * batch_size * sae_cfg.d_sae)
+
+
+def check_memory(sae_cfg: SAEConfig, batch_size: int, device: torch.device) -> None:
+    """Refuse, before anything is written, a size the device could never hold (`--expansion 100000`)."""
+    need, have = memory_needed(sae_cfg, batch_size), _device_memory(device)
+    if have and need > have:
+        raise ConfigError(f"d_sae={sae_cfg.d_sae:,} (d_in={sae_cfg.d_in}) with batch_size={batch_size} needs about "
+                          f"{need / 2**30:,.1f} GiB but {device} has {have / 2**30:,.1f} GiB; lower --expansion/--d-sae or --batch-size")
+
+
+def _device_memory(device: torch.device) -> int:
+    """Total memory of the device (RAM for the CPU); 0 when unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 class _Trainer:
@@ -169,7 +218,7 @@ class _Trainer:
     # ---- state ------------------------------------------------------------------------------
     @property
     def _state_fpath(self) -> Path:
-        return self.run_dpath / "state" / "state.pt"
+        return self.run_dpath / STATE_DIR / "state.pt"
 
     def _save_state(self) -> None:
         self._check_diverged(0.0)  # weights only; ranks hold the same weights, so all of them stop
@@ -178,7 +227,7 @@ class _Trainer:
         buf = io.BytesIO()
         torch.save(
             {"step": self.step, "sae": self.sae.state_dict(), "opt": self.opt.state_dict(),
-             "tokens_since_fired": self.tokens_since_fired.cpu(), "identity": self.cfg.identity()},
+             "tokens_since_fired": self.tokens_since_fired.cpu(), "identity": run_identity(self.cfg, self.store)},
             buf,
         )
         atomic_write_bytes(self._state_fpath, buf.getvalue())
@@ -192,10 +241,20 @@ class _Trainer:
             state = torch.load(self._state_fpath, map_location="cpu", weights_only=True)
         except Exception as e:  # damaged files raise RuntimeError, EOFError, UnpicklingError, KeyError, ...
             raise FormatError(f"{self._state_fpath}: corrupt training state ({e}); delete it to restart") from None
-        self.sae.load_state_dict(state["sae"])
-        self.opt.load_state_dict(state["opt"])
-        self.tokens_since_fired = state["tokens_since_fired"].to(self.device)
-        self.step = int(state["step"])
+        fix = f"delete {self._state_fpath.parent} to restart the run"
+        if not isinstance(state, dict) or not isinstance(state.get("identity"), dict):
+            raise FormatError(f"{self._state_fpath}: training state without the run's identity; {fix}")
+        mine, saved = run_identity(self.cfg, self.store), state["identity"]
+        differ = sorted(k for k in mine.keys() & saved.keys() if canonical_json(mine[k]) != canonical_json(saved[k]))
+        if differ:
+            raise FormatError(f"{self._state_fpath}: training state of another run (differs in {', '.join(differ)}); {fix}")
+        try:
+            self.sae.load_state_dict(state["sae"])
+            self.opt.load_state_dict(state["opt"])
+            self.tokens_since_fired = state["tokens_since_fired"].to(self.device)
+            self.step = int(state["step"])
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
+            raise FormatError(f"{self._state_fpath}: training state does not fit this run ({str(e).splitlines()[0]}); {fix}") from None
         return True
 
     # ---- loop -------------------------------------------------------------------------------
@@ -222,9 +281,12 @@ class _Trainer:
             bar.close()
         self._save_state()
         metrics = self.evaluate()
+        self._check_diverged(0.0, metrics.get("fvu"))
         if self.dist.rank == 0:
             save(self.sae, self.run_dpath, train_cfg=self.cfg, store=self.store.summary(),
                  n_tokens_trained=self.n_steps * self.cfg.batch_size, metrics=metrics)
+            if not self.cfg.keep_state:  # the run is finished: its resumable state is dead weight
+                shutil.rmtree(self.run_dpath / STATE_DIR, ignore_errors=True)
         if self.dist.enabled:
             torch.distributed.barrier()
         return TrainResult(self.run_dpath, metrics, reused=False)
@@ -277,18 +339,23 @@ class _Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    def _check_diverged(self, loss: float) -> None:
-        """A NaN/inf loss or weight never becomes a checkpoint: stop with what to change."""
+    def _check_diverged(self, loss: float, fvu: float | None = None) -> None:
+        """A NaN/inf loss or weight, or a finite but exploded reconstruction (FVU > MAX_FVU), never
+        becomes a checkpoint: stop with what to change."""
         finite = math.isfinite(loss) and all(bool(torch.isfinite(p).all()) for p in self.sae.parameters())
         if not finite:
             raise DataError(f"training diverged at step {self.step} (loss {loss}, or weights NaN/inf); "
                             f"lower --lr (now {self.cfg.lr:g}) or check the activations")
+        if fvu is not None and not fvu <= MAX_FVU:
+            raise DataError(f"training diverged at step {self.step} (loss {loss:.3g}, FVU {fvu:.3g}: the reconstruction "
+                            f"is over {MAX_FVU:g}x worse than the mean); lower --lr (now {self.cfg.lr:g})")
 
     def _log_row(self, out, x: torch.Tensor, rate: float) -> dict:
-        self._check_diverged(float(out.loss.detach()))
+        fvu = batch_fvu(x, out.x_hat.detach())
+        self._check_diverged(float(out.loss.detach()), fvu)
         return {
             "step": self.step, "n_tokens": self.step * self.cfg.batch_size,
-            "loss": float(out.loss.detach()), "mse": float(out.recon.detach()), "fvu": batch_fvu(x, out.x_hat.detach()),
+            "loss": float(out.loss.detach()), "mse": float(out.recon.detach()), "fvu": fvu,
             "l0": float(out.l0.mean()), "dead_fraction": float((self.tokens_since_fired >= self.dead_after).float().mean()),
             "lr": self.lr_at(self.step - 1), "tokens_per_s": rate,
         }
@@ -386,7 +453,7 @@ def _truncate_log(fpath: Path, step: int) -> None:
                 keep.append(ln)
         except (json.JSONDecodeError, KeyError, TypeError):
             continue  # a line torn by a kill mid-write
-    fpath.write_text("".join(ln + "\n" for ln in keep))
+    atomic_write_bytes(fpath, "".join(ln + "\n" for ln in keep).encode())  # a kill here keeps the old log whole
 
 
 class _Prefetcher:

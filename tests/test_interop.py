@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 import sae_core
 from sae_core.errors import FormatError
-from sae_core.interop import detect_format, load_foreign
+from sae_core.formats import detect
+from sae_core.interop import load_foreign
 
 FIXTURES = Path(__file__).parent / "fixtures" / "interop"
 CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "expected.safetensors").exists())
@@ -84,7 +85,7 @@ def test_loaded_sae_round_trips_through_saescope_format(tmp_path):
     ],
 )
 def test_weight_file_paths_are_accepted(relpath, fmt):
-    assert detect_format(FIXTURES / relpath) == fmt
+    assert detect(FIXTURES / relpath).format == fmt
     assert load_foreign(FIXTURES / relpath).cfg.d_sae == 64
 
 

@@ -99,7 +99,7 @@ def test_save_load_round_trip(tmp_path, arch):
 def test_cfg_json_has_the_contract_keys(tmp_path):
     keys = [row[0] for row in _contract_table("SAE checkpoint", "key")]
     assert keys == ["schema_version", "kind", "sae", "input_scale", "train", "store", "n_tokens_trained", "metrics",
-                    "saescope_version", "git_commit"]
+                    "weights", "saescope_version", "git_commit"]
     save(_random_sae("topk"), tmp_path)
     assert set(json.loads((tmp_path / CFG_FILE).read_text())) == set(keys)
 
@@ -122,7 +122,8 @@ def test_trained_checkpoint_matches_contract(tmp_path):
     assert float(sae.input_scale) == pytest.approx(cfg["input_scale"])
     log_keys = {"step", "n_tokens", "loss", "mse", "fvu", "l0", "dead_fraction", "lr", "tokens_per_s"}
     assert all(set(r) == log_keys for r in read_metrics(result.run_dpath))
-    assert sorted(p.name for p in result.run_dpath.iterdir()) == ["cfg.json", "metrics.jsonl", "sae.safetensors", "state"]
+    # the resumable state is removed once the run is finished
+    assert sorted(p.name for p in result.run_dpath.iterdir()) == ["cfg.json", "metrics.jsonl", "sae.safetensors"]
 
 
 # ---- broken checkpoints ---------------------------------------------------------------------------
@@ -190,7 +191,8 @@ def test_corrupt_training_state(tmp_path):
     from sae_core.training import train
 
     store, _ = synthetic_store(tmp_path / "store", n=512, d_in=D_IN, n_atoms=16)
-    cfg = TrainConfig(store=str(store), out=str(tmp_path / "out"), sae=SAEConfig(d_sae=D_SAE, k=4), batch_size=128, n_tokens=512)
+    cfg = TrainConfig(store=str(store), out=str(tmp_path / "out"), sae=SAEConfig(d_sae=D_SAE, k=4), batch_size=128, n_tokens=512,
+                      keep_state=True)
     run = train(cfg).run_dpath
     (run / CFG_FILE).unlink()
     good = (run / "state" / "state.pt").read_bytes()
@@ -260,7 +262,7 @@ def test_resume_tolerates_torn_log_line(tmp_path):
 
     store, _ = synthetic_store(tmp_path / "store", n=512, d_in=D_IN, n_atoms=16)
     cfg = TrainConfig(store=str(store), out=str(tmp_path / "out"), sae=SAEConfig(d_sae=D_SAE, k=4), batch_size=64, n_tokens=512,
-                      log_every=1, checkpoint_every_tokens=128)
+                      log_every=1, checkpoint_every_tokens=128, keep_state=True)
     run = train(cfg).run_dpath
     (run / CFG_FILE).unlink()  # as if killed after the final state but before cfg.json
     with open(run / "metrics.jsonl", "a") as f:

@@ -249,7 +249,8 @@ def test_train_help_lists_every_field():
         assert f.name in actions, f"--{f.name} missing from `saescope train --help`"
         help_text = actions[f.name].help.split(" (default:")[0].strip()
         assert help_text, f"--{f.name} has no help text"
-        assert actions[f.name].option_strings == ["--" + f.name.replace("_", "-")]
+        flag = "--" + f.name.replace("_", "-")
+        assert actions[f.name].option_strings in ([flag], [flag, "--no-" + flag[2:]])  # booleans also get --no-
     out = subprocess.run([sys.executable, "-m", "precompute.cli", "train", "--help"], cwd=REPO, env=subprocess_env(),
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
@@ -401,3 +402,90 @@ def test_threaded_batch_prefetch_trains_the_same_weights(store, tmp_path, monkey
     threaded = load(train(TrainConfig(out=str(tmp_path / "threaded"), **cfg)).run_dpath)
     for (name, a), (_, b) in zip(inline.state_dict().items(), threaded.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+# ---- runs that must not report success (issue 14) ------------------------------------------------
+@pytest.mark.parametrize("arch", ["topk", "relu"])
+def test_a_finite_explosion_stops_like_nan(store, tmp_path, arch):
+    """lr=1e6 used to save a finished run with explained variance -2.9e30: finite, but no SAE."""
+    path, _ = store
+    with pytest.raises(DataError, match=r"training diverged at step \d+ .*FVU .*lower --lr"):
+        train(TrainConfig(store=str(path), out=str(tmp_path), sae=SAEConfig(arch=arch, d_sae=D_SAE, k=K), lr=1e6,
+                          batch_size=256, n_tokens=4096))
+    assert not list(tmp_path.rglob("cfg.json")) and not list(tmp_path.rglob("sae.safetensors"))
+
+
+def test_impossible_sizes_are_refused_up_front_with_the_memory_needed(store, tmp_path, capsys):
+    from sae_core.training import memory_needed
+
+    path, _ = store
+    out = tmp_path / "out"
+    assert main(["train", "--store", str(path), "--out", str(out), "--expansion", "100000", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    need = memory_needed(SAEConfig(d_in=D_IN, d_sae=100000 * D_IN), 8192)
+    assert len(err) == 1 and f"{need / 2**30:,.1f} GiB" in err[0] and "--expansion" in err[0], err
+    assert not out.exists()
+
+
+def test_reuse_checks_that_the_weights_exist_and_are_readable(store, tmp_path, capsys):
+    path, _ = store
+    cfg = TrainConfig(store=str(path), out=str(tmp_path), sae=SAEConfig(arch="topk", d_sae=64, k=K), batch_size=512, n_tokens=2048)
+    first = train(cfg)
+    weights = first.run_dpath / "sae.safetensors"
+    good = weights.read_bytes()
+    for damage in (lambda: weights.unlink(), lambda: weights.write_bytes(good[:-8]), lambda: weights.write_bytes(b"x" * len(good))):
+        damage()
+        again = train(cfg)
+        assert not again.reused and weights.read_bytes() == good  # trained again, to the same weights
+        assert "training the run again" in capsys.readouterr().err
+    assert train(cfg).reused
+
+
+def test_training_state_is_removed_when_done_unless_kept(store, tmp_path):
+    path, _ = store
+    cfg = TrainConfig(store=str(path), out=str(tmp_path), sae=SAEConfig(arch="topk", d_sae=64, k=K), batch_size=512, n_tokens=2048)
+    run = train(cfg).run_dpath
+    assert not (run / "state").exists()
+    kept = train(dataclasses.replace(cfg, keep_state=True))
+    assert kept.reused and kept.run_dpath == run  # keep_state is not part of the run's identity
+    run2 = train(dataclasses.replace(cfg, seed=5, keep_state=True)).run_dpath
+    assert (run2 / "state" / "state.pt").is_file()
+    train(dataclasses.replace(cfg, seed=5))  # reused, and the state it no longer needs is removed
+    assert not (run2 / "state").exists()
+
+
+def test_resumed_state_must_belong_to_the_run(store, tmp_path):
+    path, _ = store
+    cfg = TrainConfig(store=str(path), out=str(tmp_path), sae=SAEConfig(arch="topk", d_sae=64, k=K), batch_size=512, n_tokens=2048,
+                      keep_state=True)
+    other = train(dataclasses.replace(cfg, seed=1)).run_dpath
+    mine = train(cfg).run_dpath
+    (mine / "cfg.json").unlink()  # as if killed before the end
+    (mine / "state" / "state.pt").write_bytes((other / "state" / "state.pt").read_bytes())
+    with pytest.raises(FormatError, match=r"training state of another run \(differs in seed\); delete .*state to restart"):
+        train(cfg)
+    assert not (mine / "cfg.json").exists()
+
+
+def test_metrics_log_is_rewritten_atomically_on_resume(store, tmp_path, monkeypatch):
+    """A disk error while the log is cut back to the resumed step leaves the old log whole."""
+    import os
+
+    import sae_core.contract as contract
+    from sae_core.training import _truncate_log
+
+    log = tmp_path / "metrics.jsonl"
+    lines = "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 6))
+    log.write_text(lines + '{"step": 6, "lo')
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    real_fsync = os.fsync
+    monkeypatch.setattr(contract.os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        _truncate_log(log, 3)
+    monkeypatch.setattr(contract.os, "fsync", real_fsync)
+    assert log.read_text() == lines + '{"step": 6, "lo' and [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
+    _truncate_log(log, 3)
+    assert [json.loads(ln)["step"] for ln in log.read_text().splitlines()] == [1, 2, 3]
