@@ -6,16 +6,17 @@ DuckDB connections are not thread-safe, so each threadpool worker gets its own c
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 import duckdb
 from fastapi import Depends, Request
 
-from app.errors import IndexSchemaError
+from app.errors import IndexSchemaError, IndexUnavailableError
 
 SCHEMA_VERSION = 5  # sae_core.contract.SCHEMA_VERSION (the app does not import sae_core)
 INDEX_FORMAT_SINCE = 5  # sae_core.contract.FORMAT_SINCE["index"]: the oldest index this app reads
@@ -28,17 +29,49 @@ CACHE_SIZE = 128
 """Entries in the per-process LRU of derived views (the index is read-only, so they never go stale).
 A patch-SAE feature view holds ~70 heatmaps as floats (up to ~1 MB), hence a small bound."""
 T = TypeVar("T")
+CATALOG = "idx"  # the index's name inside the private in-memory database
+HEADER_BYTES = 3 * 4096  # DuckDB's file header and two database headers precede the blocks
+
+
+class FileStamp(NamedTuple):
+    """What changes when a file is replaced (inode) or rewritten in place (size, mtime)."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+
+def file_stamp(path: Path) -> FileStamp | None:
+    """One stat call (~2 us): cheap enough for every request."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return FileStamp(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _sql_quote(text: str) -> str:
+    return text.replace("'", "''")
 
 
 class Index:
-    """Read-only access to an explorer index with a startup schema check."""
+    """Read-only access to an explorer index with a startup schema check.
+
+    The file is ATTACHed to a private in-memory database rather than opened by path: DuckDB
+    shares one instance per path within a process, so a second `connect(path)` after the file
+    was replaced would still see the old one, and a reload could never switch.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
+        self.stamp = file_stamp(self.path)
+        if self.stamp is None or not self.path.is_file():
             raise IndexSchemaError(f"index file not found: {self.path}")
         try:
-            self.con = duckdb.connect(str(self.path), read_only=True)
+            self.con = duckdb.connect(":memory:")
+            self.con.execute(f"ATTACH '{_sql_quote(str(self.path))}' AS {CATALOG} (READ_ONLY)")
+            self.con.execute(f"USE {CATALOG}")
         except duckdb.Error as exc:
             raise IndexSchemaError(f"cannot open index {self.path}: not a readable DuckDB file") from exc
         self._lock_down()
@@ -46,22 +79,40 @@ class Index:
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
         self._cache: OrderedDict[Hashable, Any] = OrderedDict()
-        self.version, self.created_at = self._check_schema()
+        self.damaged: str | None = None
+        try:
+            self._check_complete()
+            self.version, self.created_at = self._check_schema()
+            self.inputs_hash = self._meta("inputs_hash")
+        except BaseException:
+            self.con.close()
+            raise
 
     def _lock_down(self) -> None:
-        """No file or network access from SQL, and no way to turn it back on.
+        """No file or network access from SQL (no ATTACH, no read_csv), and no way to turn it back on."""
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
 
-        A second connection to the same file in one process shares the (already locked)
-        database instance, so each setting is only SET when it differs.
-        """
-        for name, value in (("enable_external_access", False), ("lock_configuration", True)):
-            current = self.con.execute("SELECT current_setting(?)", [name]).fetchone()[0]
-            if current != value:
-                self.con.execute(f"SET {name} = {str(value).lower()}")
+    def _check_complete(self) -> None:
+        """A half-copied file opens and even counts its rows (metadata only); its size gives it away."""
+        row = self.con.execute("SELECT block_size, total_blocks FROM pragma_database_size() WHERE database_name = ?",
+                               [CATALOG]).fetchone()
+        if row is not None and self.stamp.size < HEADER_BYTES + int(row[0]) * int(row[1]):
+            raise IndexSchemaError(
+                f"{self.path} is incomplete ({self.stamp.size:,} bytes of {HEADER_BYTES + int(row[0]) * int(row[1]):,}): "
+                "a copy still under way or a truncated file; copy it again, then rename it into place")
+
+    def _meta(self, key: str) -> str | None:
+        if "index_meta" not in self._tables():
+            return None
+        return self.scalar("SELECT value FROM index_meta WHERE key = ?", [key])
+
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self.con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = ?", [CATALOG]).fetchall()}
 
     def _check_schema(self) -> tuple[int, str]:
-        tables = {r[0] for r in self.con.execute(
-            "SELECT table_name FROM information_schema.tables").fetchall()}
+        tables = self._tables()
         if "schema_version" not in tables:
             raise IndexSchemaError(f"{self.path} is not a saescope index: no schema_version table")
         row = self.con.execute("SELECT version, CAST(created_at AS VARCHAR) FROM schema_version").fetchone()
@@ -80,13 +131,23 @@ class Index:
         cur = getattr(self._local, "cur", None)
         if cur is None:
             cur = self._local.cur = self.con.cursor()
+            cur.execute(f"USE {CATALOG}")  # a cursor starts in the in-memory catalog
             with self._lock:
                 self._cursors.append(cur)
         return cur
 
+    def execute(self, sql: str, params: list[Any] | tuple = ()) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor after running sql; a file that cannot be read is a 503, not a 500."""
+        try:
+            return self.cursor().execute(sql, params)
+        except (duckdb.IOException, duckdb.InternalException) as exc:
+            self.damaged = f"{self.path} could not be read ({type(exc).__name__})"
+            raise IndexUnavailableError(
+                "The index file cannot be read right now (being replaced, or damaged); try again shortly.") from exc
+
     def all(self, sql: str, params: list[Any] | tuple = ()) -> list[dict[str, Any]]:
         """Rows as dicts; SQL only ever with bound parameters."""
-        cur = self.cursor().execute(sql, params)
+        cur = self.execute(sql, params)
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
@@ -95,7 +156,7 @@ class Index:
         return rows[0] if rows else None
 
     def scalar(self, sql: str, params: list[Any] | tuple = ()) -> Any:
-        row = self.cursor().execute(sql, params).fetchone()
+        row = self.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
     def cached(self, key: Hashable, make: Callable[[], T]) -> T:
@@ -123,8 +184,8 @@ class Index:
         self.con.close()
 
 
-async def get_db(request: Request) -> Index:  # async: no threadpool hop for an attribute read
-    return request.app.state.index
+async def get_db(request: Request) -> Index:  # async: one stat call, no threadpool hop
+    return request.app.state.watch.get()
 
 
 DbDep = Annotated[Index, Depends(get_db)]

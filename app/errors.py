@@ -41,6 +41,13 @@ class InvalidParamError(AppError):
     title = "Invalid parameter"
 
 
+class IndexUnavailableError(AppError):
+    """The index file failed a read (rewritten in place, or damaged): retry, do not report a bug."""
+
+    status_code = 503
+    title = "Index unavailable"
+
+
 def wants_json(request: Request) -> bool:
     """JSON for `.json`/`.bin` routes and API clients; HTML for browsers."""
     path = request.url.path

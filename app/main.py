@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from app.db import Index
 from app.errors import install_error_handlers
+from app.index_watch import IndexWatch
 from app.render import make_templates
 from app.routes import features, files, game, home, saes, samples, search
 from app.settings import Settings
@@ -68,18 +69,20 @@ class HeadAsGet:
 
 def create_app(settings: Settings) -> FastAPI:
     """Open the index now, so a bad file fails at startup with a clear message."""
-    index = Index(settings.index)
+    watch = IndexWatch(settings.index, on_swap=lambda new: setattr(app.state, "index", new))
+    index = watch.current
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        index.close()
+        watch.close()
 
     # No /docs: Swagger UI loads its scripts from a CDN, and the explorer must work offline.
     app = FastAPI(title="saescope explorer", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Sparse-autoencoder features of vision models. Every page has a `.json` twin.")
     app.state.settings = settings
-    app.state.index = index
+    app.state.index = index  # the current one: IndexWatch replaces it when the file changes
+    app.state.watch = watch
     app.state.templates = make_templates()
     app.state.points_cache = {}
     app.state.game_secret = settings.secret or hashlib.sha256(

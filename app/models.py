@@ -6,9 +6,12 @@ from pydantic import BaseModel, Field
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(description="ok, or unhealthy (HTTP 503) when the index file is bad; `problem` says why")
     schema_version: int
     n_saes: int
+    inputs_hash: str | None = Field(default=None, description="index_meta inputs_hash of the index being served")
+    built_at: str = Field(description="schema_version.created_at of the index being served")
+    problem: str | None = None
 
 
 class SaeSummary(BaseModel):
@@ -58,7 +61,10 @@ class SampleRef(BaseModel):
 class FeatureSummary(BaseModel):
     feature_id: int
     name: str | None
-    title: str = Field(description="name, or 'feature N' when unnamed")
+    title: str = Field(description="name, 'maybe <name>' when the name is weak, or 'feature N' when unnamed")
+    name_score: float | None = Field(default=None, description="activation-weighted share of the top samples carrying the name's leading word (0..1)")
+    name_coverage: float | None = Field(default=None, description="top samples carrying the leading word / min(dataset samples carrying it, top samples)")
+    name_weak: bool = Field(default=False, description="name_score below the index's weak-name threshold (0.5)")
     density: float | None
     n_fired: int | None
     mean_act: float | None
@@ -73,6 +79,7 @@ class FeatureCard(FeatureSummary):
     """Hover card on the map: stats plus a few top samples."""
 
     top: list[SampleRef]
+    top_label_fraction: float | None = Field(default=None, description="share of the top samples carrying top_label (home page examples)")
 
 
 class FeatureList(BaseModel):
@@ -102,7 +109,7 @@ class LabelCount(BaseModel):
 class Neighbor(BaseModel):
     feature_id: int
     title: str
-    cosine: float
+    cosine: float = Field(description="decoder cosine (kind decoder) or Jaccard index of firing samples (kind coactivation)")
     url: str
     thumbs: list[SampleRef]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from app.db import DbDep
 from app.models import Health, SaeList
@@ -30,7 +30,11 @@ def home(request: Request, db: DbDep) -> HTMLResponse:
     return page(request, "home.html", _home(db))
 
 
-@router.get("/health", response_model=Health)
-def health(db: DbDep) -> Health:
-    n = int(db.scalar("SELECT count(*) FROM saes"))
-    return Health(status="ok", schema_version=db.version, n_saes=n)
+@router.get("/health", response_model=Health, responses={503: {"model": Health, "description": "the index file is bad"}})
+def health(request: Request, db: DbDep) -> Response:
+    """What is served (hash, build time) and whether the file on disk is fine."""
+    problem = request.app.state.watch.health_problem()
+    n = int(db.scalar("SELECT count(*) FROM saes")) if db.damaged is None else 0
+    body = Health(status="unhealthy" if problem else "ok", schema_version=db.version, n_saes=n,
+                  inputs_hash=db.inputs_hash, built_at=db.created_at, problem=problem)
+    return Response(body.model_dump_json(), status_code=503 if problem else 200, media_type="application/json")

@@ -106,7 +106,7 @@ def _feature_tables(con, sae_id: str, d_sae: int, n_samples: int, grid: int | No
         cx, cy = math.cos(cluster * 1.57) * 5, math.sin(cluster * 1.57) * 5
         x, y = cx + rng.normal(0, 1), cy + rng.normal(0, 1)
         if f == DEAD_FEATURE:
-            feats.append((sae_id, f, None, 0.0, 0, 0.0, 0.0, 0.0, None, -1, float(x), float(y)))
+            feats.append((sae_id, f, None, 0.0, 0, 0.0, 0.0, 0.0, None, -1, float(x), float(y), 0.0, 0.0))
             hists.append((sae_id, f, [], []))
             continue
         samples = rng.permutation(n_samples)[:n_top]
@@ -141,7 +141,7 @@ def _feature_tables(con, sae_id: str, d_sae: int, n_samples: int, grid: int | No
             name = f"evil {XSS} feature"
         n_fired = int(rng.integers(n_top, n_samples + 1))
         feats.append((sae_id, f, name, n_fired / n_samples, n_fired, float(np.mean(acts)),
-                      float(order[0][0]), ent, top_label, cluster, float(x), float(y)))
+                      float(order[0][0]), ent, top_label, cluster, float(x), float(y), 0.9 - (f % 7) / 10, 0.5))
         for r in range(10):
             nb = (f + r + 1) % (d_sae - 1)
             neigh.append((sae_id, f, r, nb, float(0.9 - r * 0.05)))
@@ -157,8 +157,8 @@ def _feature_tables(con, sae_id: str, d_sae: int, n_samples: int, grid: int | No
             rows.append((sae_id, s, r, f, a))
     _insert(con, "sample_top", rows)
     cl = [(sae_id, "features", c, f"cluster {c} of {sae_id}", 0, math.cos(c * 1.57) * 5,
-           math.sin(c * 1.57) * 5) for c in range(n_clusters)]
-    cl.append((sae_id, "samples", 0, "all samples", n_samples, 0.0, 0.0))
+           math.sin(c * 1.57) * 5, 0.6) for c in range(n_clusters)]
+    cl.append((sae_id, "samples", 0, "all samples", n_samples, 0.0, 0.0, 0.6))
     _insert(con, "clusters", cl)
     smap = [(sae_id, s, float(rng.normal()), float(rng.normal()), 0) for s in range(n_samples)]
     _insert(con, "sample_map", smap)
@@ -177,7 +177,8 @@ def build_fixture_index(dpath: Path, schema_version: int = SCHEMA_VERSION) -> Pa
     con = duckdb.connect(str(path))
     create_schema(con)
     con.execute("INSERT INTO schema_version VALUES (?, '0.1.0', now()::TIMESTAMP)", [schema_version])
-    con.execute(f"INSERT INTO index_meta VALUES ('quantile_bins', '{QUANTILE_BINS}')")  # bin 3 is left empty
+    con.execute(f"INSERT INTO index_meta VALUES ('quantile_bins', '{QUANTILE_BINS}'), "  # bin 3 is left empty
+                "('inputs_hash', 'fixture-inputs')")
     _insert(con, "datasets", [
         (IMG_DS, "image", "shapes", N_SAMPLES, str(thumbs), True),
         (TEXT_DS, "text", "words", 8, None, False),

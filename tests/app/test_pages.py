@@ -13,7 +13,10 @@ from sae_core.contract import SCHEMA_VERSION
 def test_health(client):
     r = client.get("/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "schema_version": SCHEMA_VERSION, "n_saes": 3}
+    body = r.json()
+    assert body.pop("built_at").startswith("20")
+    assert body == {"status": "ok", "schema_version": SCHEMA_VERSION, "n_saes": 3, "inputs_hash": "fixture-inputs",
+                    "problem": None}
 
 
 def test_home_lists_saes_with_metrics(client):
