@@ -87,6 +87,14 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(describe(Path(args.path)))
 
 
+def _cmd_steer_flux(args: argparse.Namespace) -> None:
+    from precompute.steer_flux_cli import SteerFluxConfig, run_steer_flux
+
+    args.edits = tuple(args.edits or ())
+    result = run_steer_flux(dataclass_from_args(SteerFluxConfig, args))
+    print(f"wrote {result.grid_fpath} ({result.n_images} generated images) and {result.report_fpath}")
+
+
 def _port(text: str) -> int:
     from sae_core.validate import check_port
 
@@ -132,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="summarise an SAE checkpoint, activation store, dataset or index")
     p.add_argument("path", help="checkpoint folder, store folder, dataset folder or .duckdb index")
     p.set_defaults(func=_cmd_info)
+
+    from precompute.steer_flux_cli import SteerFluxConfig
+
+    p = sub.add_parser("steer-flux", help="edit SAE features inside FLUX Redux (or a FLUX block) and write a grid of generated images")
+    p.add_argument("--edit", dest="edits", action="append", metavar="FEATURE=VALUE",
+                   help="12=+3 adds, 12=-3 subtracts, 12=3 sets, 40=0 clamps, 12=*2 scales (repeat to compose)")
+    add_dataclass_args(p, SteerFluxConfig, skip=("edits",))
+    p.set_defaults(func=_cmd_steer_flux)
     return parser
 
 
