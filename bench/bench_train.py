@@ -2,12 +2,16 @@
 
 CPU: the demo configurations. CUDA: the three configurations of ../shared/NOTES.md (sparsify's
 anchors: 459k/275k tokens/s without/with AuxK at d=1024, 65,536 latents, k=32 on an H100).
-`--sparsify` also times EleutherAI sparsify's step on identical batches in the same run.
+`--sparsify` also times EleutherAI sparsify's step on identical batches in the same run, the two
+libraries' runs interleaved (medians of rounds), so a shared machine's load cancels in the ratio.
+`--gpu-shape` times the d=1024, 65,536-latent, k=32 shape on a CPU at a small batch.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -22,6 +26,7 @@ from sae_core.model import SparseAutoencoder  # noqa: E402
 CPU_CONFIGS = [("demo head", 1280, 512, 16, 256), ("demo patches", 320, 1024, 16, 512), ("d=768 x8, k=32", 768, 6144, 32, 4096)]
 GPU_CONFIGS = [("d=1024, 65,536, k=32", 1024, 65536, 32, 8192), ("d=768, 24,576, k=64", 768, 24576, 64, 8192),
                ("d=1152, 36,864, k=64", 1152, 36864, 64, 8192)]
+GPU_SHAPE_ON_CPU = ("d=1024, 65,536, k=32 (GPU shape)", 1024, 65536, 32, 256)
 
 
 class SyntheticStream:
@@ -92,40 +97,64 @@ def sparsify_step_fn(d_in: int, d_sae: int, k: int, device: str, auxk: bool):
     return step
 
 
-def run(step, stream: SyntheticStream, n_steps: int, device: str) -> tuple[float, float]:
-    """(tokens/s over n_steps after 3 warm-up steps, FVU of the last batch)."""
-    for i in range(3):
-        step(stream(i))
+def time_steps(step, batches: list[torch.Tensor], n_steps: int, device: str) -> tuple[float, torch.Tensor]:
+    """(tokens/s over n_steps, the last reconstruction)."""
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    batches = [stream(3 + i) for i in range(min(n_steps, 8))]
     sync()
     t0 = time.perf_counter()
     for i in range(n_steps):
         x_hat = step(batches[i % len(batches)])
     sync()
-    rate = stream.batch * n_steps / (time.perf_counter() - t0)
-    x = batches[(n_steps - 1) % len(batches)]
-    fvu = float((x - x_hat.float()).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
-    return rate, fvu
+    return batches[0].shape[0] * n_steps / (time.perf_counter() - t0), x_hat
+
+
+def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    return float((x - x_hat.detach().float()).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+
+
+def bench_config(libs, d_in: int, d_sae: int, k: int, batch: int, args) -> dict:
+    """Median tokens/s of every (library, AuxK) step, the runs interleaved round by round so that
+    load from other jobs on a shared machine falls on all of them alike; FVU after the same tokens."""
+    stream = SyntheticStream(d_in, batch, args.device)
+    batches = [stream(3 + i) for i in range(min(args.steps, 8))]
+    steps = {}
+    for lib, make in libs:
+        for auxk in (False, True):
+            steps[lib, auxk] = step = make(d_in, d_sae, k, args.device, auxk)
+            for i in range(3):  # warm-up on batches the timed rounds never use
+                step(stream(i))
+    rates = {key: [] for key in steps}
+    last = {}
+    for _ in range(args.rounds):
+        for key, step in steps.items():
+            rate, last[key] = time_steps(step, batches, args.steps, args.device)
+            rates[key].append(rate)
+    x = batches[(args.steps - 1) % len(batches)]
+    return {key: (statistics.median(r), fvu(x, last[key])) for key, r in rates.items()}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--steps", type=int, default=20, help="timed steps per configuration")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per step kind (the median is reported)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--sparsify", action="store_true", help="also time EleutherAI sparsify (pip install eai-sparsify)")
+    p.add_argument("--gpu-shape", action="store_true", help="on CPU: only the d=1024, 65,536-latent, k=32 shape, at batch 256")
+    p.add_argument("--only", default="", help="only configurations whose name contains this")
     args = p.parse_args()
-    configs = GPU_CONFIGS if torch.device(args.device).type == "cuda" else CPU_CONFIGS
+    configs = GPU_CONFIGS if torch.device(args.device).type == "cuda" else [GPU_SHAPE_ON_CPU] if args.gpu_shape else CPU_CONFIGS
     libs = [("saescope", saescope_step_fn)] + ([("sparsify", sparsify_step_fn)] if args.sparsify else [])
     rows = []
-    for name, d_in, d_sae, k, batch in configs:
-        stream = SyntheticStream(d_in, batch, args.device)
-        for lib, make in libs:
-            plain, _ = run(make(d_in, d_sae, k, args.device, False), stream, args.steps, args.device)
-            aux, fvu = run(make(d_in, d_sae, k, args.device, True), stream, args.steps, args.device)
-            rows.append([name, lib, batch, f"{plain:,.0f}", f"{aux:,.0f}", f"{fvu:.4f}"])
-    print(machine())
-    print_table(["config", "library", "batch", "tokens/s", "tokens/s with AuxK", f"FVU after {args.steps + 3} steps"], rows)
+    n_tokens = 3 + args.rounds * args.steps
+    for name, d_in, d_sae, k, batch in (c for c in configs if args.only in c[0]):
+        res = bench_config(libs, d_in, d_sae, k, batch, args)
+        for lib, _ in libs:
+            ratio = [f"{res[lib, True][0] / res['sparsify', True][0]:.2f}x" if args.sparsify else "-"]
+            rows.append([name, lib, batch, f"{res[lib, False][0]:,.0f}", f"{res[lib, True][0]:,.0f}", *ratio,
+                         f"{res[lib, False][1]:.4f}", f"{res[lib, True][1]:.4f}"])
+    print(machine(), f"· OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} · torch threads {torch.get_num_threads()}")
+    print(f"median of {args.rounds} interleaved rounds of {args.steps} steps; FVU of the last batch after {n_tokens} steps")
+    print_table(["config", "library", "batch", "tokens/s", "tokens/s with AuxK", "AuxK vs sparsify", "FVU", "FVU with AuxK"], rows)
 
 
 if __name__ == "__main__":

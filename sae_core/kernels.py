@@ -8,6 +8,12 @@ sparse-times-dense product sorted by latent, and b_dec's gradient one matvec (th
 itself, a gather of k encoder columns per row, is only formed when the input needs it).
 AuxK gradients reach the dead latents' encoder columns (some implementations drop them).
 
+AuxK selects k_aux = d_in / 2 dead latents per row, far more than k. When that is a large share
+of the dead latents (always so when few latents are dead), the AuxK code is kept dense over the
+dead columns (`TopKSelection.aux_dense`): its decode and all its gradients are then matmuls over
+the [batch, n_dead] block instead of gathers and scatters of k_aux rows per row, and when every
+dead latent is selected no second top-k runs at all.
+
 The kernel is chosen once at import; `SAESCOPE_SPARSE_ENCODER=0` selects the plain reference.
 `tests/test_sae_kernels.py` checks that both give the same outputs and gradients.
 """
@@ -21,6 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+DENSE_AUX_MIN_SHARE = 0.25
+"""k_aux / n_dead from which the AuxK code is dense over the dead columns. A matmul entry costs
+far less than a gathered one, but the dense block has n_dead / k_aux times more entries; on the
+2-core CPU of docs/benchmarks.md the dense block won at 1/3 and lost at 1/8 of the dead selected."""
+
 
 class TopKSelection(NamedTuple):
     values: Tensor
@@ -28,73 +39,118 @@ class TopKSelection(NamedTuple):
     indices: Tensor
     """[batch, k]"""
     aux_values: Tensor
-    """[batch, k_aux] the largest dead latents' ReLU'd pre-activations (k_aux may be 0)."""
+    """The AuxK code, ReLU'd: [batch, k_aux] values of the largest dead latents (k_aux may be 0),
+    or, when `aux_dense`, [batch, n_dead] over all dead latents with zeros off the k_aux largest."""
     aux_indices: Tensor
+    """[batch, k_aux] latent of each aux value, or when `aux_dense` [batch, n_dead], every row
+    the dead latents in order (an expanded view of one vector)."""
+    aux_dense: bool = False
 
 
-def _select(pre: Tensor, k: int, dead_mask: Tensor | None, k_aux: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def dense_aux(k_aux: int, n_dead: int) -> bool:
+    """Whether AuxK's code is cheaper dense over the dead columns than as k_aux gathers per row."""
+    return k_aux > 0 and k_aux >= DENSE_AUX_MIN_SHARE * n_dead
+
+
+def _select_aux(pre: Tensor, dead: Tensor, k_aux: int, dense: bool) -> tuple[Tensor, Tensor]:
+    """The largest k_aux of the dead latents' pre-activations, ReLU'd, in sparse or dense form."""
+    # Only the dead latents' columns: usually a few percent of d_sae, where masking the whole
+    # [batch, d_sae] matrix would make and scan a second dense copy.
+    pre_dead = pre.index_select(1, dead)
+    if not dense:
+        aux_values, local = pre_dead.topk(k_aux, dim=-1, sorted=False)
+        return aux_values.relu(), dead[local]
+    columns = dead.expand(pre.shape[0], -1)
+    if k_aux >= dead.numel():  # every dead latent is selected: no second top-k
+        return pre_dead.relu_(), columns
+    top, local = pre_dead.topk(k_aux, dim=-1, sorted=False)
+    return torch.zeros_like(pre_dead).scatter_(1, local, top.relu()), columns
+
+
+def _select(pre: Tensor, k: int, dead: Tensor | None, k_aux: int, dense: bool) -> TopKSelection:
     values, indices = pre.topk(k, dim=-1, sorted=False)
-    if dead_mask is not None and k_aux > 0:
-        # Only the dead latents' columns: usually a few percent of d_sae, where masking the whole
-        # [batch, d_sae] matrix would make and scan a second dense copy.
-        dead = dead_mask.nonzero().squeeze(1)
-        aux_values, local = pre.index_select(1, dead).topk(k_aux, dim=-1, sorted=False)
-        aux_indices = dead[local]
+    if dead is not None and k_aux > 0:
+        aux_values, aux_indices = _select_aux(pre, dead, k_aux, dense)
     else:
         aux_values = pre.new_zeros(pre.shape[0], 0)
         aux_indices = torch.zeros(pre.shape[0], 0, dtype=torch.long, device=pre.device)
-    return values.relu(), indices, aux_values.relu(), aux_indices
+        dense = False
+    return TopKSelection(values.relu(), indices, aux_values, aux_indices, dense)
 
 
 class SparseTopKEncode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, dead_mask: Tensor | None, k_aux: int):
+    def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, dead: Tensor | None, k_aux: int, dense: bool):
         x_c = x - b_dec
         # The bias is added in float32 after the (autocast) matmul, exactly as the plain reference
         # `x_c @ W_enc + b_enc` does: in a bfloat16 epilogue a large bias would swamp the product.
         pre = torch.mm(x_c, W_enc.to(x_c.dtype)).float().add_(b_enc)
-        values, indices, aux_values, aux_indices = _select(pre, k, dead_mask, k_aux)
-        ctx.save_for_backward(x_c, W_enc, torch.cat([indices, aux_indices], 1), torch.cat([values > 0, aux_values > 0], 1))
-        ctx.k = k
-        ctx.mark_non_differentiable(indices, aux_indices)
-        return values, indices, aux_values, aux_indices
+        sel = _select(pre, k, dead, k_aux, dense)
+        ctx.k, ctx.aux_dense = k, sel.aux_dense
+        if sel.aux_dense:  # the sparse part is the main code only; the dense block is kept apart
+            ctx.save_for_backward(x_c, W_enc, sel.indices, sel.values > 0, dead, sel.aux_values > 0)
+        else:
+            ctx.save_for_backward(x_c, W_enc, torch.cat([sel.indices, sel.aux_indices], 1),
+                                  torch.cat([sel.values > 0, sel.aux_values > 0], 1), None, None)
+        ctx.mark_non_differentiable(sel.indices, sel.aux_indices)
+        return sel.values, sel.indices, sel.aux_values, sel.aux_indices
 
     @staticmethod
     def backward(ctx, g_values, _g_idx, g_aux, _g_aux_idx):
-        x_c, W_enc, indices, active = ctx.saved_tensors
+        x_c, W_enc, indices, active, dead, aux_active = ctx.saved_tensors
         batch, n_sel = indices.shape
-        d_sae = W_enc.shape[1]
         parts = [g_values if g_values is not None else x_c.new_zeros(batch, ctx.k)]
         if n_sel > ctx.k:
             parts.append(g_aux if g_aux is not None else x_c.new_zeros(batch, n_sel - ctx.k))
         g = (torch.cat(parts, 1).float() * active).contiguous()
-        grad_x = grad_b_dec = grad_w = grad_b = None
-        flat_idx, flat_g = indices.reshape(-1), g.reshape(-1)
-        if ctx.needs_input_grad[0]:  # rarely: inputs are data
-            grad_x = F.embedding_bag(indices, W_enc.t().float().contiguous(), per_sample_weights=g, mode="sum").to(x_c.dtype)
-        if ctx.needs_input_grad[2]:
-            rows = torch.arange(batch, device=x_c.device).repeat_interleave(n_sel)
-            g_sparse = torch.sparse_coo_tensor(torch.stack([flat_idx, rows]), flat_g, (d_sae, batch), check_invariants=False)
-            grad_w = torch.sparse.mm(g_sparse, x_c.float()).t().to(W_enc.dtype)
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
-            grad_pre_sum = torch.zeros(d_sae, dtype=torch.float32, device=x_c.device).index_add_(0, flat_idx, flat_g)
-            grad_b = grad_pre_sum if ctx.needs_input_grad[3] else None
-            # b_dec's gradient is minus the row sum of the input gradient, which is W_enc @ (the
-            # pre-activation gradient summed over rows): a [d_in, d_sae] matvec instead of
-            # gathering k + k_aux encoder columns for every row.
-            if ctx.needs_input_grad[1]:
-                grad_b_dec = -(W_enc.float() @ grad_pre_sum)
-        return grad_x, grad_b_dec, grad_w, grad_b, None, None, None
+        need_x, need_b_dec, need_w, need_b = ctx.needs_input_grad[:4]
+        grad_x, grad_w, grad_pre_sum = _sparse_grads(x_c, W_enc, indices, g, need_x, need_w, need_b_dec or need_b)
+        if ctx.aux_dense and g_aux is not None:
+            g_dead = g_aux.float() * aux_active
+            if need_x:
+                grad_x = grad_x + (g_dead @ W_enc.index_select(1, dead).t().float()).to(x_c.dtype)
+            if need_w:
+                grad_w.index_add_(1, dead, (x_c.t().float() @ g_dead).to(grad_w.dtype))
+            if grad_pre_sum is not None:
+                grad_pre_sum.index_add_(0, dead, g_dead.sum(0))
+        # b_dec's gradient is minus the row sum of the input gradient, which is W_enc @ (the
+        # pre-activation gradient summed over rows): a [d_in, d_sae] matvec instead of gathering
+        # the selected encoder columns for every row.
+        grad_b_dec = -(W_enc.float() @ grad_pre_sum) if need_b_dec else None
+        return grad_x, grad_b_dec, grad_w, grad_pre_sum if need_b else None, None, None, None, None
+
+
+def _sparse_grads(x_c: Tensor, W_enc: Tensor, indices: Tensor, g: Tensor, need_x: bool, need_w: bool, need_sum: bool):
+    """(input, W_enc, summed pre-activation) gradients of the selected entries g [batch, n_sel]."""
+    batch, n_sel = indices.shape
+    d_sae = W_enc.shape[1]
+    grad_x = grad_w = grad_pre_sum = None
+    flat_idx, flat_g = indices.reshape(-1), g.reshape(-1)
+    if need_x:  # rarely: inputs are data
+        grad_x = F.embedding_bag(indices, W_enc.t().float().contiguous(), per_sample_weights=g, mode="sum").to(x_c.dtype)
+    if need_w:
+        rows = torch.arange(batch, device=x_c.device).repeat_interleave(n_sel)
+        g_sparse = torch.sparse_coo_tensor(torch.stack([flat_idx, rows]), flat_g, (d_sae, batch), check_invariants=False)
+        grad_w = torch.sparse.mm(g_sparse, x_c.float()).t().to(W_enc.dtype)
+    if need_sum:
+        grad_pre_sum = torch.zeros(d_sae, dtype=torch.float32, device=x_c.device).index_add_(0, flat_idx, flat_g)
+    return grad_x, grad_w, grad_pre_sum
+
+
+def _dead_columns(dead_mask: Tensor | None, k_aux: int) -> Tensor | None:
+    return dead_mask.nonzero().squeeze(1) if dead_mask is not None and k_aux > 0 else None
 
 
 def topk_encode_plain(x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, dead_mask: Tensor | None, k_aux: int) -> TopKSelection:
-    """Reference: the same selection through plain autograd (dense backward)."""
-    return TopKSelection(*_select((x - b_dec) @ W_enc + b_enc, k, dead_mask, k_aux))
+    """Reference: the same selection through plain autograd (dense backward), AuxK always sparse."""
+    return _select((x - b_dec) @ W_enc + b_enc, k, _dead_columns(dead_mask, k_aux), k_aux, False)
 
 
 def topk_encode_sparse(x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, dead_mask: Tensor | None, k_aux: int) -> TopKSelection:
     """`x` in normalised units, centred on `b_dec` inside."""
-    return TopKSelection(*SparseTopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead_mask, k_aux))
+    dead = _dead_columns(dead_mask, k_aux)
+    dense = dead is not None and dense_aux(k_aux, dead.numel())
+    return TopKSelection(*SparseTopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead, k_aux, dense), dense)
 
 
 topk_encode = topk_encode_plain if os.environ.get("SAESCOPE_SPARSE_ENCODER") == "0" else topk_encode_sparse

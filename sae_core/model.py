@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from sae_core.config import SAEConfig
 from sae_core.errors import DataError
 from sae_core.jumprelu import jumprelu, step
-from sae_core.kernels import topk_encode
+from sae_core.kernels import TopKSelection, topk_encode
 
 
 class SparseCode(NamedTuple):
@@ -227,8 +227,15 @@ class SparseAutoencoder(nn.Module):
         aux = target.new_zeros(())
         if k_aux:
             residual = (target - x_hat_n).detach()
-            aux = self._normalized_aux(self._decode_sparse_scaled(sel.aux_values, sel.aux_indices), residual)
+            aux = self._normalized_aux(self._decode_aux(sel), residual)
         return self._sparse_output(x_hat_n, recon, aux, SparseCode(sel.values, sel.indices))
+
+    def _decode_aux(self, sel: TopKSelection) -> Tensor:
+        """AuxK's reconstruction of the residual (no b_dec); a dense code is one matmul with the
+        dead latents' decoder rows."""
+        if sel.aux_dense:
+            return sel.aux_values @ self.W_dec.index_select(0, sel.aux_indices[0]).float()
+        return self._decode_sparse_scaled(sel.aux_values, sel.aux_indices)
 
     def _sparse_output(self, x_hat_n: Tensor, recon: Tensor, aux: Tensor, code: SparseCode) -> ForwardOutput:
         active = code.values > 0

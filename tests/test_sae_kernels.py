@@ -10,38 +10,55 @@ from sae_core.kernels import topk_encode_plain, topk_encode_sparse
 from sae_core.model import SparseAutoencoder
 
 
-@pytest.mark.parametrize("with_aux", [False, True])
-def test_sparse_encoder_matches_plain_autograd(with_aux):
+def _aux_code(sel, d_sae: int) -> torch.Tensor:
+    """The AuxK code as a dense [batch, d_sae] matrix, whichever form the kernel returned."""
+    return torch.zeros(sel.aux_values.shape[0], d_sae).scatter(1, sel.aux_indices, sel.aux_values)
+
+
+# (dead latents' share of d_sae, k_aux, whether the fast kernel keeps the AuxK code dense): few
+# dead latents all selected (no second top-k), a large share of them selected, and a small share.
+AUX_FORMS = {"no aux": (0.0, 0, False), "all dead selected": (0.1, 7, True), "dense": (0.4, 7, True), "sparse": (0.7, 7, False)}
+
+
+@pytest.mark.parametrize("form", list(AUX_FORMS))
+def test_sparse_encoder_matches_plain_autograd(form):
     torch.manual_seed(0)
-    batch, d_in, d_sae, k, k_aux = 32, 12, 64, 5, 7
+    dead_share, k_aux, expect_dense = AUX_FORMS[form]
+    batch, d_in, d_sae, k = 32, 12, 64, 5
     x = torch.randn(batch, d_in)
     W = torch.randn(d_in, d_sae)
     b = torch.randn(d_sae) * 0.1
     b_dec = torch.randn(d_in) * 0.3
-    dead = torch.rand(d_sae) < 0.4 if with_aux else None
-    grads = []
-    outs = []
+    dead = torch.rand(d_sae) < dead_share if k_aux else None
+    if dead is not None:
+        k_aux = min(k_aux, int(dead.sum()))
+    w_main = torch.randn(batch, k, generator=torch.Generator().manual_seed(1))
+    w_aux = torch.randn(batch, d_sae, generator=torch.Generator().manual_seed(2))
+    grads, outs = [], []
     for fn in (topk_encode_plain, topk_encode_sparse):
         xs, bds, Ws, bs = (t.clone().requires_grad_(True) for t in (x, b_dec, W, b))
-        sel = fn(xs, bds, Ws, bs, k, dead, k_aux if with_aux else 0)
-        w_main = torch.randn(batch, k, generator=torch.Generator().manual_seed(1))
-        loss = (sel.values * w_main).sum()
-        if with_aux:
-            loss = loss + (sel.aux_values ** 2).sum()
+        sel = fn(xs, bds, Ws, bs, k, dead, k_aux)
+        aux_code = _aux_code(sel, d_sae)
+        loss = (sel.values * w_main).sum() + (aux_code ** 2 * w_aux).sum()
         loss.backward()
         order = sel.indices.argsort(1)
-        outs.append((sel.values.gather(1, order), sel.indices.gather(1, order), sel.aux_indices.sort(1).values))
+        outs.append((sel.values.gather(1, order), sel.indices.gather(1, order), aux_code))
         grads.append((xs.grad, bds.grad, Ws.grad, bs.grad))
+        assert sel.aux_dense == (fn is topk_encode_sparse and expect_dense)
     for a, b_ in zip(outs[0], outs[1]):
         torch.testing.assert_close(a, b_)
+    if k_aux:
+        assert (outs[1][2] != 0).sum(1).max() <= k_aux
+        assert (outs[1][2][:, ~dead] == 0).all()  # AuxK only ever picks dead latents
     for a, b_ in zip(grads[0], grads[1]):
         torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-5)
-    if with_aux:
+    if k_aux:
         dead_cols = grads[1][2][:, dead]
         assert dead_cols.abs().sum() > 0  # AuxK trains the dead latents' encoder columns
 
 
-def test_topk_forward_loss_and_gradients_do_not_depend_on_the_kernel(monkeypatch):
+@pytest.mark.parametrize("dead_every", [2, 3, 16])  # AuxK code sparse, dense, every dead latent selected
+def test_topk_forward_loss_and_gradients_do_not_depend_on_the_kernel(monkeypatch, dead_every):
     import sae_core.model as model
 
     torch.manual_seed(0)
@@ -53,14 +70,16 @@ def test_topk_forward_loss_and_gradients_do_not_depend_on_the_kernel(monkeypatch
         sae = SparseAutoencoder(SAEConfig(arch="topk", k=4, d_in=16, d_sae=96))
         sae.init_from_data(x)
         dead = torch.zeros(96, dtype=torch.bool)
-        dead[::3] = True
+        dead[::dead_every] = True
         out = sae(x, dead)
         out.loss.backward()
         results.append((out.loss.detach(), out.aux.detach(), {n: p.grad.clone() for n, p in sae.named_parameters()}))
     torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])
     assert float(results[1][1]) > 0
     for name in results[0][2]:
         torch.testing.assert_close(results[0][2][name], results[1][2][name], rtol=1e-5, atol=1e-6, msg=name)
+    assert results[1][2]["W_dec"][dead].abs().sum() > 0  # the dead latents' decoder rows learn too
 
 
 def test_under_bfloat16_autocast_both_kernels_select_the_same_values():
