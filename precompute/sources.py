@@ -16,6 +16,7 @@ import os
 import re
 import tarfile
 import unicodedata
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -506,10 +507,35 @@ def _wordnet_definition(gloss: str) -> str:
     return text.strip().rstrip(";").strip()
 
 
+MAX_MEGAPIXELS_ENV = "SAESCOPE_MAX_MEGAPIXELS"
+DEFAULT_MAX_MEGAPIXELS = 50.0
+
+
+def max_pixels() -> int:
+    """The pixel cap (width x height) above which images are skipped: `SAESCOPE_MAX_MEGAPIXELS`
+    (default 50), read on each call so data-loader processes see the caller's setting."""
+    text = os.environ.get(MAX_MEGAPIXELS_ENV, "")
+    try:
+        mp = float(text) if text else DEFAULT_MAX_MEGAPIXELS
+    except ValueError:
+        mp = -1.0
+    if not mp > 0 or mp == float("inf"):
+        raise DataError(f"{MAX_MEGAPIXELS_ENV}={text!r} must be a positive number of megapixels (default {DEFAULT_MAX_MEGAPIXELS:g})")
+    return int(mp * 1_000_000)
+
+
 def _open_rgb(fpath, draft_side: int | None = None) -> Image.Image:
     """Decode fully (so truncated files fail here, not later) and convert to RGB; with
-    `draft_side`, a JPEG decodes at a reduced scale whose sides stay >= draft_side."""
-    with Image.open(fpath) as im:
+    `draft_side`, a JPEG decodes at a reduced scale whose sides stay >= draft_side. An image over
+    the pixel cap raises ValueError (skipped and listed) before it is decoded; Pillow's own
+    decompression-bomb warning, several lines on stderr, is silenced: the cap replaces it."""
+    cap = max_pixels()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(fpath)
+    with im:
+        if im.width * im.height > cap:
+            raise ValueError(f"{im.width}x{im.height} pixels is over the {cap / 1e6:g} MP cap ({MAX_MEGAPIXELS_ENV})")
         if draft_side and im.format == "JPEG":
             im.draft("RGB", (draft_side, draft_side))
         im.load()

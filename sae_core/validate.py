@@ -53,3 +53,30 @@ def check_numbers(cfg, positive: tuple[str, ...] = (), non_negative: tuple[str, 
     for name in non_negative:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name}={getattr(cfg, name)} must not be negative")
+
+
+def check_workers(workers: int) -> int:
+    if workers < 1:
+        raise ConfigError(f"workers={workers} must be 1 or more (one uvicorn process each)")
+    return workers
+
+
+def check_host(host: str) -> str:
+    """An address (or host name) of this machine that a server can listen on: a bad `--host` is one
+    line naming the value and what to pass instead, not uvicorn's log of a failed bind."""
+    import errno
+    import socket
+
+    hint = "pass 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise ConfigError(f"host={host!r} is neither an IP address nor a known host name; {hint}") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((addr[0], 0))
+        except OSError as e:
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise ConfigError(f"host={host!r} is not an address of this machine; {hint}") from None
+    return host

@@ -207,3 +207,30 @@ def test_table_fingerprint_changes_when_an_image_it_names_changes(tmp_path):
     before = TableSource(tmp_path / "t.csv").fingerprint()
     Image.new("RGB", (16, 16), "blue").save(tmp_path / "a.png")
     assert TableSource(tmp_path / "t.csv").fingerprint() != before
+
+
+def test_images_over_the_pixel_cap_are_skipped_and_listed_without_pillows_warning(tmp_path, monkeypatch, capfd):
+    """A 90 MP PNG used to print Pillow's multi-line DecompressionBombWarning and be decoded (270 MB)."""
+    import warnings
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.new("L", (10_000, 9_000)).save(imgs / "huge.png")  # 90 MP: over Pillow's own warning threshold
+    Image.new("L", (8_000, 7_000)).save(imgs / "big.png")  # 56 MP: over the 50 MP default cap only
+    Image.new("RGB", (40, 30), "red").save(imgs / "small.png")
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning Pillow emits fails the test
+        prepared = prepare_dataset(DatasetConfig(source=str(imgs), out=str(tmp_path / "datasets")))
+    assert prepared.manifest["n_samples"] == 1 and sorted(prepared.manifest["skipped"]) == ["big.png", "huge.png"]
+    assert "DecompressionBomb" not in capfd.readouterr().err
+    # the cap is configurable
+    monkeypatch.setenv("SAESCOPE_MAX_MEGAPIXELS", "0.001")  # 1,000 pixels: the 40x30 image is over it
+    (imgs / "big.png").unlink()
+    (imgs / "huge.png").unlink()
+    Image.new("RGB", (20, 20), "blue").save(imgs / "tiny.png")
+    prepared = prepare_dataset(DatasetConfig(source=str(imgs), out=str(tmp_path / "datasets2")))
+    assert prepared.manifest["skipped"] == ["small.png"] and prepared.manifest["n_samples"] == 1
+    monkeypatch.setenv("SAESCOPE_MAX_MEGAPIXELS", "lots")
+    with pytest.raises(DataError, match="SAESCOPE_MAX_MEGAPIXELS='lots' must be a positive number"):
+        prepare_dataset(DatasetConfig(source=str(imgs), out=str(tmp_path / "datasets3")))
