@@ -42,9 +42,14 @@ class PreparedDataset:
     """Indices into source.records of the samples that got ids (sample_id = position here)."""
 
 
-def prepare_dataset(cfg: DatasetConfig) -> PreparedDataset:
-    """Build (or reuse) the dataset folder for cfg.source."""
-    source = open_source(cfg.source, **_table_kwargs(cfg))
+def open_dataset_source(cfg: DatasetConfig) -> Source:
+    """The source listed but not yet decoded: its modality is known before any thumbnail is made."""
+    return open_source(cfg.source, **_table_kwargs(cfg))
+
+
+def prepare_dataset(cfg: DatasetConfig, source: Source | None = None) -> PreparedDataset:
+    """Build (or reuse) the dataset folder for cfg.source (`source`: already opened by `open_dataset_source`)."""
+    source = source if source is not None else open_dataset_source(cfg)
     fingerprint = source.fingerprint()
     ident = {"source": source.name, "fingerprint": fingerprint, "thumb_px": cfg.thumb_px}
     dpath = Path(cfg.out) / folder_id(Path(source.name).name or "dataset", ident, "dataset")

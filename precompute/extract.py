@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from precompute.dataset import DatasetConfig, PreparedDataset, prepare_dataset, thumbnail_webp
+from precompute.dataset import DatasetConfig, PreparedDataset, open_dataset_source, prepare_dataset, thumbnail_webp
 from precompute.extractors import build_extractor
+from precompute.extractors.identity import canonical_spec, model_revision, store_identity
 from sae_core import distributed
 from sae_core.contract import atomic_write_bytes, atomic_write_json, folder_id
 from sae_core.errors import ConfigError
@@ -54,6 +55,10 @@ class ExtractConfig:
                 "activations differ slightly from a full decode, so it is part of the store's identity)"})
     model_dtype: str = field(default="auto", metadata={
         "help": "dtype of hf: models' weights and forward: float32, bfloat16, or auto (bfloat16 on CUDA, else float32)"})
+    revision: str = field(default="", metadata={
+        "help": "hub branch, tag or commit of an hf:/diffusers: hub model (default: the commit 'main' resolves to; "
+                "local folders are identified by a hash of their files)"})
+    verbose: bool = field(default=False, metadata={"help": "show the model libraries' loading reports and download bars"})
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "float16", "bfloat16"):
@@ -92,49 +97,33 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
 
 
 def _extract(cfg: ExtractConfig, d: distributed.Dist) -> ExtractResult:
+    device = distributed.pick_device(cfg.device)
     dcfg = DatasetConfig(source=cfg.dataset, out=str(Path(cfg.data_root) / "datasets"),
                          image_col=cfg.image_col, caption_col=cfg.caption_col, label_col=cfg.label_col)
+    source = open_dataset_source(dcfg)
+    # The model, layer and tokens are checked before any thumbnail or store file is written.
+    extractor = _load_extractor(cfg, source.modality, device)
+    info = extractor.info
+    if cfg.fast_decode and info.input_side:
+        source.draft_side = info.input_side  # pickled into the data-loader processes with the source
     if d.is_main:  # thumbnails are made once; the other ranks then read the finished dataset
-        dataset = prepare_dataset(dcfg)
+        dataset = prepare_dataset(dcfg, source)
     distributed.barrier()
     if not d.is_main:
-        dataset = prepare_dataset(dcfg)
+        dataset = prepare_dataset(dcfg, source)
     n_samples = len(dataset.kept) if not cfg.limit else min(cfg.limit, len(dataset.kept))
-    ident = {"dataset": dataset.manifest["dataset_id"], "model": cfg.model, "layer": cfg.layer, "tokens": cfg.tokens,
-             "image_size": cfg.image_size, "dtype": cfg.dtype, "n_samples": n_samples}
-    model_dtype = _model_dtype(cfg)
-    if model_dtype != "float32":  # only then: float32 stores written before this option keep their folders
-        ident["model_dtype"] = model_dtype
-    if cfg.fast_decode:
-        ident["fast_decode"] = True
-    store_dpath = Path(cfg.data_root) / "stores" / folder_id(f"{_slug(cfg.model)}-{cfg.layer}-{cfg.tokens}", ident, "activation_store")
-    reused = False
-    if (store_dpath / "manifest.json").exists():
-        with contextlib.suppress(Exception):
-            reused = bool(ActivationStore(store_dpath, allow_incomplete=True).manifest.get("complete"))
-    if d.enabled:  # every rank must take the same branch
-        reused = all(int(a[0]) for a in distributed.all_gather_arrays(np.array([int(reused)], dtype=np.int64)))
-        distributed.barrier()
-    if reused:
+    revision = model_revision(cfg.model, info.model_revision)
+    store_dpath = _store_dpath(cfg, dataset.manifest["dataset_id"], n_samples, revision)
+    if _is_complete(store_dpath, d):
         if d.is_main:
             _record_image_size(store_dpath, cfg)
         return ExtractResult(store_dpath, dataset.dpath, n_samples, reused=True)
-
-    device = distributed.pick_device(cfg.device)
-    with contextlib.redirect_stdout(io.StringIO()):  # some model packages print on load
-        extractor = build_extractor(cfg.model, cfg.layer, cfg.tokens, device=device, image_size=cfg.image_size or None,
-                                    modality=dataset.manifest["modality"], dtype=getattr(torch, model_dtype))
-    info = extractor.info
-    if cfg.fast_decode and info.input_side:
-        dataset.source.draft_side = info.input_side  # pickled into the data-loader processes with the source
-    if info.modality != dataset.manifest["modality"]:
-        raise ConfigError(f"model {cfg.model} takes {info.modality} inputs but dataset {cfg.dataset} is {dataset.manifest['modality']}")
     header = {
         "dataset_id": dataset.manifest["dataset_id"], "dataset_dpath": str(dataset.dpath.resolve()),
-        "model": info.model, "model_revision": info.model_revision, "layer": info.layer,
+        "model": info.model, "model_revision": revision, "layer": info.layer,
         "token_selection": info.token_selection, "tokens_per_sample": info.tokens_per_sample,
         "grid": list(info.grid) if info.grid else None, "d_in": info.d_in, "dtype": cfg.dtype,
-        "fingerprint": dataset.manifest["fingerprint"], "model_dtype": model_dtype,
+        "fingerprint": dataset.manifest["fingerprint"], "model_dtype": _model_dtype(cfg),
     }
     if info.input_side:
         header["image_size"] = info.input_side
@@ -157,6 +146,43 @@ def _extract(cfg: ExtractConfig, d: distributed.Dist) -> ExtractResult:
         main.finish_parts(d.world)
     distributed.barrier()
     return ExtractResult(store_dpath, dataset.dpath, n_samples, reused=False)
+
+
+def _load_extractor(cfg: ExtractConfig, modality: str, device: str):
+    """The model with its hook, or a one-line error for a bad model, layer, token selection or input kind."""
+    with contextlib.redirect_stdout(io.StringIO()):  # some model packages print on load
+        extractor = build_extractor(cfg.model, cfg.layer, cfg.tokens, device=device, image_size=cfg.image_size or None,
+                                    modality=modality, dtype=getattr(torch, _model_dtype(cfg)),
+                                    revision=cfg.revision or None, verbose=cfg.verbose)
+    if extractor.info.modality != modality:
+        raise ConfigError(f"model {cfg.model} takes {extractor.info.modality} inputs but dataset {cfg.dataset} is {modality}")
+    return extractor
+
+
+def _store_dpath(cfg: ExtractConfig, dataset_id: str, n_samples: int, revision: str | None) -> Path:
+    """The store folder: a hash of everything that changes its rows, the weights included
+    (`precompute.extractors.identity`); the path spelling of a local model folder is left out."""
+    ident = {"dataset": dataset_id, **store_identity(canonical_spec(cfg.model), revision), "layer": cfg.layer,
+             "tokens": cfg.tokens, "image_size": cfg.image_size, "dtype": cfg.dtype, "n_samples": n_samples}
+    model_dtype = _model_dtype(cfg)
+    if model_dtype != "float32":  # only then: float32 stores written before this option keep their folders
+        ident["model_dtype"] = model_dtype
+    if cfg.fast_decode:
+        ident["fast_decode"] = True
+    slug = f"{_slug(canonical_spec(cfg.model))}-{cfg.layer}-{cfg.tokens}"
+    return Path(cfg.data_root) / "stores" / folder_id(slug, ident, "activation_store")
+
+
+def _is_complete(store_dpath: Path, d: distributed.Dist) -> bool:
+    """Whether a finished store is already there (every rank must take the same branch)."""
+    reused = False
+    if (store_dpath / "manifest.json").exists():
+        with contextlib.suppress(Exception):
+            reused = bool(ActivationStore(store_dpath, allow_incomplete=True).manifest.get("complete"))
+    if d.enabled:
+        reused = all(int(a[0]) for a in distributed.all_gather_arrays(np.array([int(reused)], dtype=np.int64)))
+        distributed.barrier()
+    return reused
 
 
 def _run(cfg: ExtractConfig, dataset: PreparedDataset, extractor, writer: StoreWriter | RankStoreWriter, first: int, stop: int) -> None:

@@ -7,14 +7,30 @@ Specs: `efficientnet-lite0` (packaged weights), `hf:<name or folder>` (transform
 from __future__ import annotations
 
 from precompute.extractors.base import Extractor, ExtractorError, ExtractorInfo
+from precompute.extractors.identity import canonical_spec, local_folder
+from precompute.extractors.quiet import quiet_loaders
 from sae_core.errors import SaescopeError
 
 __all__ = ["Extractor", "ExtractorError", "ExtractorInfo", "build_extractor"]
 
 
 def build_extractor(spec: str, layer: str, token_selection: str, *, device: str = "cpu",
-                    image_size: int | None = None, modality: str = "image", dtype=None) -> Extractor:
-    """`dtype` (a torch dtype) applies to hf: towers; None keeps float32."""
+                    image_size: int | None = None, modality: str = "image", dtype=None,
+                    revision: str | None = None, verbose: bool = False) -> Extractor:
+    """`dtype` (a torch dtype) applies to hf: towers; None keeps float32. `revision`: a hub
+    branch, tag or commit (hf:/diffusers: hub names only). The libraries' loading reports and
+    download bars show only when `verbose`."""
+    if revision and not spec.startswith(("hf:", "diffusers:")):
+        raise ExtractorError(f"--revision {revision!r} applies to hf:/diffusers: hub models, not {spec!r}")
+    if revision and local_folder(spec) is not None:
+        raise ExtractorError(f"--revision {revision!r}: {spec} is a local folder, whose files' hash is its revision; drop --revision")
+    with quiet_loaders(verbose):
+        return _build(canonical_spec(spec), layer, token_selection, device=device, image_size=image_size,
+                      modality=modality, dtype=dtype, revision=revision or None)
+
+
+def _build(spec: str, layer: str, token_selection: str, *, device: str, image_size: int | None, modality: str,
+           dtype, revision: str | None) -> Extractor:
     if spec == "efficientnet-lite0":
         from precompute.extractors.efficientnet import EfficientNetExtractor
 
@@ -34,10 +50,11 @@ def build_extractor(spec: str, layer: str, token_selection: str, *, device: str 
                 from precompute.extractors.hf import build_hf_extractor
 
                 return build_hf_extractor(name, layer, token_selection, device=device, image_size=image_size, modality=modality,
-                                          dtype=dtype or torch.float32)
+                                          dtype=dtype or torch.float32, revision=revision, spec=spec)
             from precompute.extractors.flux import build_flux_extractor
 
-            return build_flux_extractor(name, layer, token_selection, device=device, image_size=image_size)
+            return build_flux_extractor(name, layer, token_selection, device=device, image_size=image_size, revision=revision,
+                                        spec=spec)
         except SaescopeError:
             raise
         except (OSError, ValueError) as e:  # the libraries' own loaders: missing files, no network, bad config

@@ -16,6 +16,7 @@ and nothing here reaches the network by itself.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,9 @@ SUPPORTED_MODEL_TYPES = (
     "siglip",
     "siglip_vision_model",
 )
+TRANSFORMERS_FLOOR = "4.56"
+"""Oldest transformers this code runs on: `from_pretrained(dtype=)` arrived in 4.56 (pyproject's
+floor must match; tests/test_model_identity.py checks)."""
 NAMED_LAYERS = ("last_hidden_state", "pooler")
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -88,7 +92,7 @@ def build_hf_extractor(
     tower.to(device=device, dtype=dtype).eval()
     config = tower.config
     model_name = spec or (f"hf:{path}" if path else f"hf:{config._name_or_path or type(model).__name__}")
-    model_revision = revision or getattr(config, "_commit_hash", None)
+    model_revision = (_cached_commit(path, revision) if path else None) or revision  # the commit a branch resolved to
     common = {
         "model": model_name,
         "model_revision": model_revision,
@@ -100,6 +104,7 @@ def build_hf_extractor(
             tokenizer = _load_tokenizer(path, revision)
         if tokenizer is None:
             raise ExtractorError(f"{model_name}: a text tower needs a tokenizer; pass tokenizer=")
+        check_tokenizer(tokenizer, model_name, config.vocab_size)
         length = max_length or config.max_position_embeddings
         return _build_text(
             tower,
@@ -132,6 +137,7 @@ def _load_tower(path: str, modality: str | None, revision: str | None, dtype: to
     """Read the config to find the architecture, then load only the tower asked for."""
     import transformers
 
+    check_transformers_version(transformers.__version__)
     config = transformers.AutoConfig.from_pretrained(path, revision=revision)
     model_type = config.model_type
     if model_type not in SUPPORTED_MODEL_TYPES:
@@ -154,6 +160,30 @@ def _load_tower(path: str, modality: str | None, revision: str | None, dtype: to
     return cls.from_pretrained(path, revision=revision, dtype=dtype)
 
 
+def _cached_commit(name: str, revision: str | None) -> str | None:
+    """The hub commit whose files were just loaded, read from the huggingface_hub cache (None for
+    local folders and when the cache cannot tell)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(name, "config.json", revision=revision)
+    except ValueError:  # not a repo id: a local folder or a malformed name
+        return None
+    if not isinstance(found, str):
+        return None
+    parts = Path(found).parts
+    return parts[-2] if len(parts) >= 3 and parts[-3] == "snapshots" else None
+
+
+def check_transformers_version(installed: str) -> None:
+    """One line naming the upgrade instead of a TypeError deep inside `from_pretrained`."""
+    from packaging.version import Version
+
+    if Version(installed) < Version(TRANSFORMERS_FLOOR):
+        raise ExtractorError(f"transformers {installed} is older than {TRANSFORMERS_FLOOR}, which hf: models need; "
+                             f"pip install 'transformers>={TRANSFORMERS_FLOOR}'")
+
+
 def _load_image_processor(path: str, revision: str | None) -> Any:
     """The checkpoint's own image processor, or None when the folder has none."""
     from transformers import AutoImageProcessor
@@ -171,6 +201,26 @@ def _load_tokenizer(path: str, revision: str | None) -> Any:
         return AutoTokenizer.from_pretrained(path, revision=revision)
     except (OSError, ValueError, TypeError):
         return None
+
+
+PROBE_CAPTIONS = ("a photo of a cat", "two red squares beside the blue house")
+MIN_DISTINCT_PROBE_IDS = 4
+
+
+def check_tokenizer(tokenizer: Any, model_name: str, vocab_size: int) -> None:
+    """Refuse a tokenizer that cannot tell captions apart: a folder saved without its tokenizer
+    files loads an empty vocabulary that maps every word to one id (identical activations)."""
+    fix = "save the tokenizer into the model folder (tokenizer.save_pretrained) or use the hub name"
+    try:
+        ids = [list(tokenizer(text)["input_ids"]) for text in PROBE_CAPTIONS]
+    except Exception as err:  # tokenizers raise many types; any of them means "cannot encode"
+        raise ExtractorError(f"{model_name}: its tokenizer cannot encode text ({type(err).__name__}); {fix}") from None
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    distinct = {i for seq in ids for i in seq} - special
+    if any(not 0 <= i < vocab_size for seq in ids for i in seq):
+        raise ExtractorError(f"{model_name}: its tokenizer gives ids outside the model's vocabulary of {vocab_size}; {fix}")
+    if len(distinct) < MIN_DISTINCT_PROBE_IDS:
+        raise ExtractorError(f"{model_name}: the tokenizer is missing or empty (different captions encode to the same ids); {fix}")
 
 
 def _pick_tower(model: nn.Module, modality: str | None) -> nn.Module:
