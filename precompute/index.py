@@ -20,10 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from precompute.coactivation import top_coactivation
 from precompute.dataset import read_dataset_manifest
 from precompute.index_schema import create_tables, finalize, insert_table
 from precompute.layout import hdbscan_labels, umap_2d
-from precompute.naming import TfIdfNamer, words_of
+from precompute.naming import NAME_TOP, ContrastNamer, cluster_name, entropy_bits, words_of
 from precompute.scan import patch_heatmaps, scan_features, scan_quantiles
 from sae_core import distributed
 from sae_core.checkpoint import load
@@ -242,6 +243,7 @@ def _index_one(con, cfg: IndexConfig, spec: str, device: str, datasets_done: set
     names = _insert_labels_and_names(con, inp, scan, docs, labels)
     w_dec = torch.nn.functional.normalize(inp.sae.W_dec.detach().float(), dim=-1).cpu()  # the scans moved the SAE to the device
     _insert_neighbors(con, inp.sae_id, w_dec, cfg.neighbors)
+    _insert_coactivation(con, inp.sae_id, scan, cfg.neighbors)
     _insert_features(con, inp, cfg, scan, w_dec, names)
     _insert_sample_map(con, inp, cfg, scan, docs)
     _insert_sample_top(con, inp.sae_id, scan)
@@ -277,16 +279,15 @@ def _insert_feature_samples(con, inp: _Inputs, scan, quant, device: str) -> None
 
 
 def _insert_labels_and_names(con, inp: _Inputs, scan, docs: list[list[str]], labels: list) -> dict[str, list]:
-    """feature_labels; returns the features table's name and label columns."""
-    namer = TfIdfNamer(docs)
-    cols: dict[str, list] = {"name": [], "label_entropy": [], "top_label": []}
+    """feature_labels; returns the features table's name, name score and label columns."""
+    ids, values = scan.top_ids[:NAME_TOP].T, scan.top_values[:NAME_TOP].T
+    named = ContrastNamer(docs).name_all(ids, np.where(ids >= 0, np.maximum(values, 0), 0))
+    cols: dict[str, list] = {"names": named, "label_entropy": [], "top_label": []}
     label_rows: dict[str, list] = {k: [] for k in ("sae_id", "feature_id", "label", "count", "fraction")}
     for f in range(inp.sae.cfg.d_sae):
-        ids = [int(s) for s in scan.top_ids[:, f] if s >= 0]
-        cols["name"].append(namer.name(ids[:16]) if ids else "")
-        lab = Counter(labels[s] for s in ids if labels[s] is not None)
+        lab = Counter(labels[int(s)] for s in scan.top_ids[:, f] if s >= 0 and labels[int(s)] is not None)
         total = sum(lab.values())
-        cols["label_entropy"].append(float(-sum(c / total * np.log2(c / total) for c in lab.values())) if total else None)
+        cols["label_entropy"].append(entropy_bits(list(lab.values())))
         cols["top_label"].append(lab.most_common(1)[0][0] if lab else None)
         for label, count in sorted(lab.items(), key=lambda kv: (-kv[1], kv[0])):
             for key, value in zip(label_rows, (inp.sae_id, f, label, count, count / total)):
@@ -301,6 +302,15 @@ def _insert_neighbors(con, sae_id: str, w_dec: torch.Tensor, k: int) -> None:
                                             "neighbor_id": nb_n, "cosine": nb_c})
 
 
+def _insert_coactivation(con, sae_id: str, scan, k: int) -> None:
+    """Co-activation neighbours from the pair counts the scan kept (none for SAEs too large to keep them)."""
+    if scan.co_counts is None:
+        return
+    f, r, g, jac, both = top_coactivation(scan.co_counts, k)
+    insert_table(con, "feature_coactivation", {"sae_id": [sae_id] * len(f), "feature_id": f, "rank": r, "neighbor_id": g,
+                                               "jaccard": jac, "n_both": both})
+
+
 def _insert_features(con, inp: _Inputs, cfg: IndexConfig, scan, w_dec: torch.Tensor, names: dict[str, list]) -> None:
     """The features table (stats, names, feature-map layout) and the feature map's clusters."""
     sae_id, d_sae = inp.sae_id, inp.sae.cfg.d_sae
@@ -310,11 +320,13 @@ def _insert_features(con, inp: _Inputs, cfg: IndexConfig, scan, w_dec: torch.Ten
     density = scan.n_fired / max(inp.store.n_samples, 1)
     mean_act = np.where(scan.n_fired > 0, scan.sum_scores / np.maximum(scan.n_fired, 1), 0.0)
     insert_table(con, "features", {
-        "sae_id": [sae_id] * d_sae, "feature_id": np.arange(d_sae, dtype=np.int32), "name": names["name"],
+        "sae_id": [sae_id] * d_sae, "feature_id": np.arange(d_sae, dtype=np.int32), "name": [n.text for n in names["names"]],
         "density": density, "n_fired": scan.n_fired.astype(np.int64), "mean_act": mean_act,
         "max_act": scan.max_scores.astype(np.float64), "label_entropy": names["label_entropy"],
-        "top_label": names["top_label"], "cluster_id": clusters, "x": xy[:, 0], "y": xy[:, 1]})
-    _insert_clusters(con, sae_id, "features", xy, clusters, [n.split(", ") if n else [] for n in names["name"]])
+        "top_label": names["top_label"], "cluster_id": clusters, "x": xy[:, 0], "y": xy[:, 1],
+        "name_score": [n.score for n in names["names"]], "name_coverage": [n.coverage for n in names["names"]]})
+    members = [[names["names"][int(f)] for f in np.nonzero(clusters == c)[0]] for c in sorted(set(clusters.tolist()) - {-1})]
+    _insert_clusters(con, sae_id, "features", xy, clusters, [cluster_name(m) for m in members])
 
 
 def _insert_sample_map(con, inp: _Inputs, cfg: IndexConfig, scan, docs: list[list[str]]) -> None:
@@ -330,7 +342,10 @@ def _insert_sample_map(con, inp: _Inputs, cfg: IndexConfig, scan, docs: list[lis
         sclusters = hdbscan_labels(sxy)
     insert_table(con, "sample_map", {"sae_id": [inp.sae_id] * n, "sample_id": scan.sample_ids, "x": sxy[:, 0], "y": sxy[:, 1],
                                      "cluster_id": sclusters})
-    _insert_clusters(con, inp.sae_id, "samples", sxy, sclusters, [docs[int(s)] for s in scan.sample_ids])
+    namer = ContrastNamer(docs)
+    by_row = np.asarray(scan.sample_ids)
+    named = [namer.name(by_row[sclusters == c].tolist(), n_words=2) for c in sorted(set(sclusters.tolist()) - {-1})]
+    _insert_clusters(con, inp.sae_id, "samples", sxy, sclusters, [(n.text, n.score) for n in named])
 
 
 def _insert_sample_top(con, sae_id: str, scan) -> None:
@@ -375,14 +390,12 @@ def _neighbors(w_dec: torch.Tensor, k: int, chunk: int = 4096):
     return cat(fs, np.int32), cat(rs, np.int32), cat(ns, np.int32), cat(cs, np.float32)
 
 
-def _insert_clusters(con, sae_id: str, map_name: str, xy: np.ndarray, labels: np.ndarray, words: list[list[str]]) -> None:
-    rows: dict[str, list] = {k: [] for k in ("sae_id", "map", "cluster_id", "name", "size", "x", "y")}
-    all_docs = words
-    namer = TfIdfNamer(all_docs)
-    for c in sorted(set(labels.tolist()) - {-1}):
+def _insert_clusters(con, sae_id: str, map_name: str, xy: np.ndarray, labels: np.ndarray, names: list[tuple[str, float]]) -> None:
+    """One row per cluster (ids ascending, noise -1 left out); `names` are (name, score) in that order."""
+    rows: dict[str, list] = {k: [] for k in ("sae_id", "map", "cluster_id", "name", "size", "x", "y", "name_score")}
+    for c, (name, score) in zip(sorted(set(labels.tolist()) - {-1}), names, strict=True):
         members = np.nonzero(labels == c)[0]
-        values = (sae_id, map_name, int(c), namer.name(members.tolist(), n_words=2), len(members),
-                  float(xy[members, 0].mean()), float(xy[members, 1].mean()))
+        values = (sae_id, map_name, int(c), name, len(members), float(xy[members, 0].mean()), float(xy[members, 1].mean()), score)
         for key, value in zip(rows, values):
             rows[key].append(value)
     insert_table(con, "clusters", rows)

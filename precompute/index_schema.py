@@ -22,7 +22,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
              ("store", "VARCHAR"), ("config_json", "VARCHAR")],
     "features": [("sae_id", "VARCHAR"), ("feature_id", "INTEGER"), ("name", "VARCHAR"), ("density", "DOUBLE"), ("n_fired", "BIGINT"),
                  ("mean_act", "DOUBLE"), ("max_act", "DOUBLE"), ("label_entropy", "DOUBLE"), ("top_label", "VARCHAR"),
-                 ("cluster_id", "INTEGER"), ("x", "REAL"), ("y", "REAL")],
+                 ("cluster_id", "INTEGER"), ("x", "REAL"), ("y", "REAL"), ("name_score", "DOUBLE"),
+                 ("name_coverage", "DOUBLE")],
     "feature_top": [("sae_id", "VARCHAR"), ("feature_id", "INTEGER"), ("rank", "INTEGER"), ("sample_id", "BIGINT"),
                     ("activation", "REAL"), ("heatmap", "BLOB"), ("heatmap_scale", "REAL")],
     "feature_quantiles": [("sae_id", "VARCHAR"), ("feature_id", "INTEGER"), ("bin", "INTEGER"), ("rank", "INTEGER"),
@@ -30,8 +31,10 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     "feature_hist": [("sae_id", "VARCHAR"), ("feature_id", "INTEGER"), ("edges", "DOUBLE[]"), ("counts", "BIGINT[]")],
     "feature_labels": [("sae_id", "VARCHAR"), ("feature_id", "INTEGER"), ("label", "VARCHAR"), ("count", "INTEGER"), ("fraction", "DOUBLE")],
     "feature_neighbors": [("sae_id", "VARCHAR"), ("feature_id", "INTEGER"), ("rank", "INTEGER"), ("neighbor_id", "INTEGER"), ("cosine", "REAL")],
+    "feature_coactivation": [("sae_id", "VARCHAR"), ("feature_id", "INTEGER"), ("rank", "INTEGER"), ("neighbor_id", "INTEGER"),
+                             ("jaccard", "REAL"), ("n_both", "BIGINT")],
     "clusters": [("sae_id", "VARCHAR"), ("map", "VARCHAR"), ("cluster_id", "INTEGER"), ("name", "VARCHAR"), ("size", "INTEGER"),
-                 ("x", "REAL"), ("y", "REAL")],
+                 ("x", "REAL"), ("y", "REAL"), ("name_score", "REAL")],
     "sample_map": [("sae_id", "VARCHAR"), ("sample_id", "BIGINT"), ("x", "REAL"), ("y", "REAL"), ("cluster_id", "INTEGER")],
     "sample_top": [("sae_id", "VARCHAR"), ("sample_id", "BIGINT"), ("rank", "INTEGER"), ("feature_id", "INTEGER"), ("activation", "REAL")],
     "training_curve": [("sae_id", "VARCHAR"), ("step", "BIGINT"), ("n_tokens", "BIGINT"), ("loss", "DOUBLE"), ("fvu", "DOUBLE"),
@@ -46,6 +49,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "feature_hist": ("sae_id", "feature_id"),
     "feature_labels": ("sae_id", "feature_id", "count DESC", "label"),
     "feature_neighbors": ("sae_id", "feature_id", "rank"),
+    "feature_coactivation": ("sae_id", "feature_id", "rank"),
     "clusters": ("sae_id", "map", "cluster_id"),
     "sample_map": ("sae_id", "sample_id"),
     "sample_top": ("sae_id", "sample_id", "rank"),
@@ -113,25 +117,36 @@ labs AS (
   FROM feature_labels GROUP BY sae_id, feature_id),
 nbrs AS (
   SELECT n.sae_id, n.feature_id,
-         list({'feature_id': n.neighbor_id, 'cosine': n.cosine::DOUBLE, 'name': f.name,
+         list({'feature_id': n.neighbor_id, 'cosine': n.cosine::DOUBLE, 'name': f.name, 'name_score': f.name_score,
                'thumbs': coalesce(tp.top[1:3], [])} ORDER BY n.rank) AS neighbors
   FROM feature_neighbors n
   LEFT JOIN features f ON f.sae_id = n.sae_id AND f.feature_id = n.neighbor_id
   LEFT JOIN tops tp ON tp.sae_id = n.sae_id AND tp.feature_id = n.neighbor_id
+  GROUP BY n.sae_id, n.feature_id),
+coacts AS (
+  SELECT n.sae_id, n.feature_id,
+         list({'feature_id': n.neighbor_id, 'jaccard': n.jaccard::DOUBLE, 'n_both': n.n_both, 'name': f.name,
+               'name_score': f.name_score, 'thumbs': coalesce(tp.top[1:3], [])} ORDER BY n.rank) AS coactivation
+  FROM feature_coactivation n
+  LEFT JOIN features f ON f.sae_id = n.sae_id AND f.feature_id = n.neighbor_id
+  LEFT JOIN tops tp ON tp.sae_id = n.sae_id AND tp.feature_id = n.neighbor_id
   GROUP BY n.sae_id, n.feature_id)
 SELECT f.sae_id, f.feature_id, to_json({
-  'feature': {'feature_id': f.feature_id, 'name': f.name, 'density': f.density, 'n_fired': f.n_fired,
+  'feature': {'feature_id': f.feature_id, 'name': f.name, 'name_score': f.name_score, 'name_coverage': f.name_coverage,
+              'density': f.density, 'n_fired': f.n_fired,
               'mean_act': f.mean_act, 'max_act': f.max_act, 'label_entropy': f.label_entropy,
               'top_label': f.top_label, 'cluster_id': f.cluster_id},
   'top': coalesce(tops.top, []), 'quantiles': coalesce(quants.quantiles, []),
   'hist': {'edges': coalesce(h.edges, []), 'counts': coalesce(h.counts, [])},
-  'labels': coalesce(labs.labels, []), 'neighbors': coalesce(nbrs.neighbors, [])})::VARCHAR
+  'labels': coalesce(labs.labels, []), 'neighbors': coalesce(nbrs.neighbors, []),
+  'coactivation': coalesce(coacts.coactivation, [])})::VARCHAR
 FROM features f
 LEFT JOIN tops ON tops.sae_id = f.sae_id AND tops.feature_id = f.feature_id
 LEFT JOIN quants ON quants.sae_id = f.sae_id AND quants.feature_id = f.feature_id
 LEFT JOIN feature_hist h ON h.sae_id = f.sae_id AND h.feature_id = f.feature_id
 LEFT JOIN labs ON labs.sae_id = f.sae_id AND labs.feature_id = f.feature_id
 LEFT JOIN nbrs ON nbrs.sae_id = f.sae_id AND nbrs.feature_id = f.feature_id
+LEFT JOIN coacts ON coacts.sae_id = f.sae_id AND coacts.feature_id = f.feature_id
 ORDER BY f.sae_id, f.feature_id
 """
 

@@ -90,17 +90,24 @@ def sample_refs(db: Index, ctx: SaeCtx, rows: list[dict[str, Any]]) -> list[Samp
 
 
 FEATURE_COLS = ("feature_id, name, density, n_fired, mean_act, max_act, label_entropy, "
-                "top_label, cluster_id")
+                "top_label, cluster_id, name_score, name_coverage")
+WEAK_NAME_SCORE = 0.5
+"""precompute.naming.WEAK_NAME_SCORE (the app never imports precompute): weaker names say 'maybe'."""
 
 
-def feature_title(fid: int, name: str | None) -> str:
-    return name if name else f"feature {fid}"
+def feature_title(fid: int, name: str | None, score: float | None = None) -> str:
+    if not name:
+        return f"feature {fid}"
+    return f"maybe {name}" if score is not None and score < WEAK_NAME_SCORE else name
 
 
 def feature_summary(sae_id: str, row: dict[str, Any]) -> FeatureSummary:
     fid = int(row["feature_id"])
+    score = row.get("name_score")
     return FeatureSummary(
-        feature_id=fid, name=row["name"], title=feature_title(fid, row["name"]),
+        feature_id=fid, name=row["name"], title=feature_title(fid, row["name"], score),
+        name_score=score, name_coverage=row.get("name_coverage"),
+        name_weak=bool(row["name"]) and score is not None and score < WEAK_NAME_SCORE,
         density=row["density"], n_fired=row["n_fired"], mean_act=row["mean_act"],
         max_act=row["max_act"], label_entropy=row["label_entropy"], top_label=row["top_label"],
         cluster_id=row["cluster_id"], url=f"/sae/{sae_id}/feature/{fid}")

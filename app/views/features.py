@@ -62,7 +62,7 @@ def _feature_view(db: Index, ctx: SaeCtx, fid: int) -> FeatureView:
     if n_bins and bins:  # every bin, empty ones too, so gaps in the activation range show
         bins = {b: bins.get(b, []) for b in range(n_bins)}
     neighbors = [Neighbor.model_construct(
-        feature_id=n["feature_id"], title=feature_title(n["feature_id"], n["name"]), cosine=n["cosine"],
+        feature_id=n["feature_id"], title=feature_title(n["feature_id"], n["name"], n.get("name_score")), cosine=n["cosine"],
         url=f"/sae/{sid}/feature/{n['feature_id']}", thumbs=_refs(ctx, n["thumbs"])) for n in page["neighbors"]]
     return FeatureView.model_construct(
         sae=ctx.summary, feature=feature_summary(sid, page["feature"]), top=_refs(ctx, top_items, top_heat),
@@ -98,25 +98,36 @@ def feature_card(db: Index, ctx: SaeCtx, fid: int) -> FeatureCard:
 
 
 N_EXAMPLES = 6
+MIN_PURITY = 0.5
+"""A first-look feature's most common label covers at least half of its top samples."""
 
 
 def example_features(db: Index, ctx: SaeCtx) -> list[FeatureCard]:
-    """A first look at an SAE: its most label-pure firing features (the seed's interpretability
-    measure), at most one per feature-map cluster and per top label so the examples differ; by
-    max activation when the dataset has no labels."""
-    rank = "label_entropy NULLS LAST, max_act DESC, feature_id"
+    """A first look at an SAE, by a stated purity rule: firing features whose top label covers at
+    least MIN_PURITY of their top samples, purest first (then lowest label entropy, best name
+    score), at most one per feature-map cluster and per top label so the examples differ. Without
+    labels: the best-named features, then the strongest."""
+    rank = "purity DESC NULLS LAST, label_entropy NULLS LAST, name_score DESC NULLS LAST, max_act DESC, feature_id"
 
     def pick() -> list[FeatureCard]:
         # A feature pure on 4 samples is luck, not meaning: ask for ~20 where the dataset allows.
         min_fired = max(N_CARD_THUMBS, min(20, (ctx.summary.n_samples or 0) // 50))
-        ids = [r["feature_id"] for r in db.all(
-            f"""SELECT feature_id FROM (
-                  SELECT * FROM features WHERE sae_id = ? AND n_fired >= ?
+        rows = db.all(
+            f"""WITH p AS (SELECT feature_id, max(fraction) AS purity FROM feature_labels WHERE sae_id = ? GROUP BY feature_id),
+                cand AS (SELECT f.*, p.purity FROM features f LEFT JOIN p USING (feature_id)
+                         WHERE f.sae_id = ? AND f.n_fired >= ? AND (p.purity IS NULL OR p.purity >= ?))
+                SELECT feature_id, purity FROM (
+                  SELECT * FROM cand
                   QUALIFY row_number() OVER (PARTITION BY CASE WHEN cluster_id >= 0 THEN cluster_id ELSE -1 - feature_id END
                                              ORDER BY {rank}) = 1)
                 QUALIFY row_number() OVER (PARTITION BY coalesce(top_label, feature_id::VARCHAR) ORDER BY {rank}) = 1
-                ORDER BY {rank} LIMIT ?""", [ctx.sae_id, min_fired, N_EXAMPLES])]
-        return [feature_card(db, ctx, fid) for fid in ids]
+                ORDER BY {rank} LIMIT ?""", [ctx.sae_id, ctx.sae_id, min_fired, MIN_PURITY, N_EXAMPLES])
+        cards = []
+        for r in rows:
+            card = feature_card(db, ctx, r["feature_id"])
+            card.top_label_fraction = r["purity"]
+            cards.append(card)
+        return cards
     return db.cached(("examples", ctx.sae_id), pick)
 
 

@@ -293,10 +293,12 @@ def test_home_shows_label_pure_features_from_different_clusters(client, index_pa
         assert all(rows[c["feature_id"]][2] >= 4 for c in cards)  # enough samples to show
         labels = [c["top_label"] for c in cards if c["top_label"] is not None]
         assert len(labels) == len(set(labels))  # and one per top label
-        ent = [rows[c["feature_id"]][0] for c in cards]
-        if all(e is not None for e in ent):
-            assert ent == sorted(ent)
-            assert ent[0] == min(e for e, _, n in rows.values() if n >= 4 and e is not None)  # the purest comes first
+        purity = dict(con.execute("SELECT feature_id, max(fraction) FROM feature_labels WHERE sae_id = ? GROUP BY ALL", [sae_id]).fetchall())
+        if purity:  # the stated rule: top label on at least half the top samples, purest first
+            got = [purity[c["feature_id"]] for c in cards]
+            assert got == sorted(got, reverse=True) and min(got) >= 0.5
+            assert [c["top_label_fraction"] for c in cards] == pytest.approx(got)
+            assert got[0] == max(p for f, p in purity.items() if rows[f][2] >= 4)  # the purest comes first
         assert all(len(c["top"]) <= 4 for c in cards)
     html = client.get("/").text
     first = j["examples"][POOLED][0]
@@ -304,9 +306,10 @@ def test_home_shows_label_pure_features_from_different_clusters(client, index_pa
     # the text SAE's dataset has no labels: its examples are its strongest features, and it says so
     text = j["examples"][TEXT]
     assert all(c["label_entropy"] is None for c in text)
-    assert [c["max_act"] for c in text] == sorted((c["max_act"] for c in text), reverse=True)
+    keys = [(c["name_score"], c["max_act"]) for c in text]
+    assert keys == sorted(keys, reverse=True)  # best-scored names first, then the strongest
     section = html[html.index(f"A first look: {j['data'][[s['sae_id'] for s in j['data']].index(TEXT)]['title']}"):]
-    assert "strongest activations" in section.split("</section>")[0]
+    assert "best-scored names, then the strongest activations" in section.split("</section>")[0]
 
 
 def test_dashboard_scatter_points_open_their_feature(client):
