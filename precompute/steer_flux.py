@@ -213,7 +213,16 @@ def generate(flux: Any, condition: dict[str, Tensor], gen: Generation) -> Any:
 def scale_edits(edits: Sequence[Edit], strength: float) -> list[Edit]:
     """Edits at a sweep strength: add/set values times `strength`, scale factors to its power
     (so strength 0 leaves scale edits and adds as no-ops, and `set` clamps to 0)."""
-    return [Edit(e.feature_id, e.op, e.value ** strength if e.op == "scale" else e.value * strength) for e in edits]
+    out = []
+    for e in edits:
+        if e.op != "scale":
+            out.append(Edit(e.feature_id, e.op, e.value * strength))
+        elif e.value > 0 or strength in (0, 1):
+            out.append(Edit(e.feature_id, e.op, e.value ** strength))
+        else:
+            raise ConfigError(f"feature {e.feature_id}: a scale factor of {e.value:g} has no strength {strength:g}; "
+                              "sweep it with strengths 0 and 1 only, or use a positive factor")
+    return out
 
 
 @dataclass(frozen=True)

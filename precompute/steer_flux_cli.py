@@ -102,7 +102,7 @@ def _load_image(fpath: str):
 
 def _resolve(cfg: SteerFluxConfig, sae):
     """Edits in raw units, strengths, the patch cells and the edit site, all validated."""
-    from precompute.steer_flux import EditSite, Generation
+    from precompute.steer_flux import EditSite, Generation, scale_edits
     from sae_core.steering import check_edits, parse_edit, resolve_units
 
     if not cfg.edits:
@@ -115,6 +115,8 @@ def _resolve(cfg: SteerFluxConfig, sae):
     strengths = parse_numbers(cfg.sweep, "--sweep")
     if not strengths:
         raise ConfigError("--sweep is empty; give strengths such as 0,1,2")
+    for strength in strengths:  # refuse an impossible strength before loading any model
+        scale_edits(raw, strength)
     patches = parse_numbers(cfg.patches, "--patches", int) if cfg.patches.strip() else None
     at_steps = tuple(parse_numbers(cfg.at_steps, "--at-steps", int)) if cfg.at_steps.strip() else None
     gen = Generation(seed=cfg.seed, steps=cfg.steps, size=cfg.size, guidance=cfg.guidance)

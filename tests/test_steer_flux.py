@@ -160,6 +160,9 @@ def test_scale_edits_at_a_strength():
     edits = [Edit(1, "add", 2.0), Edit(2, "set", -1.0), Edit(3, "scale", 4.0)]
     assert scale_edits(edits, 0.5) == [Edit(1, "add", 1.0), Edit(2, "set", -0.5), Edit(3, "scale", 2.0)]
     assert scale_edits(edits, 0.0)[2] == Edit(3, "scale", 1.0)
+    assert scale_edits([Edit(3, "scale", -1.0)], 1.0) == [Edit(3, "scale", -1.0)]
+    with pytest.raises(ConfigError, match="scale factor of -1 has no strength 0.5"):
+        scale_edits([Edit(3, "scale", -1.0)], 0.5)
 
 
 def _transformer_outputs(flux, condition) -> list[torch.Tensor]:
