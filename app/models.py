@@ -109,7 +109,18 @@ class LabelCount(BaseModel):
 class Neighbor(BaseModel):
     feature_id: int
     title: str
-    cosine: float = Field(description="decoder cosine (kind decoder) or Jaccard index of firing samples (kind coactivation)")
+    cosine: float = Field(description="cosine similarity of the two features' decoder directions")
+    url: str
+    thumbs: list[SampleRef]
+
+
+class CoNeighbor(BaseModel):
+    """A feature firing on the same samples (co-activation over the whole store)."""
+
+    feature_id: int
+    title: str
+    jaccard: float = Field(description="samples both fire on / samples either fires on")
+    n_both: int = Field(description="samples both fire on")
     url: str
     thumbs: list[SampleRef]
 
@@ -122,6 +133,7 @@ class FeatureView(BaseModel):
     hist: Histogram
     labels: list[LabelCount]
     neighbors: list[Neighbor]
+    coactivation: list[CoNeighbor] = Field(default_factory=list, description="empty for SAEs above 8,192 features")
     prev_url: str | None
     next_url: str | None
     random_url: str

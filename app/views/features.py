@@ -8,7 +8,7 @@ from typing import Any
 
 from app.db import Index
 from app.errors import InvalidParamError, NotFoundError
-from app.models import FeatureCard, FeatureList, FeatureView, Histogram, LabelCount, Neighbor, QuantileBin, SampleRef
+from app.models import CoNeighbor, FeatureCard, FeatureList, FeatureView, Histogram, LabelCount, Neighbor, QuantileBin, SampleRef
 from app.views.common import FEATURE_COLS, SaeCtx, decode_heatmap, feature_summary, feature_title
 
 N_TOP_SHOWN = 64
@@ -64,13 +64,17 @@ def _feature_view(db: Index, ctx: SaeCtx, fid: int) -> FeatureView:
     neighbors = [Neighbor.model_construct(
         feature_id=n["feature_id"], title=feature_title(n["feature_id"], n["name"], n.get("name_score")), cosine=n["cosine"],
         url=f"/sae/{sid}/feature/{n['feature_id']}", thumbs=_refs(ctx, n["thumbs"])) for n in page["neighbors"]]
+    coactivation = [CoNeighbor.model_construct(
+        feature_id=n["feature_id"], title=feature_title(n["feature_id"], n["name"], n.get("name_score")), jaccard=n["jaccard"],
+        n_both=n["n_both"], url=f"/sae/{sid}/feature/{n['feature_id']}", thumbs=_refs(ctx, n["thumbs"]))
+        for n in page.get("coactivation", [])]
     return FeatureView.model_construct(
         sae=ctx.summary, feature=feature_summary(sid, page["feature"]), top=_refs(ctx, top_items, top_heat),
         quantiles=[QuantileBin.model_construct(bin=b, samples=s, lo=max_act * b / n_bins if n_bins else None,
                                                hi=max_act * (b + 1) / n_bins if n_bins else None)
                    for b, s in sorted(bins.items())],
         hist=_trimmed_hist(page["hist"]["edges"], page["hist"]["counts"]),
-        labels=[LabelCount.model_construct(**r) for r in page["labels"]], neighbors=neighbors,
+        labels=[LabelCount.model_construct(**r) for r in page["labels"]], neighbors=neighbors, coactivation=coactivation,
         prev_url=f"/sae/{sid}/feature/{fid - 1}" if fid > 0 else None,
         next_url=f"/sae/{sid}/feature/{fid + 1}" if fid + 1 < ctx.d_sae else None,
         random_url=f"/sae/{sid}/feature/random")

@@ -151,6 +151,7 @@ def _feature_tables(con, sae_id: str, d_sae: int, n_samples: int, grid: int | No
     _insert(con, "feature_hist", hists)
     _insert(con, "feature_labels", labs)
     _insert(con, "feature_neighbors", neigh)
+    _insert(con, "feature_coactivation", _coactivation_rows(sae_id, tops))
     rows = []
     for s in range(n_samples):
         for r, (a, f) in enumerate(sorted(stop.get(s, []), key=lambda t: -t[0])[:5]):
@@ -165,6 +166,19 @@ def _feature_tables(con, sae_id: str, d_sae: int, n_samples: int, grid: int | No
     curve = [(sae_id, st * 100, st * 100 * 256, 1.0 / (st + 1), 0.5 / (st + 1) + 0.1,
               32 - st * 0.5, 0.5 / (st + 1)) for st in range(20)]
     _insert(con, "training_curve", curve)
+
+
+def _coactivation_rows(sae_id: str, tops: list[tuple]) -> list[tuple]:
+    """Co-activation neighbours by the Jaccard index of the fixture's top-sample sets, 3 per feature."""
+    sets: dict[int, set[int]] = {}
+    for _, f, _, s, *_ in tops:
+        sets.setdefault(f, set()).add(s)
+    rows = []
+    for f, a in sets.items():
+        scored = sorted(((len(a & b) / len(a | b), g, len(a & b)) for g, b in sets.items() if g != f and len(a & b) >= 2),
+                        key=lambda t: (-t[0], t[1]))
+        rows += [(sae_id, f, r, g, j, n) for r, (j, g, n) in enumerate(scored[:3])]
+    return rows
 
 
 def build_fixture_index(dpath: Path, schema_version: int = SCHEMA_VERSION) -> Path:

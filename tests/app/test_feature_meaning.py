@@ -1,0 +1,44 @@
+"""Feature pages say what their claims rest on: name scores, label entropy in bits, and both kinds
+of neighbours, labelled."""
+
+from __future__ import annotations
+
+import re
+
+import duckdb
+import pytest
+from make_fixture_index import POOLED
+
+
+def test_feature_page_shows_the_name_score_and_entropy_unit(client, index_path):
+    j = client.get(f"/sae/{POOLED}/feature/3.json").json()
+    con = duckdb.connect(str(index_path), read_only=True)
+    score, coverage = con.execute("SELECT name_score, name_coverage FROM features WHERE sae_id = ? AND feature_id = 3", [POOLED]).fetchone()
+    assert j["feature"]["name_score"] == pytest.approx(score) and j["feature"]["name_coverage"] == pytest.approx(coverage)
+    html = client.get(f"/sae/{POOLED}/feature/3").text
+    assert f"Name score {100 * score:.2f}%" in html
+    assert re.search(r"label entropy</dt><dd>[0-9.]+ <small>bits</small>", html)
+
+
+def test_weak_names_say_maybe(client, index_path):
+    con = duckdb.connect(str(index_path), read_only=True)
+    fid, name = con.execute("SELECT feature_id, name FROM features WHERE sae_id = ? AND name_score < 0.5 AND name <> '' "
+                            "ORDER BY feature_id LIMIT 1", [POOLED]).fetchone()
+    j = client.get(f"/sae/{POOLED}/feature/{fid}.json").json()
+    assert j["feature"]["name_weak"] and j["feature"]["title"] == f"maybe {name}"
+    assert "weak: below 50%" in client.get(f"/sae/{POOLED}/feature/{fid}").text
+
+
+def test_feature_page_lists_coactivation_and_decoder_neighbours_labelled(client, index_path):
+    con = duckdb.connect(str(index_path), read_only=True)
+    want = con.execute("SELECT neighbor_id, jaccard, n_both FROM feature_coactivation WHERE sae_id = ? AND feature_id = 3 ORDER BY rank",
+                       [POOLED]).fetchall()
+    assert want  # the fixture's top lists overlap
+    j = client.get(f"/sae/{POOLED}/feature/3.json").json()
+    assert [(n["feature_id"], n["n_both"]) for n in j["coactivation"]] == [(g, n) for g, _, n in want]
+    assert [n["jaccard"] for n in j["coactivation"]] == pytest.approx([w for _, w, _ in want])
+    html = client.get(f"/sae/{POOLED}/feature/3").text
+    co = html[html.index('data-neighbors="coactivation"'):html.index('data-neighbors="decoder"')]
+    assert "Jaccard" in co and f'/sae/{POOLED}/feature/{want[0][0]}"' in co
+    dec = html[html.index('data-neighbors="decoder"'):]
+    assert "decoder cosine" in dec and dec.count("cos ") >= len(j["neighbors"])
