@@ -15,7 +15,8 @@ from app.db import Index
 from app.errors import install_error_handlers
 from app.index_watch import IndexWatch
 from app.render import make_templates
-from app.routes import features, files, game, home, saes, samples, search
+from app.live_client import LiveClient
+from app.routes import features, files, game, home, live, saes, samples, search
 from app.settings import Settings
 
 
@@ -90,7 +91,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(ServerTiming)
     app.add_middleware(HeadAsGet)
-    for module in (home, saes, features, samples, search, game, files):
+    app.state.live = LiveClient(settings.live_url, settings.live_timeout_s)
+    for module in (home, saes, features, samples, search, game, files, live):
         app.include_router(module.router)
     return app
 
@@ -112,14 +114,16 @@ def check_port_free(host: str, port: int) -> None:
             raise OSError(e.errno, f"cannot listen on {host}:{port} ({e.strerror}); pass another --port or stop what uses it") from None
 
 
-def serve(index_path: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Run the explorer with uvicorn (`saescope serve INDEX.duckdb`)."""
+def serve(index_path: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, live_url: str | None = None) -> None:
+    """Run the explorer with uvicorn (`saescope serve INDEX.duckdb`); `live_url`: the live worker."""
     import uvicorn
 
     # Game tokens are signed; without a configured key, make a random one for this server's
     # lifetime and share it with every worker through the environment.
     os.environ.setdefault("SAESCOPE_SECRET", secrets.token_hex(32))
-    settings = Settings(index=Path(index_path), secret=os.environ["SAESCOPE_SECRET"])
+    if live_url:
+        os.environ["SAESCOPE_LIVE_URL"] = live_url  # every uvicorn worker reads it through Settings
+    settings = Settings(index=Path(index_path), secret=os.environ["SAESCOPE_SECRET"], live_url=live_url)
     if workers <= 1:
         app = create_app(settings)
         check_port_free(host, port)

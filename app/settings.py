@@ -20,3 +20,7 @@ class Settings(BaseSettings):
         default=None, description="key that signs game tokens (`serve` makes a random one per server when unset)")
     page_size: int = Field(default=24, ge=1, le=500, description="search results per page")
     thumb_max_age: int = Field(default=7 * 86400, ge=0, description="Cache-Control max-age of thumbnails (s)")
+    live_url: str | None = Field(
+        default=None, description="live-inspection worker (`saescope worker`): http://HOST:PORT or unix:/path/to/socket; unset: live pages say it is off")
+    live_timeout_s: float = Field(default=60.0, gt=0, description="how long the explorer waits for the worker per request (s)")
+    max_upload_mb: float = Field(default=20.0, gt=0, description="largest image upload accepted by live inspection (MB)")

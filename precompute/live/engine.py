@@ -1,0 +1,184 @@
+"""Models and SAEs of an index, loaded lazily and kept resident; inputs -> activations -> codes.
+
+SAEs whose stores came from the same model, input size and precision share one loaded model,
+and SAEs on the same layer share its activations, so a request for several SAEs of one model
+costs one forward per distinct layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from precompute.extractors import Extractor, build_extractor
+from precompute.heads import ClassifierTail, load_classifier_tail
+from precompute.live.inputs import DatasetSamples, InputError, LiveInput
+from precompute.live.retrieval import Retrieval
+from precompute.live.specs import LiveSae, read_max_acts, read_specs
+from sae_core import distributed
+from sae_core.checkpoint import load
+from sae_core.errors import ConfigError
+
+
+class UnknownSaeError(InputError):
+    def __init__(self, sae_id: str, known: list[str]):
+        super().__init__(f"no SAE {sae_id!r} in this index; it has {', '.join(known) or 'none'}", status=404)
+
+
+@dataclass
+class SaeCode:
+    """One input's activations at an SAE's layer and its sparse code."""
+
+    sae_id: str
+    acts: torch.Tensor
+    """[tokens, d_in] float32 on the CPU: what the SAE saw (and what steering edits)."""
+    token: np.ndarray
+    feature: np.ndarray
+    value: np.ndarray
+    """Non-zero latents as (token, feature, value) entries."""
+
+    def feature_scores(self) -> list[tuple[int, float, int]]:
+        """(feature, score = max over tokens, the token where it peaks), highest score first;
+        the index's per-sample score for patch SAEs is the same maximum."""
+        best: dict[int, tuple[float, int]] = {}
+        for t, f, v in zip(self.token.tolist(), self.feature.tolist(), self.value.tolist()):
+            if f not in best or v > best[f][0]:
+                best[f] = (v, t)
+        return sorted(((f, v, t) for f, (v, t) in best.items()), key=lambda r: (-r[1], r[0]))
+
+
+def sparse_code(sae, acts: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The SAE's positive latents of acts [tokens, d_in] as (token, feature, value) arrays."""
+    with torch.no_grad():
+        x = acts.to(sae.W_enc.device, sae.W_enc.dtype)
+        if sae.cfg.arch == "topk":
+            code = sae.encode_sparse(x)
+            tok = torch.arange(x.shape[0], device=x.device)[:, None].expand_as(code.indices)
+            keep = code.values > 0
+            return tok[keep].cpu().numpy(), code.indices[keep].cpu().numpy(), code.values[keep].float().cpu().numpy()
+        z = sae.encode(x)
+        tok, feat = torch.nonzero(z > 0, as_tuple=True)
+        return tok.cpu().numpy(), feat.cpu().numpy(), z[tok, feat].float().cpu().numpy()
+
+
+class LiveEngine:
+    """Everything the worker runs; not thread-safe for forwards (the batcher serialises them)."""
+
+    def __init__(self, index_fpath: str | Path | None, device: str = "auto", specs: dict[str, LiveSae] | None = None):
+        """`index_fpath` None: SAEs given as `specs` (from checkpoints), without max activations."""
+        self.index_fpath = Path(index_fpath) if index_fpath else None
+        self.device = distributed.pick_device(device)
+        self.specs: dict[str, LiveSae] = specs if specs is not None else read_specs(self.index_fpath)
+        self._saes: dict[str, object] = {}
+        self._extractors: dict[tuple, Extractor] = {}
+        self._tails: dict[str, ClassifierTail | None] = {}
+        self._max_acts: dict[str, np.ndarray] = {}
+        self._datasets: dict[str, DatasetSamples] = {}
+        self._retrieval: dict[str, Retrieval] = {}
+        self._load_lock = threading.RLock()
+
+    # ---- what is served ------------------------------------------------------------------
+    def spec(self, sae_id: str) -> LiveSae:
+        if sae_id not in self.specs:
+            raise UnknownSaeError(sae_id, sorted(self.specs))
+        problem = self.specs[sae_id].live_problem
+        if problem:
+            raise InputError(f"SAE {sae_id}: {problem}", status=422)
+        return self.specs[sae_id]
+
+    def loaded_models(self) -> list[str]:
+        return sorted({f"{k[0]} · {k[-2]}" for k in self._extractors})
+
+    # ---- lazily loaded parts -------------------------------------------------------------
+    def sae(self, sae_id: str):
+        with self._load_lock:
+            if sae_id not in self._saes:
+                spec = self.spec(sae_id)
+                sae = load(spec.checkpoint).to(self.device).eval()
+                if sae.cfg.d_in != spec.d_in:
+                    raise ConfigError(f"checkpoint {spec.checkpoint} has d_in={sae.cfg.d_in}, the index says {spec.d_in}")
+                self._saes[sae_id] = sae
+            return self._saes[sae_id]
+
+    def extractor(self, spec: LiveSae) -> Extractor:
+        with self._load_lock:
+            if spec.layer_key not in self._extractors:
+                with contextlib.redirect_stdout(io.StringIO()):  # some model packages print on load
+                    self._extractors[spec.layer_key] = build_extractor(
+                        spec.model, spec.layer, spec.token_selection, device=self.device, image_size=spec.image_size,
+                        modality=spec.modality, dtype=getattr(torch, spec.model_dtype))
+            return self._extractors[spec.layer_key]
+
+    def tail(self, sae_id: str) -> ClassifierTail | None:
+        """The classifier after this SAE's layer, or None (a model without classes)."""
+        with self._load_lock:
+            if sae_id not in self._tails:
+                spec = self.spec(sae_id)
+                module = getattr(self.extractor(spec), "model", None)
+                self._tails[sae_id] = load_classifier_tail(spec.model, spec.layer, spec.token_selection, self.device, module)
+            return self._tails[sae_id]
+
+    def max_acts(self, sae_id: str) -> np.ndarray:
+        with self._load_lock:
+            if sae_id not in self._max_acts:
+                spec = self.spec(sae_id)
+                if self.index_fpath is None:  # no index: no max activations (max units are refused)
+                    self._max_acts[sae_id] = np.zeros(spec.d_sae)
+                else:
+                    self._max_acts[sae_id] = read_max_acts(self.index_fpath, sae_id, spec.d_sae)
+            return self._max_acts[sae_id]
+
+    def retrieval(self, sae_id: str) -> Retrieval:
+        """Nearest-sample search over this SAE's store (vectors loaded on first use)."""
+        with self._load_lock:
+            if sae_id not in self._retrieval:
+                self._retrieval[sae_id] = Retrieval(self.spec(sae_id).store)
+            return self._retrieval[sae_id]
+
+    def sample(self, sae_id: str, sample_id: int) -> LiveInput:
+        """A dataset sample, loaded from its original source as extraction loaded it."""
+        spec = self.spec(sae_id)
+        with self._load_lock:
+            if spec.dataset_id not in self._datasets:
+                self._datasets[spec.dataset_id] = _open_dataset(spec)
+        value = self._datasets[spec.dataset_id].load(sample_id)
+        return LiveInput(value, "sample", sample_id)
+
+    # ---- forwards --------------------------------------------------------------------------
+    def activations(self, sae_ids: list[str], inputs: list[LiveInput]) -> list[dict[str, torch.Tensor]]:
+        """Per input, per SAE, its layer's activations [tokens, d_in]: one forward per distinct layer."""
+        specs = [self.spec(s) for s in sae_ids]
+        for spec in specs:
+            want = "text" if spec.modality == "text" else "image"
+            bad = [i for i in inputs if (i.kind == "text") != (want == "text") and i.kind != "sample"]
+            if bad:
+                raise InputError(f"SAE {spec.sae_id} reads {want} inputs, not {'text' if want == 'image' else 'images'}", status=422)
+        by_layer: dict[tuple, torch.Tensor] = {}
+        for spec in specs:
+            if spec.layer_key not in by_layer:
+                ext = self.extractor(spec)
+                by_layer[spec.layer_key] = ext.activations(ext.prepare([i.value for i in inputs])).float().cpu()
+        return [{s.sae_id: by_layer[s.layer_key][row] for s in specs} for row in range(len(inputs))]
+
+    def codes(self, sae_ids: list[str], inputs: list[LiveInput]) -> list[dict[str, SaeCode]]:
+        out = []
+        for per_sae in self.activations(sae_ids, inputs):
+            out.append({sid: SaeCode(sid, acts, *sparse_code(self.sae(sid), acts)) for sid, acts in per_sae.items()})
+        return out
+
+
+def _open_dataset(spec: LiveSae) -> DatasetSamples:
+    import json
+
+    try:
+        manifest = json.loads((spec.dataset_dpath / "manifest.json").read_text())
+        return DatasetSamples(spec.dataset_dpath, manifest["source"])
+    except (OSError, KeyError, ValueError, ConfigError) as e:
+        raise InputError(f"the samples of dataset {spec.dataset_id} cannot be loaded on the worker's machine ({e}); "
+                         "upload the image instead", status=422) from None
