@@ -57,6 +57,8 @@ class Generation:
     steps: int = 4
     size: int = 256
     guidance: float = 2.5
+    max_sequence_length: int = 256
+    """T5 tokens of a text prompt (FLUX.1-schnell's maximum); unused with Redux conditioning."""
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -196,7 +198,17 @@ def redux_condition(prior: Any, image: Any) -> dict[str, Tensor]:
     return {"prompt_embeds": out.prompt_embeds, "pooled_prompt_embeds": out.pooled_prompt_embeds}
 
 
-def generate(flux: Any, condition: dict[str, Tensor], gen: Generation) -> Any:
+def condition_for(prior: Any, source: Any, gen: Generation) -> dict[str, Any]:
+    """FluxPipeline inputs: Redux conditioning of an image, or a text prompt (a str) for a
+    pipeline loaded with its text encoders."""
+    if isinstance(source, str):
+        return {"prompt": source, "max_sequence_length": gen.max_sequence_length}
+    if prior is None:
+        raise ConfigError("an input image needs the Redux prior (--prior) to become FLUX conditioning")
+    return redux_condition(prior, source)
+
+
+def generate(flux: Any, condition: dict[str, Any], gen: Generation) -> Any:
     """One PIL image; the seed's noise is drawn on the CPU, so it is the same on every device."""
     result = flux(
         **condition,
@@ -253,7 +265,7 @@ def _site_context(site: EditSite, prior: Any, flux: Any, sae, edits: list[Edit],
 def sweep(
     prior: Any,
     flux: Any,
-    image: Any,
+    source: Any,
     sae,
     edits: Sequence[Edit],
     strengths: Sequence[float],
@@ -262,14 +274,19 @@ def sweep(
     token_mask: Tensor | None = None,
     gen: Generation = Generation(),
 ) -> list[Any]:
-    """One generated image per strength (edits' values times the strength), same seed for all."""
+    """One generated image per strength (edits' values times the strength), same seed for all.
+
+    `source` is the input image (Redux conditioning through `prior`) or a text prompt (a str; the
+    FLUX pipeline then needs its text encoders, and only block edits apply)."""
     site.check(gen)
     check_edits(edits, sae.cfg.d_sae)
-    base = None if site.layer == REDUX else redux_condition(prior, image)  # a block edit leaves Redux alone
+    if site.layer == REDUX and isinstance(source, str):
+        raise ConfigError("the Redux edit acts on an input image; with a text prompt, edit a FLUX block (--layer)")
+    base = None if site.layer == REDUX else condition_for(prior, source, gen)  # a block edit leaves Redux alone
     images = []
     for strength in progress(iterable=list(strengths), desc="steer-flux", unit="image"):
         with _site_context(site, prior, flux, sae, scale_edits(edits, strength), token_mask, gen):
-            condition = base if base is not None else redux_condition(prior, image)
+            condition = base if base is not None else redux_condition(prior, source)
             images.append(generate(flux, condition, gen))
     return images
 
@@ -303,10 +320,11 @@ def load_prior(name: str, device: str, dtype: torch.dtype | None = None) -> Any:
     return pipe
 
 
-def load_flux(name: str, device: str, dtype: torch.dtype | None = None) -> Any:
-    """FluxPipeline without text encoders or tokenizers: Redux supplies the conditioning."""
-    pipe = _from_pretrained(_diffusers().FluxPipeline, name, "--flux", text_encoder=None, text_encoder_2=None, tokenizer=None,
-                            tokenizer_2=None, torch_dtype=_dtype(device, dtype)).to(device)
+def load_flux(name: str, device: str, dtype: torch.dtype | None = None, *, text_encoders: bool = False) -> Any:
+    """FluxPipeline; without text encoders or tokenizers (Redux supplies the conditioning) unless
+    `text_encoders` (generation from a text prompt)."""
+    skip = {} if text_encoders else {"text_encoder": None, "text_encoder_2": None, "tokenizer": None, "tokenizer_2": None}
+    pipe = _from_pretrained(_diffusers().FluxPipeline, name, "--flux", torch_dtype=_dtype(device, dtype), **skip).to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

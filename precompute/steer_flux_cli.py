@@ -1,4 +1,4 @@
-"""`saescope steer-flux`: an image, SAE edits and strengths in; a labelled PNG grid and a JSON report out.
+"""`saescope steer-flux`: an image (or a prompt), SAE edits and strengths in; a labelled PNG grid and a JSON report out.
 
 The grid has one row (the edits) and a column per strength after the input image; the report
 beside it (`grid.json` for `grid.png`) records everything needed to redo the run: pipelines,
@@ -24,6 +24,8 @@ class SteerFluxConfig:
 
     sae: str = field(default="", metadata={"help": "SAE checkpoint folder: a SigLIP SAE for the Redux edit, a FLUX one for --layer"})
     image: str = field(default="", metadata={"help": "input image (PNG, JPEG, ...) that Redux turns into FLUX conditioning"})
+    prompt: str = field(default="", metadata={"help": "instead of --image: a text prompt for FLUX with its text encoders "
+                                                     "(block edits only: --layer)"})
     out: str = field(default="steer-flux.png", metadata={"help": "grid PNG to write; the JSON report goes beside it (.json)"})
     prior: str = field(default=DEFAULT_PRIOR, metadata={"help": "FluxPriorReduxPipeline: hub name or diffusers folder"})
     flux: str = field(default=DEFAULT_FLUX, metadata={"help": "FluxPipeline (loaded without text encoders): hub name or diffusers folder"})
@@ -41,6 +43,7 @@ class SteerFluxConfig:
     steps: int = field(default=4, metadata={"help": "denoising steps"})
     size: int = field(default=256, metadata={"help": "generated image side in pixels (a multiple of 16)"})
     guidance: float = field(default=2.5, metadata={"help": "FLUX guidance scale (used by guidance-distilled models such as FLUX.1-dev)"})
+    max_sequence_length: int = field(default=256, metadata={"help": "T5 tokens of --prompt (FLUX.1-schnell takes up to 256)"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
 
 
@@ -119,7 +122,8 @@ def _resolve(cfg: SteerFluxConfig, sae):
         scale_edits(raw, strength)
     patches = parse_numbers(cfg.patches, "--patches", int) if cfg.patches.strip() else None
     at_steps = tuple(parse_numbers(cfg.at_steps, "--at-steps", int)) if cfg.at_steps.strip() else None
-    gen = Generation(seed=cfg.seed, steps=cfg.steps, size=cfg.size, guidance=cfg.guidance)
+    gen = Generation(seed=cfg.seed, steps=cfg.steps, size=cfg.size, guidance=cfg.guidance,
+                     max_sequence_length=cfg.max_sequence_length)
     site = EditSite(cfg.layer, at_steps)
     site.check(gen)
     return edits, raw, strengths, patches, site, gen
@@ -132,10 +136,36 @@ def _out_paths(out: str) -> tuple[Path, Path]:
     return grid, grid.with_suffix(".json")
 
 
+def _source(cfg: SteerFluxConfig, layer: str):
+    """The input image (Redux conditioning) or the text prompt, exactly one of them."""
+    if cfg.prompt and cfg.image:
+        raise ConfigError("give --image (FLUX Redux) or --prompt (FLUX with its text encoders), not both")
+    if cfg.prompt:
+        if layer == "redux":
+            raise ConfigError("the Redux edit acts on an input image; with --prompt, edit a FLUX block (--layer transformer_blocks.N.image)")
+        return cfg.prompt
+    return _load_image(cfg.image)
+
+
+def _load_models(cfg: SteerFluxConfig, sae, site, gen, patches: list[int] | None, device: str):
+    """Prior (Redux runs only), FLUX, and the patch mask over the grid the edit sees."""
+    from precompute.extractors.flux import PIXELS_PER_TOKEN
+    from precompute.steer_flux import REDUX, check_redux_width, load_flux, load_prior, patch_mask, siglip_grid
+
+    prior = None if cfg.prompt else load_prior(cfg.prior, device)
+    side = gen.size // PIXELS_PER_TOKEN
+    mask_grid = siglip_grid(prior) if site.layer == REDUX else (side, side)
+    mask = patch_mask(patches, mask_grid)
+    if site.layer == REDUX:  # refuse a SigLIP mismatch before loading the (large) FLUX pipeline
+        check_redux_width(prior, sae)
+    flux = load_flux(cfg.flux, device, text_encoders=bool(cfg.prompt))
+    return prior, flux, mask, mask_grid
+
+
 def run_steer_flux(cfg: SteerFluxConfig) -> SteerFluxResult:
     """Validate everything, load the pipelines, run the sweep, write grid and report."""
-    from precompute.extractors.flux import PIXELS_PER_TOKEN, split_stream
-    from precompute.steer_flux import REDUX, check_redux_width, load_flux, load_prior, patch_mask, siglip_grid, sweep
+    from precompute.extractors.flux import split_stream
+    from precompute.steer_flux import REDUX, sweep
     from precompute.steer_flux_grid import image_grid, save_png
     from sae_core.checkpoint import load
     from sae_core.contract import atomic_write_json
@@ -148,26 +178,22 @@ def run_steer_flux(cfg: SteerFluxConfig) -> SteerFluxResult:
     edits, raw, strengths, patches, site, gen = _resolve(cfg, sae)
     if patches is not None and site.layer != REDUX and split_stream(site.layer)[1] == "text":
         raise ConfigError(f"--patches picks image cells, but {site.layer} is a text stream; drop --patches or edit an .image stream")
-    image = _load_image(cfg.image)
+    source = _source(cfg, site.layer)
     device = pick_device(cfg.device)
-    prior = load_prior(cfg.prior, device)
-    side = gen.size // PIXELS_PER_TOKEN
-    mask_grid = siglip_grid(prior) if site.layer == REDUX else (side, side)
-    mask = patch_mask(patches, mask_grid)
-    if site.layer == REDUX:  # refuse a SigLIP mismatch before loading the (large) FLUX pipeline
-        check_redux_width(prior, sae)
-    flux = load_flux(cfg.flux, device)
-    images = sweep(prior, flux, image, sae, raw, strengths, site=site, token_mask=mask, gen=gen)
+    prior, flux, mask, mask_grid = _load_models(cfg, sae, site, gen, patches, device)
+    images = sweep(prior, flux, source, sae, raw, strengths, site=site, token_mask=mask, gen=gen)
+    columns = [f"x{s:g}" for s in strengths]
+    inputs = [] if cfg.prompt else [source]
     label = " ".join(cfg.edits) + (" x max" if cfg.units == "max" else "")
-    grid = image_grid([[image, *images]], [label], ["input", *(f"x{s:g}" for s in strengths)], gen.size)
-    save_png(grid, grid_fpath)
+    save_png(image_grid([[*inputs, *images]], [label], ["input"] * len(inputs) + columns, gen.size), grid_fpath)
     report = {
-        "kind": "steer-flux", "prior": cfg.prior, "flux": cfg.flux, "sae": str(Path(cfg.sae).resolve()),
-        "image": str(Path(cfg.image).resolve()), "layer": site.layer, "at_steps": site.at_steps,
+        "kind": "steer-flux", "prior": None if cfg.prompt else cfg.prior, "flux": cfg.flux, "sae": str(Path(cfg.sae).resolve()),
+        "image": str(Path(cfg.image).resolve()) if cfg.image else None, "prompt": cfg.prompt or None,
+        "layer": site.layer, "at_steps": site.at_steps,
         "edits": [asdict(e) for e in edits], "units": cfg.units, "raw_edits": [asdict(e) for e in raw],
         "patches": patches, "patch_grid": list(mask_grid), "strengths": strengths,
         "seed": gen.seed, "steps": gen.steps, "size": gen.size, "guidance": gen.guidance, "device": device,
-        "files": {"grid": grid_fpath.name}, "grid_columns": ["input", *strengths],
+        "files": {"grid": grid_fpath.name}, "grid_columns": ["input"] * len(inputs) + strengths,
     }
     atomic_write_json(report_fpath, report)
     return SteerFluxResult(grid_fpath, report_fpath, len(images))

@@ -33,6 +33,7 @@ from sae_core.config import SAEConfig
 from sae_core.errors import ConfigError
 from sae_core.model import SparseAutoencoder
 from sae_core.steering import Edit, apply_edits
+from tests.test_extractors_flux import tiny_pipeline  # noqa: F401  (a FluxPipeline with tiny text encoders)
 
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
@@ -342,3 +343,33 @@ def test_cli_block_edit_and_bad_input_in_one_line(saved, tmp_path, capsys):
         last = err.strip().splitlines()[-1]  # diffusers' own loading bars may come first
         assert last.startswith("saescope steer-flux: error: ") and message in last and "Traceback" not in err, (extra, err)
     assert not list(tmp_path.glob("bad*"))
+
+
+def test_cli_prompt_with_a_block_edit(tiny_pipeline, tmp_path, capsys):  # noqa: F811
+    """Text-to-image FLUX (text encoders loaded): the block edit at step 1 changes the image,
+    strength 0 is the plain generation from the prompt."""
+    from precompute.cli import main
+    from precompute.steer_flux import condition_for, load_flux
+    from sae_core.checkpoint import save
+
+    tiny_pipeline.save_pretrained(tmp_path / "t2i")
+    save(_sae(FLUX_D, 3), tmp_path / "sae")
+    out = tmp_path / "prompt.png"
+    argv = ["steer-flux", "--flux", str(tmp_path / "t2i"), "--sae", str(tmp_path / "sae"), "--prompt", "a red cat",
+            "--layer", "transformer_blocks.0.image", "--at-steps", "1", "--edit", "5=+50", "--sweep", "0,1",
+            "--steps", "2", "--size", str(SIZE), "--guidance", "0", "--max-sequence-length", "16", "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 0
+    grid = np.asarray(Image.open(out))
+    assert grid.shape == (LABEL_H + SIZE, LABEL_W + 2 * SIZE, 3)  # no input column
+    cells = [grid[LABEL_H:, LABEL_W + i * SIZE:LABEL_W + (i + 1) * SIZE] for i in range(2)]
+    gen = Generation(seed=0, steps=2, size=SIZE, guidance=0.0, max_sequence_length=16)
+    flux = load_flux(str(tmp_path / "t2i"), "cpu", text_encoders=True)
+    assert np.array_equal(cells[0], np.asarray(generate(flux, condition_for(None, "a red cat", gen), gen)))
+    assert not np.array_equal(cells[0], cells[1])
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert (report["prompt"], report["image"], report["prior"], report["grid_columns"]) == ("a red cat", None, None, [0.0, 1.0])
+    capsys.readouterr()
+    no_steps = [a for a in argv if a not in ("--at-steps", "1")]
+    for call, message in [([*argv, "--image", "x.png"], "not both"), ([*no_steps, "--layer", "redux"], "with --prompt, edit a FLUX block")]:
+        assert main(call) == 2
+        assert message in capsys.readouterr().err
