@@ -1,4 +1,4 @@
-"""The `saescope` command: extract, train, index, serve, demo and info as subcommands.
+"""The `saescope` command: extract, train, index, serve, demo, info and verify as subcommands.
 
 Known problems (`SaescopeError`, and OS errors such as a full disk) print one line and exit 2;
 anything else is a bug: one line naming it and exit 1 (`SAESCOPE_DEBUG=1` re-raises it).
@@ -51,6 +51,9 @@ def _cmd_index(args: argparse.Namespace) -> None:
 
 def _serve(index: str, host: str, port: int, workers: int = 1) -> None:
     """Start the explorer; an index the app cannot read is a one-line user error."""
+    from sae_core.validate import check_host
+
+    check_host(host)  # before the app's imports: a typo costs no start-up time
     from app.errors import IndexSchemaError
     from app.main import serve
 
@@ -79,6 +82,21 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     if cfg.serve:
         print(f"serving the explorer on http://{cfg.host}:{cfg.port}/ (Ctrl-C stops it)")
         _serve(str(index), cfg.host, cfg.port)
+
+
+def _cmd_verify(args: argparse.Namespace) -> None:
+    from precompute.verify import verify
+
+    print(verify(Path(args.path)))
+
+
+def _workers(text: str) -> int:
+    from sae_core.validate import check_workers
+
+    try:
+        return check_workers(int(text))
+    except (ValueError, SaescopeError) as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of worker processes (1 or more)") from e
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
@@ -130,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index", help="index file written by `saescope index`")
     p.add_argument("--host", default=os.environ.get("SAESCOPE_HOST", "127.0.0.1"), help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=_port, default=int(os.environ.get("SAESCOPE_PORT", "8000")), help="port (default: 8000)")
-    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default: 1)")
+    p.add_argument("--workers", type=_workers, default=1, help="uvicorn worker processes, 1 or more (default: 1)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("demo", help="build the offline demo (EfficientNet-Lite0 on emoji) and serve it")
@@ -140,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="summarise an SAE checkpoint, activation store, dataset or index")
     p.add_argument("path", help="checkpoint folder, store folder, dataset folder or .duckdb index")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("verify", help="check a store's shards or an SAE checkpoint byte for byte against their recorded checksums")
+    p.add_argument("path", help="store folder or checkpoint folder")
+    p.set_defaults(func=_cmd_verify)
 
     from precompute.steer_flux_cli import SteerFluxConfig
 

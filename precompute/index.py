@@ -28,7 +28,7 @@ from precompute.naming import NAME_TOP, ContrastNamer, cluster_name, entropy_bit
 from precompute.scan import patch_heatmaps, scan_features, scan_quantiles
 from sae_core import distributed
 from sae_core.checkpoint import load
-from sae_core.contract import SAESCOPE_VERSION, SCHEMA_VERSION, canonical_json, short_hash
+from sae_core.contract import SAESCOPE_VERSION, SCHEMA_VERSION, canonical_json, portable_path, resolve_recorded, short_hash
 from sae_core.errors import ConfigError, DataError, FormatError
 from sae_core.store import ActivationStore
 from sae_core.validate import check_numbers, resolve_precision
@@ -69,12 +69,28 @@ def build_index(cfg: IndexConfig) -> IndexResult:
     the file. Every rank returns the same result once the index is in place."""
     if not cfg.saes:
         raise ConfigError("no SAE given; pass --sae PATH (a checkpoint folder from `saescope train`)")
-    with distributed.session() as d:
+    if Path(cfg.out).is_dir():
+        raise ConfigError(f"--out {cfg.out} is a folder; name the index file to write, e.g. {Path(cfg.out) / 'explorer.duckdb'}")
+    with distributed.session() as d, _duckdb_errors_are_user_errors(cfg.out):
         result = distributed.broadcast_object(_reused_index(cfg) if d.is_main else None)
         if result is None:
             result = _build(cfg, d)
         distributed.barrier()
         return result
+
+
+@contextlib.contextmanager
+def _duckdb_errors_are_user_errors(out: str):
+    """DuckDB reports a full disk or an unwritable folder as its own exceptions, not OSError: one
+    line and exit 2 like any file problem (the temporary file is already gone), not an internal error."""
+    import duckdb
+
+    try:
+        yield
+    except duckdb.Error as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = "free some space or choose another --out" if "space" in first.lower() else "check the disk and --out, then re-run"
+        raise FormatError(f"{out}: the index could not be written ({type(e).__name__}: {first}); {hint}") from None
 
 
 def _reused_index(cfg: IndexConfig) -> IndexResult | None:
@@ -119,6 +135,7 @@ def _build(cfg: IndexConfig, d: distributed.Dist) -> IndexResult:
         sae_ids = []
         for spec in cfg.saes:
             sae_ids.append(_index_one(con, cfg, spec, device, datasets_done, taken=set(sae_ids)))
+        _record_portable_paths(con, out)
         finalize(con)
         con.execute("CHECKPOINT")
         con.close()
@@ -174,10 +191,20 @@ def _precision(cfg: IndexConfig) -> str:
 
 def _named_store(sae_path: Path) -> Path | None:
     """The store a saescope checkpoint names in its cfg.json, if any."""
-    with contextlib.suppress(OSError, json.JSONDecodeError, AttributeError):
+    with contextlib.suppress(OSError, json.JSONDecodeError, AttributeError, TypeError):
         dpath = json.loads((sae_path / "cfg.json").read_text()).get("store", {}).get("dpath")
-        return Path(dpath) if dpath else None
+        return resolve_recorded(dpath, sae_path) if dpath else None
     return None
+
+
+def _record_portable_paths(con, out: Path) -> None:
+    """Thumbnail, checkpoint and store folders inside the index's data root are stored relative to
+    the index's folder, so a moved or copied `data/` still serves (docs/data-contract.md)."""
+    base = out.parent
+    for table, key, cols in (("datasets", "dataset_id", ("thumbs_dpath",)), ("saes", "sae_id", ("checkpoint", "store"))):
+        for row in con.execute(f"SELECT {key}, {', '.join(cols)} FROM {table}").fetchall():
+            values = [portable_path(v, base) if v else v for v in row[1:]]
+            con.execute(f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in cols)} WHERE {key} = ?", [*values, row[0]])
 
 
 def _resolve_store(cfg: IndexConfig, sae_dpath: Path) -> ActivationStore:
@@ -187,7 +214,7 @@ def _resolve_store(cfg: IndexConfig, sae_dpath: Path) -> ActivationStore:
     summary = json.loads(cfg_fpath.read_text()).get("store") if cfg_fpath.exists() else None
     if not summary or not summary.get("dpath"):
         raise ConfigError(f"{sae_dpath}: the SAE does not name its activation store; pass --store PATH")
-    return ActivationStore(summary["dpath"])
+    return ActivationStore(resolve_recorded(summary["dpath"], sae_dpath))
 
 
 @dataclass

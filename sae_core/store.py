@@ -9,7 +9,9 @@ larger than RAM can be trained on and indexed.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import save as safetensors_save
 
-from sae_core.contract import SCHEMA_VERSION, atomic_write_bytes, atomic_write_json, read_manifest
+from sae_core.contract import SCHEMA_VERSION, atomic_write_bytes, atomic_write_json, portable_path, read_manifest, sha256_file
 from sae_core.errors import DataError, FormatError
 from sae_core.validate import is_count, short_repr
 
@@ -100,6 +102,13 @@ def _check_manifest(m: dict, fpath: Path) -> None:
                 and is_count(e.get("n_samples")) and is_count(e.get("first_sample"))):
             raise FormatError(f"{fpath}: shards[{i}] must be an object with \"file\" (a string), \"n_samples\" and "
                               f"\"first_sample\" (integers >= 0), found {short_repr(e)}; {fix}")
+        if not (e.get("bytes") is None or is_count(e["bytes"])) or not (e.get("sha256") is None or _is_sha256(e["sha256"])):
+            raise FormatError(f"{fpath}: shards[{i}] \"bytes\" must be an integer >= 0 and \"sha256\" 64 hex digits, "
+                              f"found {short_repr(e)}; {fix}")
+
+
+def _is_sha256(value) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
 
 
 def _open_shard(dpath: Path, entry: dict, m: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -108,6 +117,8 @@ def _open_shard(dpath: Path, entry: dict, m: dict) -> tuple[np.ndarray, np.ndarr
     feeds wrong rows to training or indexing."""
     fpath = dpath / entry["file"]
     fix = "re-run `saescope extract` to rewrite it"
+    if entry.get("bytes") is not None and fpath.is_file() and fpath.stat().st_size != entry["bytes"]:
+        raise FormatError(f"{fpath}: {fpath.stat().st_size} bytes but manifest.json lists {entry['bytes']} (truncated or replaced); {fix}")
     arrays = _mmap_safetensors(fpath)
     acts, ids = arrays.get("acts"), arrays.get("sample_ids")
     if acts is None or ids is None:
@@ -237,6 +248,8 @@ class StoreWriter:
         self.dpath.mkdir(parents=True, exist_ok=True)
         if header.get("dtype") not in _TORCH_DTYPES:
             raise FormatError(f"dtype={header.get('dtype')!r}; choose one of {', '.join(_TORCH_DTYPES)}")
+        if header.get("dataset_dpath") and Path(header["dataset_dpath"]).is_absolute():
+            header = {**header, "dataset_dpath": portable_path(header["dataset_dpath"], self.dpath)}
         existing = self.dpath / MANIFEST
         if existing.exists():
             self.manifest = read_manifest(existing, "activation_store")
@@ -265,6 +278,8 @@ class StoreWriter:
         for i, entry in enumerate(shards):
             try:
                 _open_shard(self.dpath, entry, self.manifest)  # the reader's checks: what it refuses is redone
+                if i == len(shards) - 1 and not self.complete:  # after a crash: the last shard written, byte for byte
+                    _check_checksum(self.dpath, entry)
             except (FormatError, DataError, OSError):
                 T = int(self.manifest["tokens_per_sample"])
                 self.manifest.update(shards=shards[:i], n_samples=entry["first_sample"], complete=False)
@@ -288,8 +303,8 @@ class StoreWriter:
     def append(self, acts: torch.Tensor, sample_ids: torch.Tensor | np.ndarray) -> None:
         """acts [n_samples, T, d_in] (or [n_samples * T, d_in]) for n_samples samples."""
         fname = f"shard-{len(self.manifest['shards']):05d}.safetensors"
-        n = _write_shard(self.dpath / fname, self.manifest, acts, sample_ids)
-        self.manifest["shards"].append({"file": fname, "n_samples": n, "first_sample": self.n_samples_done})
+        n, sums = _write_shard(self.dpath / fname, self.manifest, acts, sample_ids)
+        self.manifest["shards"].append({"file": fname, "n_samples": n, "first_sample": self.n_samples_done, **sums})
         self.manifest["n_samples"] += n
         self.manifest["n_tokens"] = self.manifest["n_samples"] * int(self.manifest["tokens_per_sample"])
         self._write_manifest()
@@ -329,16 +344,42 @@ def part_fname(rank: int) -> str:
     return f"progress-r{rank:02d}.json"
 
 
-def _write_shard(fpath: Path, header: dict, acts: torch.Tensor, sample_ids) -> int:
-    """Write one shard atomically; returns its number of samples."""
+def _check_checksum(dpath: Path, entry: dict) -> None:
+    """A listed shard's bytes against the SHA-256 its manifest entry records (if any)."""
+    want = entry.get("sha256")
+    if want is not None and sha256_file(dpath / entry["file"]) != want:
+        raise FormatError(f"{dpath / entry['file']}: checksum mismatch (the file changed after it was written); "
+                          "re-run `saescope extract` to rewrite it")
+
+
+def verify_store(dpath: str | Path) -> str:
+    """`saescope verify` of a store: every check of opening it, then each shard's SHA-256 against
+    its manifest entry. Returns a one-line summary; the first damaged shard is a FormatError."""
+    from sae_core.progress import progress
+
+    store = ActivationStore(dpath, allow_incomplete=True)
+    entries = store.manifest["shards"]
+    with progress(total=len(entries), desc="verify", unit="shard") as bar:
+        for entry in entries:
+            _check_checksum(store.dpath, entry)
+            bar.update(1)
+    n_sums = sum(e.get("sha256") is not None for e in entries)
+    state = "complete" if store.manifest.get("complete") else "extraction not finished"
+    return (f"activation store {store.dpath}: ok ({len(entries)} shards, {n_sums} checksums verified"
+            f"{', sizes only for the rest' if n_sums < len(entries) else ''}; {state})")
+
+
+def _write_shard(fpath: Path, header: dict, acts: torch.Tensor, sample_ids) -> tuple[int, dict]:
+    """Write one shard atomically; returns its number of samples and its `bytes`/`sha256` record."""
     T, d_in = int(header["tokens_per_sample"]), int(header["d_in"])
     sample_ids = torch.as_tensor(sample_ids).to("cpu", torch.int64)
     acts = acts.reshape(-1, d_in)
     if acts.shape[0] != len(sample_ids) * T:
         raise DataError(f"{acts.shape[0]} activation rows for {len(sample_ids)} samples x {T} tokens")
     tensors = {"acts": acts.to(_TORCH_DTYPES[header["dtype"]]).contiguous(), "sample_ids": sample_ids.contiguous()}
-    atomic_write_bytes(fpath, safetensors_save(tensors))
-    return len(sample_ids)
+    data = safetensors_save(tensors)
+    atomic_write_bytes(fpath, data)
+    return len(sample_ids), {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 class RankStoreWriter:
@@ -378,10 +419,10 @@ class RankStoreWriter:
 
     def append(self, acts: torch.Tensor, sample_ids: torch.Tensor | np.ndarray) -> None:
         fname = f"shard-r{self.rank:02d}-{len(self.record['shards']):05d}.safetensors"
-        n = _write_shard(self.dpath / fname, self.record, acts, sample_ids)
+        n, sums = _write_shard(self.dpath / fname, self.record, acts, sample_ids)
         if self.next_sample + n > self.stop_sample:
             raise DataError(f"rank {self.rank} wrote past the end of its slice ({self.stop_sample})")
-        self.record["shards"].append({"file": fname, "n_samples": n})
+        self.record["shards"].append({"file": fname, "n_samples": n, **sums})
         self.record["n_samples"] += n
         self._write()
 

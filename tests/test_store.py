@@ -94,3 +94,79 @@ def test_stores_of_every_version_since_the_last_store_format_change_stay_readabl
     else:
         with pytest.raises(FormatError, match=outcome):
             ActivationStore(d)
+
+
+# ---- checksums (issue 14) ------------------------------------------------------------------------
+def _flip_a_byte(fpath, from_end: int = 5) -> None:
+    data = bytearray(fpath.read_bytes())
+    data[-from_end] ^= 0xFF
+    fpath.write_bytes(bytes(data))
+
+
+def test_shards_carry_size_and_sha256_in_the_manifest(tmp_path):
+    import hashlib
+
+    d = make_store(tmp_path, np.arange(24, dtype=np.float32).reshape(8, 3), shard_samples=4)
+    shards = json.loads((d / "manifest.json").read_text())["shards"]
+    assert len(shards) == 2
+    for e in shards:
+        data = (d / e["file"]).read_bytes()
+        assert e["bytes"] == len(data) and e["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_reading_checks_sizes_and_verify_checks_every_byte(tmp_path, capsys):
+    from precompute.cli import main
+
+    d = make_store(tmp_path, np.arange(24, dtype=np.float32).reshape(8, 3), shard_samples=4)
+    assert main(["verify", str(d)]) == 0
+    assert "2 shards, 2 checksums verified" in capsys.readouterr().out
+    shard = d / "shard-00001.safetensors"
+    good = shard.read_bytes()
+    _flip_a_byte(shard)  # same size: reading cannot tell, verify must
+    assert ActivationStore(d).n_samples == 8
+    assert main(["verify", str(d)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "shard-00001.safetensors: checksum mismatch" in err[0], err
+    shard.write_bytes(good + b"\0" * 16)  # another size: every reader refuses it
+    with pytest.raises(FormatError, match=rf"{len(good) + 16} bytes but manifest.json lists {len(good)}"):
+        ActivationStore(d)
+
+
+def test_stores_without_checksums_stay_readable_and_verifiable(tmp_path, capsys):
+    from precompute.cli import main
+
+    d = make_store(tmp_path, np.arange(24, dtype=np.float32).reshape(8, 3), shard_samples=4)
+    m = json.loads((d / "manifest.json").read_text())
+    m["shards"] = [{k: v for k, v in e.items() if k not in ("bytes", "sha256")} for e in m["shards"]]
+    (d / "manifest.json").write_text(json.dumps(m))
+    assert ActivationStore(d).n_samples == 8
+    assert main(["verify", str(d)]) == 0 and "0 checksums verified, sizes only" in capsys.readouterr().out
+    m["shards"][0]["sha256"] = "not hex"
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(FormatError, match=r"shards\[0\] .*sha256"):
+        ActivationStore(d)
+
+
+def test_resume_after_a_crash_rewrites_a_last_shard_whose_bytes_changed(tmp_path):
+    w = StoreWriter(tmp_path / "s", {**HEADER, "dtype": "float32"})
+    w.append(torch.ones(2, 2, 3), [0, 1])
+    w.append(torch.ones(2, 2, 3), [2, 3])
+    _flip_a_byte(tmp_path / "s" / "shard-00001.safetensors")  # what a crash mid-write could leave
+    again = StoreWriter(tmp_path / "s", {**HEADER, "dtype": "float32"})
+    assert again.n_samples_done == 2 and len(again.manifest["shards"]) == 1
+
+
+def test_verify_of_a_checkpoint_and_of_something_else(tmp_path, capsys):
+    from precompute.cli import main
+    from tests.precompute_helpers import make_sae
+
+    ckpt = make_sae(tmp_path, 3, 8)
+    assert main(["verify", str(ckpt)]) == 0 and "checksum verified" in capsys.readouterr().out
+    _flip_a_byte(ckpt / "sae.safetensors")
+    assert main(["verify", str(ckpt)]) == 2
+    assert "sae.safetensors: checksum mismatch" in capsys.readouterr().err
+    (ckpt / "sae.safetensors").write_bytes(b"")
+    assert main(["verify", str(ckpt)]) == 2
+    assert "has 0 bytes, cfg.json records" in capsys.readouterr().err
+    assert main(["verify", str(tmp_path)]) == 2
+    assert "not an activation store or a saescope checkpoint" in capsys.readouterr().err
