@@ -51,9 +51,10 @@ def _cmd_index(args: argparse.Namespace) -> None:
 
 def _serve(index: str, host: str, port: int, workers: int = 1) -> None:
     """Start the explorer; an index the app cannot read is a one-line user error."""
-    from sae_core.validate import check_host
+    from sae_core.validate import check_host, check_workers
 
     check_host(host)  # before the app's imports: a typo costs no start-up time
+    check_workers(workers)
     from app.errors import IndexSchemaError
     from app.main import serve
 
@@ -88,15 +89,6 @@ def _cmd_verify(args: argparse.Namespace) -> None:
     from precompute.verify import verify
 
     print(verify(Path(args.path)))
-
-
-def _workers(text: str) -> int:
-    from sae_core.validate import check_workers
-
-    try:
-        return check_workers(int(text))
-    except (ValueError, SaescopeError) as e:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of worker processes (1 or more)") from e
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
@@ -148,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index", help="index file written by `saescope index`")
     p.add_argument("--host", default=os.environ.get("SAESCOPE_HOST", "127.0.0.1"), help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=_port, default=int(os.environ.get("SAESCOPE_PORT", "8000")), help="port (default: 8000)")
-    p.add_argument("--workers", type=_workers, default=1, help="uvicorn worker processes, 1 or more (default: 1)")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, 1 or more (default: 1)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("demo", help="build the offline demo (EfficientNet-Lite0 on emoji) and serve it")

@@ -57,7 +57,7 @@ def check_numbers(cfg, positive: tuple[str, ...] = (), non_negative: tuple[str, 
 
 def check_workers(workers: int) -> int:
     if workers < 1:
-        raise ConfigError(f"workers={workers} must be 1 or more (one uvicorn process each)")
+        raise ConfigError(f"--workers {workers}: pass 1 or more (uvicorn worker processes)")
     return workers
 
 
@@ -71,12 +71,12 @@ def check_host(host: str) -> str:
     try:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
-        raise ConfigError(f"host={host!r} is neither an IP address nor a known host name; {hint}") from None
+        raise ConfigError(f"--host {host!r} is neither an IP address nor a known host name; {hint}") from None
     family, _, _, _, addr = infos[0]
     with socket.socket(family, socket.SOCK_STREAM) as s:
         try:
             s.bind((addr[0], 0))
         except OSError as e:
             if e.errno == errno.EADDRNOTAVAIL:
-                raise ConfigError(f"host={host!r} is not an address of this machine; {hint}") from None
+                raise ConfigError(f"--host {host!r} is not an address of this machine; {hint}") from None
     return host
