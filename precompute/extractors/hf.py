@@ -41,10 +41,14 @@ SUPPORTED_MODEL_TYPES = (
     "clip_text_model",
     "siglip",
     "siglip_vision_model",
+    "siglip2",
+    "siglip2_vision_model",
 )
 TRANSFORMERS_FLOOR = "4.56"
 """Oldest transformers this code runs on: `from_pretrained(dtype=)` arrived in 4.56 (pyproject's
 floor must match; tests/test_model_identity.py checks)."""
+IMAGE_FAMILY_TYPES = ("vit", "dinov2", "dinov2_with_registers", "convnext", "resnet")
+"""Image-only families (precompute.extractors.hf_vit, hf_convnet), bare or as image classifiers."""
 NAMED_LAYERS = ("last_hidden_state", "pooler")
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -87,18 +91,26 @@ def build_hf_extractor(
         model = _load_tower(path, modality, revision, dtype)
     else:
         model = name_or_path
+    model_name = spec or (f"hf:{path}" if path else f"hf:{model.config._name_or_path or type(model).__name__}")
+    common = {
+        "model": model_name,
+        "model_revision": (_cached_commit(path, revision) if path else None) or revision,  # the commit a branch resolved to
+        "layer": str(layer),
+        "token_selection": token_selection,
+    }
+    build_family = _image_family(model)
+    if build_family is not None:  # ViT, DINOv2, ConvNeXt, ResNet and their classifiers
+        if modality == "text":
+            raise ExtractorError(f"{model_name} is an image model ({model.config.model_type}); it cannot take text inputs")
+        model.to(device=device, dtype=dtype).eval()
+        if processor is None and path is not None:
+            processor = _load_image_processor(path, revision)
+        return build_family(model, str(layer), token_selection, image_size=image_size, processor=processor, common=common,
+                            device=device, dtype=dtype)
     tower = _pick_tower(model, modality)
     kind = _tower_kind(tower)
     tower.to(device=device, dtype=dtype).eval()
     config = tower.config
-    model_name = spec or (f"hf:{path}" if path else f"hf:{config._name_or_path or type(model).__name__}")
-    model_revision = (_cached_commit(path, revision) if path else None) or revision  # the commit a branch resolved to
-    common = {
-        "model": model_name,
-        "model_revision": model_revision,
-        "layer": str(layer),
-        "token_selection": token_selection,
-    }
     if kind == "clip_text":
         if tokenizer is None and path is not None:
             tokenizer = _load_tokenizer(path, revision)
@@ -140,9 +152,13 @@ def _load_tower(path: str, modality: str | None, revision: str | None, dtype: to
     check_transformers_version(transformers.__version__)
     config = transformers.AutoConfig.from_pretrained(path, revision=revision)
     model_type = config.model_type
+    if model_type in IMAGE_FAMILY_TYPES:
+        classifier = any(a.endswith("ForImageClassification") for a in (config.architectures or []))
+        auto = transformers.AutoModelForImageClassification if classifier else transformers.AutoModel
+        return auto.from_pretrained(path, revision=revision, dtype=dtype)
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ExtractorError(f"hf:{path} is a {model_type!r} model; supported model types: {list(SUPPORTED_MODEL_TYPES)}")
-    if model_type in ("clip_vision_model", "siglip_vision_model", "clip_text_model"):
+        raise ExtractorError(f"hf:{path} is a {model_type!r} model; supported model types: {list(SUPPORTED_MODEL_TYPES + IMAGE_FAMILY_TYPES)}")
+    if model_type in ("clip_vision_model", "siglip_vision_model", "siglip2_vision_model", "clip_text_model"):
         own = "text" if model_type == "clip_text_model" else "image"
         if modality not in (None, own):
             raise ExtractorError(f"hf:{path} is a {own} tower ({model_type}); it cannot take {modality} inputs")
@@ -153,6 +169,7 @@ def _load_tower(path: str, modality: str | None, revision: str | None, dtype: to
         ("clip", "image"): "CLIPVisionModel",
         ("clip", "text"): "CLIPTextModel",
         ("siglip", "image"): "SiglipVisionModel",
+        ("siglip2", "image"): "Siglip2VisionModel",
     }
     if (family, modality) not in classes:
         raise ExtractorError(f"hf:{path}: the {family} {modality} tower is not supported; supported: {list(classes)}")
@@ -221,6 +238,22 @@ def check_tokenizer(tokenizer: Any, model_name: str, vocab_size: int) -> None:
         raise ExtractorError(f"{model_name}: its tokenizer gives ids outside the model's vocabulary of {vocab_size}; {fix}")
     if len(distinct) < MIN_DISTINCT_PROBE_IDS:
         raise ExtractorError(f"{model_name}: the tokenizer is missing or empty (different captions encode to the same ids); {fix}")
+
+
+def _image_family(model: nn.Module):
+    """The builder for image-only families, or None for CLIP/SigLIP towers."""
+    from precompute.extractors.hf_convnet import CONVNET_MODEL_TYPES, build_convnet_extractor
+    from precompute.extractors.hf_siglip2 import build_siglip2_extractor
+    from precompute.extractors.hf_vit import VIT_MODEL_TYPES, build_vit_extractor
+
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in VIT_MODEL_TYPES:
+        return build_vit_extractor
+    if model_type in CONVNET_MODEL_TYPES:
+        return build_convnet_extractor
+    if model_type in ("siglip2", "siglip2_vision_model"):
+        return build_siglip2_extractor
+    return None
 
 
 def _pick_tower(model: nn.Module, modality: str | None) -> nn.Module:
