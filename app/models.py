@@ -125,6 +125,15 @@ class CoNeighbor(BaseModel):
     thumbs: list[SampleRef]
 
 
+class Concept(BaseModel):
+    """A class the model's later layers read from the feature (concept projection)."""
+
+    kind: str = Field(description="promotes or suppresses")
+    concept: str = Field(description="the classifier's class name")
+    score: float = Field(description="decoder: logit change from 0 to max activation; ablation: mean logit drop when the feature is removed from its top samples")
+    method: str = Field(description="decoder or ablation")
+
+
 class FeatureView(BaseModel):
     sae: SaeSummary
     feature: FeatureSummary
@@ -134,6 +143,7 @@ class FeatureView(BaseModel):
     labels: list[LabelCount]
     neighbors: list[Neighbor]
     coactivation: list[CoNeighbor] = Field(default_factory=list, description="empty for SAEs above 8,192 features")
+    concepts: list[Concept] = Field(default_factory=list, description="empty unless the model is a classifier")
     prev_url: str | None
     next_url: str | None
     random_url: str

@@ -21,7 +21,9 @@ import pyarrow.parquet as pq
 import torch
 
 from precompute.coactivation import top_coactivation
+from precompute.concepts import feature_concepts
 from precompute.dataset import read_dataset_manifest
+from precompute.heads import load_classifier_tail
 from precompute.index_schema import create_tables, finalize, insert_table
 from precompute.layout import hdbscan_labels, umap_2d
 from precompute.naming import NAME_TOP, ContrastNamer, cluster_name, entropy_bits, words_of
@@ -274,6 +276,7 @@ def _index_one(con, cfg: IndexConfig, spec: str, device: str, datasets_done: set
     _insert_features(con, inp, cfg, scan, w_dec, names)
     _insert_sample_map(con, inp, cfg, scan, docs)
     _insert_sample_top(con, inp.sae_id, scan)
+    _insert_concepts(con, inp, scan, device)
     _insert_sae_row(con, inp.sae_id, inp.sae, inp.sae_dpath, inp.store, dataset_id, scan.metrics)
     _insert_training_curve(con, inp.sae_id, inp.sae_dpath)
     return inp.sae_id
@@ -336,6 +339,20 @@ def _insert_coactivation(con, sae_id: str, scan, k: int) -> None:
     f, r, g, jac, both = top_coactivation(scan.co_counts, k)
     insert_table(con, "feature_coactivation", {"sae_id": [sae_id] * len(f), "feature_id": f, "rank": r, "neighbor_id": g,
                                                "jaccard": jac, "n_both": both})
+
+
+def _insert_concepts(con, inp: _Inputs, scan, device: str) -> None:
+    """feature_concepts, for stores of classifiers whose hooked layer feeds the classes (`precompute.heads`)."""
+    m = inp.store.manifest
+    tail = load_classifier_tail(m.get("model") or "", m.get("layer") or "", m.get("token_selection") or "", device)
+    if tail is None:
+        return
+    rows = feature_concepts(inp.sae, tail, inp.store, scan.top_ids, scan.max_scores, device)
+    n = len(rows.feature_id)
+    insert_table(con, "feature_concepts", {
+        "sae_id": [inp.sae_id] * n, "feature_id": np.asarray(rows.feature_id, np.int32), "kind": rows.kind,
+        "rank": np.asarray(rows.rank, np.int32), "concept": rows.concept, "score": np.asarray(rows.score, np.float32),
+        "method": [rows.method] * n})
 
 
 def _insert_features(con, inp: _Inputs, cfg: IndexConfig, scan, w_dec: torch.Tensor, names: dict[str, list]) -> None:

@@ -36,6 +36,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     "clusters": [("sae_id", "VARCHAR"), ("map", "VARCHAR"), ("cluster_id", "INTEGER"), ("name", "VARCHAR"), ("size", "INTEGER"),
                  ("x", "REAL"), ("y", "REAL"), ("name_score", "REAL")],
     "sample_map": [("sae_id", "VARCHAR"), ("sample_id", "BIGINT"), ("x", "REAL"), ("y", "REAL"), ("cluster_id", "INTEGER")],
+    "feature_concepts": [("sae_id", "VARCHAR"), ("feature_id", "INTEGER"), ("kind", "VARCHAR"), ("rank", "INTEGER"),
+                         ("concept", "VARCHAR"), ("score", "REAL"), ("method", "VARCHAR")],
     "sample_top": [("sae_id", "VARCHAR"), ("sample_id", "BIGINT"), ("rank", "INTEGER"), ("feature_id", "INTEGER"), ("activation", "REAL")],
     "training_curve": [("sae_id", "VARCHAR"), ("step", "BIGINT"), ("n_tokens", "BIGINT"), ("loss", "DOUBLE"), ("fvu", "DOUBLE"),
                        ("l0", "DOUBLE"), ("dead_fraction", "DOUBLE")],
@@ -53,6 +55,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "clusters": ("sae_id", "map", "cluster_id"),
     "sample_map": ("sae_id", "sample_id"),
     "sample_top": ("sae_id", "sample_id", "rank"),
+    "feature_concepts": ("sae_id", "feature_id", "kind", "rank"),
     "training_curve": ("sae_id", "step"),
     "feature_page": ("sae_id", "feature_id"),  # derived, written by finalize()
 }
@@ -130,7 +133,11 @@ coacts AS (
   FROM feature_coactivation n
   LEFT JOIN features f ON f.sae_id = n.sae_id AND f.feature_id = n.neighbor_id
   LEFT JOIN tops tp ON tp.sae_id = n.sae_id AND tp.feature_id = n.neighbor_id
-  GROUP BY n.sae_id, n.feature_id)
+  GROUP BY n.sae_id, n.feature_id),
+concepts AS (
+  SELECT sae_id, feature_id,
+         list({'kind': kind, 'concept': concept, 'score': score::DOUBLE, 'method': method} ORDER BY kind, rank) AS concepts
+  FROM feature_concepts GROUP BY sae_id, feature_id)
 SELECT f.sae_id, f.feature_id, to_json({
   'feature': {'feature_id': f.feature_id, 'name': f.name, 'name_score': f.name_score, 'name_coverage': f.name_coverage,
               'density': f.density, 'n_fired': f.n_fired,
@@ -139,7 +146,7 @@ SELECT f.sae_id, f.feature_id, to_json({
   'top': coalesce(tops.top, []), 'quantiles': coalesce(quants.quantiles, []),
   'hist': {'edges': coalesce(h.edges, []), 'counts': coalesce(h.counts, [])},
   'labels': coalesce(labs.labels, []), 'neighbors': coalesce(nbrs.neighbors, []),
-  'coactivation': coalesce(coacts.coactivation, [])})::VARCHAR
+  'coactivation': coalesce(coacts.coactivation, []), 'concepts': coalesce(concepts.concepts, [])})::VARCHAR
 FROM features f
 LEFT JOIN tops ON tops.sae_id = f.sae_id AND tops.feature_id = f.feature_id
 LEFT JOIN quants ON quants.sae_id = f.sae_id AND quants.feature_id = f.feature_id
@@ -152,6 +159,7 @@ ORDER BY f.sae_id, f.feature_id
 
 
 def finalize(con) -> None:
+LEFT JOIN concepts ON concepts.sae_id = f.sae_id AND concepts.feature_id = f.feature_id
     """Build the derived tables from the base tables; call once, after the last insert_table.
 
     `feature_page` holds one JSON document per feature (stats, top and quantile samples with

@@ -8,7 +8,7 @@ from typing import Any
 
 from app.db import Index
 from app.errors import InvalidParamError, NotFoundError
-from app.models import CoNeighbor, FeatureCard, FeatureList, FeatureView, Histogram, LabelCount, Neighbor, QuantileBin, SampleRef
+from app.models import Concept, CoNeighbor, FeatureCard, FeatureList, FeatureView, Histogram, LabelCount, Neighbor, QuantileBin, SampleRef
 from app.views.common import FEATURE_COLS, SaeCtx, decode_heatmap, feature_summary, feature_title
 
 N_TOP_SHOWN = 64
@@ -75,6 +75,7 @@ def _feature_view(db: Index, ctx: SaeCtx, fid: int) -> FeatureView:
                    for b, s in sorted(bins.items())],
         hist=_trimmed_hist(page["hist"]["edges"], page["hist"]["counts"]),
         labels=[LabelCount.model_construct(**r) for r in page["labels"]], neighbors=neighbors, coactivation=coactivation,
+        concepts=[Concept.model_construct(**c) for c in page.get("concepts", [])],
         prev_url=f"/sae/{sid}/feature/{fid - 1}" if fid > 0 else None,
         next_url=f"/sae/{sid}/feature/{fid + 1}" if fid + 1 < ctx.d_sae else None,
         random_url=f"/sae/{sid}/feature/random")

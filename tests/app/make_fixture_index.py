@@ -152,6 +152,10 @@ def _feature_tables(con, sae_id: str, d_sae: int, n_samples: int, grid: int | No
     _insert(con, "feature_labels", labs)
     _insert(con, "feature_neighbors", neigh)
     _insert(con, "feature_coactivation", _coactivation_rows(sae_id, tops))
+    concepts = [(sae_id, f, kind, r, f"class {(f + r) % 7}" if kind == "promotes" else f"other {r}",
+                 (3.0 - r) * (1 if kind == "promotes" else -1), "decoder" if grid is None else "ablation")
+                for f in range(d_sae) if f != DEAD_FEATURE and f % 4 == 0 for kind in ("promotes", "suppresses") for r in range(3)]
+    _insert(con, "feature_concepts", concepts)
     rows = []
     for s in range(n_samples):
         for r, (a, f) in enumerate(sorted(stop.get(s, []), key=lambda t: -t[0])[:5]):

@@ -42,3 +42,18 @@ def test_feature_page_lists_coactivation_and_decoder_neighbours_labelled(client,
     assert "Jaccard" in co and f'/sae/{POOLED}/feature/{want[0][0]}"' in co
     dec = html[html.index('data-neighbors="decoder"'):]
     assert "decoder cosine" in dec and dec.count("cos ") >= len(j["neighbors"])
+
+
+def test_feature_page_shows_concepts_in_order_with_their_method(client, index_path):
+    con = duckdb.connect(str(index_path), read_only=True)
+    want = con.execute("SELECT kind, concept, score, method FROM feature_concepts WHERE sae_id = ? AND feature_id = 4 ORDER BY kind, rank",
+                       [POOLED]).fetchall()
+    j = client.get(f"/sae/{POOLED}/feature/4.json").json()
+    assert [(c["kind"], c["concept"], c["method"]) for c in j["concepts"]] == [(k, c, m) for k, c, _, m in want]
+    html = client.get(f"/sae/{POOLED}/feature/4").text
+    section = html[html.index('class="concepts"'):]
+    promotes = section[section.index('data-kind="promotes"'):section.index('data-kind="suppresses"')]
+    assert re.findall(r"<tr><td>([^<]+)</td>", promotes) == [c for k, c, _, _ in want if k == "promotes"]
+    assert "+3.00" in promotes and "logit change" in section
+    assert client.get(f"/sae/{POOLED}/feature/5.json").json()["concepts"] == []
+    assert 'class="concepts"' not in client.get(f"/sae/{POOLED}/feature/5").text
