@@ -33,10 +33,16 @@ class SaeSummary(BaseModel):
     l0: float | None
     explained_variance: float | None
     fvu: float | None
-    dead_fraction: float | None
+    dead_fraction: float | None = Field(description="share of features that never fire on any token of the indexed store")
     dead_pct: float | None
     is_patch: bool
     url: str
+    heldout_explained_variance: float | None = Field(default=None, description="on the tokens training held out (checkpoint metrics)")
+    heldout_fvu: float | None = None
+    heldout_l0: float | None = None
+    heldout_never_fired: float | None = Field(default=None, description="share of features that never fire on the held-out tokens")
+    heldout_n_tokens: int | None = None
+    training_dead_fraction: float | None = Field(default=None, description="share of features dead by the trainer's counters at the end of training")
 
 
 class SaeList(BaseModel):

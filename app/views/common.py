@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from app.db import Index
@@ -14,9 +15,24 @@ FROM saes s LEFT JOIN datasets d USING (dataset_id)
 """
 
 
+def _heldout(config_json: str | None) -> dict[str, Any]:
+    """The checkpoint's held-out metrics (saes.config_json `heldout_metrics`), as SaeSummary fields."""
+    try:
+        m = json.loads(config_json or "{}").get("heldout_metrics") or {}
+    except (ValueError, AttributeError):
+        return {}
+    if not isinstance(m, dict):
+        return {}
+    num = lambda k: m[k] if isinstance(m.get(k), (int, float)) and not isinstance(m.get(k), bool) else None  # noqa: E731
+    n = num("n_tokens")
+    return {"heldout_explained_variance": num("explained_variance"), "heldout_fvu": num("fvu"), "heldout_l0": num("l0"),
+            "heldout_never_fired": num("heldout_never_fired"), "heldout_n_tokens": int(n) if n is not None else None,
+            "training_dead_fraction": num("dead_fraction")}
+
+
 def sae_summary(row: dict[str, Any]) -> SaeSummary:
     dead = row.get("dead_fraction")
-    return SaeSummary(
+    return SaeSummary(**_heldout(row.get("config_json")),
         sae_id=row["sae_id"], title=row["title"] or row["sae_id"], dataset_id=row["dataset_id"],
         modality=row.get("modality") or "image", model=row["model"], layer=row["layer"],
         token_selection=row["token_selection"], arch=row["arch"], d_in=row["d_in"],

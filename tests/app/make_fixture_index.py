@@ -203,9 +203,11 @@ def build_fixture_index(dpath: Path, schema_version: int = SCHEMA_VERSION) -> Pa
     ])
     _insert(con, "samples", _sample_rows())
     cfg = json.dumps({"arch": "topk", "k": 8})
+    cfg_heldout = json.dumps({"sae": {"arch": "topk", "k": 8}, "heldout_metrics": {
+        "explained_variance": 0.47, "fvu": 0.53, "l0": 8.0, "heldout_never_fired": 0.62, "n_tokens": 68, "dead_fraction": 0.0}})
     _insert(con, "saes", [
         (POOLED, "Shapes pooled <b>", IMG_DS, "efficientnet-lite0", "head", "pooled", "topk", 1280,
-         N_FEATURES, 8, None, None, N_SAMPLES, N_SAMPLES, 7.9, 0.83, 0.17, 1 / 64, "ckpt/a", "st/a", cfg),
+         N_FEATURES, 8, None, None, N_SAMPLES, N_SAMPLES, 7.9, 0.83, 0.17, 1 / 64, "ckpt/a", "st/a", cfg_heldout),
         (PATCH, "Shapes patches", IMG_DS, "efficientnet-lite0", "blocks.15", "patches", "relu", 320,
          N_FEATURES, None, 4, 4, N_SAMPLES, N_SAMPLES * 16, 12.5, 0.71, 0.29, 1 / 64, "ckpt/b", "st/b", cfg),
         (TEXT, "Words", TEXT_DS, "minilm", "pooled", "pooled", "topk", 384, 16, 4, None, None, 8, 8,

@@ -57,3 +57,23 @@ def test_feature_page_shows_concepts_in_order_with_their_method(client, index_pa
     assert "+3.00" in promotes and "logit change" in section
     assert client.get(f"/sae/{POOLED}/feature/5.json").json()["concepts"] == []
     assert 'class="concepts"' not in client.get(f"/sae/{POOLED}/feature/5").text
+
+
+def test_held_out_metrics_stand_beside_the_in_sample_ones(client):
+    pooled = next(s for s in client.get("/index.json").json()["data"] if s["sae_id"] == POOLED)
+    assert pooled["explained_variance"] == pytest.approx(0.83) and pooled["heldout_explained_variance"] == pytest.approx(0.47)
+    assert pooled["heldout_never_fired"] == pytest.approx(0.62) and pooled["heldout_n_tokens"] == 68
+    assert pooled["training_dead_fraction"] == 0.0
+    others = [s for s in client.get("/index.json").json()["data"] if s["sae_id"] != POOLED]
+    assert all(s["heldout_explained_variance"] is None for s in others)  # no held-out record: None, never a guess
+    home = client.get("/").text
+    row = home[home.index(f'data-sae="{POOLED}"'):]
+    row = row[:row.index("</tr>")]
+    assert "83.00%" in row and "47.00%" in row
+    dash = client.get(f"/sae/{POOLED}/dashboard").text
+    held = dash[dash.index('data-split="heldout"'):]
+    held = held[:held.index("</tr>")]
+    assert "68 held-out tokens" in held and "47.00%" in held and "62.00%" in held
+    assert "training data included" in dash and "on any patch" not in dash
+    assert "on any patch" in client.get("/sae/" + next(s["sae_id"] for s in others if s["is_patch"]) + "/dashboard").text
+    assert client.get(f"/sae/{POOLED}/dashboard.json").json()["sae"]["heldout_fvu"] == pytest.approx(0.53)
