@@ -12,13 +12,12 @@ from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sae_core.config import SAEConfig
 from sae_core.errors import DataError
 from sae_core.jumprelu import jumprelu, step
-from sae_core.kernels import TopKSelection, topk_encode
+from sae_core.kernels import TopKSelection, sparse_decode, topk_encode
 
 
 class SparseCode(NamedTuple):
@@ -168,8 +167,8 @@ class SparseAutoencoder(nn.Module):
         return (self._decode_sparse_scaled(values, indices) + self.b_dec) / self.input_scale
 
     def _decode_sparse_scaled(self, values: Tensor, indices: Tensor) -> Tensor:
-        # embedding_bag sums W_dec rows weighted by values; fp32 because its bf16 CUDA backward is missing.
-        return F.embedding_bag(indices, self.W_dec.float(), per_sample_weights=values.float(), mode="sum")
+        # Sums W_dec rows weighted by values (an embedding_bag); fp32 because its bf16 CUDA backward is missing.
+        return sparse_decode(values.float(), indices, self.W_dec.float())
 
     # ---- forward (training objective) ------------------------------------------------------
     def forward(self, x: Tensor, dead_mask: Tensor | None = None) -> ForwardOutput:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sae_core.config import SAEConfig
-from sae_core.kernels import topk_encode_plain, topk_encode_sparse
+from sae_core.kernels import sparse_decode, sum_by_latent, topk_encode_plain, topk_encode_sparse
 from sae_core.model import SparseAutoencoder
 
 
@@ -57,15 +58,22 @@ def test_sparse_encoder_matches_plain_autograd(form):
         assert dead_cols.abs().sum() > 0  # AuxK trains the dead latents' encoder columns
 
 
+def _plain_decode(values, indices, W):
+    return F.embedding_bag(indices, W, per_sample_weights=values, mode="sum")
+
+
 @pytest.mark.parametrize("dead_every", [2, 3, 16])  # AuxK code sparse, dense, every dead latent selected
 def test_topk_forward_loss_and_gradients_do_not_depend_on_the_kernel(monkeypatch, dead_every):
+    """The whole training loss of the fast path (sparse encoder, dense or sparse AuxK code, custom
+    decode backward) against plain autograd: values and every parameter's gradient."""
     import sae_core.model as model
 
     torch.manual_seed(0)
     x = torch.randn(64, 16)
     results = []
-    for fn in (topk_encode_plain, topk_encode_sparse):
+    for fn, decode in ((topk_encode_plain, _plain_decode), (topk_encode_sparse, sparse_decode)):
         monkeypatch.setattr(model, "topk_encode", fn)
+        monkeypatch.setattr(model, "sparse_decode", decode)
         torch.manual_seed(0)
         sae = SparseAutoencoder(SAEConfig(arch="topk", k=4, d_in=16, d_sae=96))
         sae.init_from_data(x)
@@ -95,3 +103,34 @@ def test_under_bfloat16_autocast_both_kernels_select_the_same_values():
     order_p, order_s = plain.indices.argsort(1), sparse.indices.argsort(1)
     assert torch.equal(plain.indices.gather(1, order_p), sparse.indices.gather(1, order_s))
     assert torch.equal(plain.values.gather(1, order_p), sparse.values.gather(1, order_s))
+
+
+def test_sparse_decode_matches_embedding_bag_values_and_gradients():
+    """The decode's custom backward (per-latent sums over entries sorted by latent) equals the
+    plain embedding_bag's autograd, with latents repeated across rows and latents never chosen."""
+    gen = torch.Generator().manual_seed(3)
+    batch, n, d_sae, d = 40, 9, 30, 7
+    indices = torch.stack([torch.randperm(d_sae - 5, generator=gen)[:n] for _ in range(batch)])  # latents 25..29 unused
+    values, W = torch.randn(batch, n, generator=gen), torch.randn(d_sae, d, generator=gen)
+    g = torch.randn(batch, d, generator=gen)
+    results = []
+    for decode in (lambda v, w: F.embedding_bag(indices, w, per_sample_weights=v, mode="sum"),
+                   lambda v, w: sparse_decode(v, indices, w)):
+        v, w = values.clone().requires_grad_(True), W.clone().requires_grad_(True)
+        out = decode(v, w)
+        out.backward(g)
+        results.append((out.detach(), v.grad, w.grad))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert results[1][2][d_sae - 5:].abs().sum() == 0 and results[1][2][: d_sae - 5].abs().sum() > 0
+
+
+def test_sum_by_latent_is_the_sparse_transpose_product():
+    gen = torch.Generator().manual_seed(4)
+    latents = torch.randint(0, 50, (300,), generator=gen)
+    rows = torch.randint(0, 20, (300,), generator=gen)
+    weights, dense = torch.randn(300, generator=gen), torch.randn(20, 6, generator=gen)
+    truth = torch.zeros(50, 6)
+    for j, r, w in zip(latents.tolist(), rows.tolist(), weights.tolist()):
+        truth[j] += w * dense[r]
+    torch.testing.assert_close(sum_by_latent(latents, rows, weights, dense, 50), truth, rtol=1e-5, atol=1e-5)
