@@ -107,3 +107,6 @@ def _efficientnet_tail(model: str, layer: str, token_selection: str, device: str
 def _register_builtin() -> None:
     if _efficientnet_tail not in _BUILDERS:
         _BUILDERS.insert(0, _efficientnet_tail)
+        from precompute.heads_hf import hf_classifier_tail  # transformers image classifiers (hf:)
+
+        _BUILDERS.insert(1, hf_classifier_tail)
