@@ -46,7 +46,6 @@ class PublishConfig:
     top_samples: int | None = field(default=None, metadata=_help("top samples shown per feature page (default: as served)"))
     thumb_size: int = field(default=0, metadata=_help("re-encode thumbnails to this longest side in px (0: copy as they are)"))
     thumb_quality: int = field(default=80, metadata=_help("WebP quality of re-encoded thumbnails (1-100)"))
-    search_top: int = field(default=64, metadata=_help("top samples per feature whose words the browser search knows"))
     game_rounds: int = field(default=20, metadata=_help("precomputed rounds of the guessing game per SAE (0: no game)"))
     base_url: str | None = field(default=None, metadata=_help("absolute site URL for <base> (default: relative links)"))
     workers: int = field(default=0, metadata=_help("processes rendering feature and sample pages (0: one per core, at most 8)"))
@@ -59,8 +58,8 @@ class PublishConfig:
             raise ConfigError("--thumb-size must be 0-4096 and --thumb-quality 1-100")
         if self.base_url and not self.base_url.startswith(("http://", "https://", "/")):
             raise ConfigError(f"--base-url {self.base_url!r}: give an absolute URL like https://me.github.io/site/")
-        if self.game_rounds < 0 or self.search_top < 1:
-            raise ConfigError("--game-rounds must be 0 or more and --search-top at least 1")
+        if self.game_rounds < 0:
+            raise ConfigError("--game-rounds: must be 0 or more")
 
 
 @dataclass
@@ -262,7 +261,7 @@ def publish(cfg: PublishConfig) -> PublishResult:
         for sid in sae_ids:
             sae_pages(ps, sid, cfg.game_rounds, cfg.index.name)
             fids = r.feature_ids(sid, list(cfg.features) if cfg.features is not None else None)
-            ps.files.update(search_files(r.db, r.sae(sid), fids, cfg.search_top))
+            ps.files.update(search_files(r.db, r.sae(sid), fids))
             tasks += [("feature", sid, fids[i:i + CHUNK]) for i in range(0, len(fids), CHUNK)]
             sids = r.sample_ids(sid)
             tasks += [("sample", sid, sids[i:i + CHUNK]) for i in range(0, len(sids), CHUNK)]

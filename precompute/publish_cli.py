@@ -42,7 +42,6 @@ def add_publish_parser(sub) -> None:
     p.add_argument("--top-samples", type=int, metavar="N", help="top samples shown per feature page (default: as served)")
     p.add_argument("--thumb-size", type=int, default=0, metavar="PX", help="re-encode thumbnails to this longest side (default: copy)")
     p.add_argument("--thumb-quality", type=int, default=80, metavar="Q", help="WebP quality of re-encoded thumbnails (default: 80)")
-    p.add_argument("--search-top", type=int, default=64, metavar="N", help="top samples per feature the browser search reads words from (default: 64)")
     p.add_argument("--game-rounds", type=int, default=20, metavar="N", help="precomputed game rounds per SAE (default: 20; 0: none)")
     p.add_argument("--base-url", metavar="URL", help="absolute URL the site lives at (default: relative links, any base path)")
     p.add_argument("--workers", type=int, default=0, help="processes rendering pages (default: one per core, at most 8)")
@@ -58,7 +57,7 @@ def cmd_publish(args: argparse.Namespace) -> None:
     cfg = PublishConfig(
         index=Path(args.index), out=Path(args.out), saes=tuple(args.saes or ()),
         features=parse_feature_list(args.features) if args.features else None, top_samples=args.top_samples,
-        thumb_size=args.thumb_size, thumb_quality=args.thumb_quality, search_top=args.search_top,
+        thumb_size=args.thumb_size, thumb_quality=args.thumb_quality,
         game_rounds=args.game_rounds, base_url=args.base_url, workers=args.workers)
     res = publish(cfg)
     what = "unchanged" if res.skipped else f"{len(res.written):,} files written, {len(res.removed):,} removed"

@@ -11,7 +11,7 @@
   const rest = m ? m[2] : '';
   const saeBase = saeId ? `sae/${encodeURIComponent(saeId)}/` : '';
   const STOP = new Set('a an and are as at be by for from has in is it its of on or that the this to was were with'.split(' '));
-  const MAX_TERMS = 6, NAME_WEIGHT = 10, PAGE_SIZE = 24;
+  const MAX_TERMS = 6, NAME_WEIGHT = 10, CONCEPT_WEIGHT = 5, PAGE_SIZE = 24;
   const loaded = new Map();
   const realFetch = window.fetch.bind(window);
 
@@ -48,46 +48,62 @@
     return realFetch(input, init);
   };
 
-  // Words as the server reads them: distinct, possessive 's dropped, stop words dropped from longer queries.
+  // Words as the index cuts them (app/search_text.py): lower case, ’ as ', possessive 's dropped,
+  // English plurals to singular; a quoted phrase counts as its words here (the site keeps no bigrams).
+  const len = (w) => [...w].length;
+  function stem(w) {
+    if (len(w) <= 3) return w;
+    if (len(w) > 4 && w.endsWith('ies')) return `${w.slice(0, -3)}y`;
+    if (/(ss|sh|ch|x|z)es$/.test(w)) return w.slice(0, -2);
+    if (/(ss|us|is)$/.test(w)) return w;
+    return w.endsWith('s') ? w.slice(0, -1) : w;
+  }
   function searchTerms(q) {
-    const words = (q.match(/[\p{L}\p{N}_]+(?:['’][\p{L}\p{N}_]+)*/gu) || []).map((w) => w.replace(/['’]s$/, '').toLowerCase());
-    const distinct = [...new Set(words)];
+    const raw = q.toLowerCase().replace(/’/g, "'").match(/[\p{L}\p{M}\p{N}_]+(?:'[\p{L}\p{M}\p{N}_]+)*/gu) || [];
+    const distinct = [...new Set(raw.map((w) => stem(w.replace(/'s$/, ''))))].filter(Boolean);
     const meaningful = distinct.filter((w) => !STOP.has(w));
-    // the index splits words at apostrophes: match a word by its longest piece
-    return (meaningful.length ? meaningful : distinct).slice(0, MAX_TERMS)
-      .map((w) => w.split(/['’]/).reduce((a, b) => (b.length > a.length ? b : a)));
+    return (meaningful.length ? meaningful : distinct).slice(0, MAX_TERMS);
   }
 
   const shardKey = (w) => (/^[a-z0-9]/.test(w) ? w[0] : '_');
+  const popcount = (x) => { let n = 0; for (x >>>= 0; x; x &= x - 1) n++; return n; };
 
-  // One word: features whose name has it, and per feature how many top samples have it.
+  // One word: per feature, as the server's per_part step: max name and concept weights, the union
+  // of top-sample ranks, the summed sample weights (over every term a prefix matches).
   async function matchTerm(t) {
     const shard = (await load(`${saeBase}search/words-${shardKey(t)}.json`)) || {};
-    const whole = [t, `${t}s`, `${t}es`].filter((w) => Object.hasOwn(shard, w));
-    const forms = whole.length ? whole : Object.keys(shard).filter((w) => w.startsWith(t));
-    const names = new Set(), hits = new Map();
+    const forms = Object.hasOwn(shard, t) ? [t] : Object.keys(shard).filter((w) => w.startsWith(t));
+    const per = new Map();
     for (const w of forms) {
-      const [nameIds, flat] = shard[w];
-      nameIds.forEach((f) => names.add(f));
-      for (let i = 0; i < flat.length; i += 2) hits.set(flat[i], Math.max(hits.get(flat[i]) || 0, flat[i + 1]));
+      const flat = shard[w];
+      for (let i = 0; i < flat.length; i += 6) {
+        const p = per.get(flat[i]) || { nw: 0, cw: 0, hi: 0, lo: 0, sw: 0 };
+        p.nw = Math.max(p.nw, flat[i + 1]); p.cw = Math.max(p.cw, flat[i + 2]);
+        p.hi |= flat[i + 3]; p.lo |= flat[i + 4]; p.sw += flat[i + 5];
+        per.set(flat[i], p);
+      }
     }
-    return { names, hits };
+    return per;
   }
 
+  // Rank as the server: every word before some, then 10 x name + 5 x concept + sample weight.
   async function search(q) {
     const terms = searchTerms(q);
     const per = await Promise.all(terms.map(matchTerm));
-    const score = new Map();
-    per.forEach(({ names, hits }) => {
-      for (const f of new Set([...names, ...hits.keys()])) {
-        const s = score.get(f) || { terms: 0, score: 0, matches: 0 };
+    const acc = new Map();
+    for (const m of per) {
+      for (const [f, p] of m) {
+        const ranked = p.hi !== 0 || p.lo !== 0;
+        if (!(p.nw > 0 || p.cw > 0 || ranked)) continue;
+        const s = acc.get(f) || { terms: 0, score: 0, hi: 0, lo: 0 };
         s.terms += 1;
-        s.score += (names.has(f) ? NAME_WEIGHT : 0) + (hits.get(f) || 0);
-        s.matches = Math.max(s.matches, hits.get(f) || 0);
-        score.set(f, s);
+        s.score += NAME_WEIGHT * p.nw + CONCEPT_WEIGHT * p.cw + (ranked ? p.sw : 0);
+        s.hi |= p.hi; s.lo |= p.lo;
+        acc.set(f, s);
       }
-    });
-    const rows = [...score.entries()].map(([f, s]) => ({ feature_id: f, ...s }));
+    }
+    const rows = [...acc.entries()].map(([f, s]) => ({
+      feature_id: f, terms: s.terms, score: Math.round(s.score * 1e6) / 1e6, matches: popcount(s.hi) + popcount(s.lo) }));
     rows.sort((a, b) => b.terms - a.terms || b.score - a.score || a.feature_id - b.feature_id);
     return { terms, rows };
   }
@@ -146,7 +162,7 @@
       a.appendChild(el('span', { class: 'fid' }, `#${r.feature_id}`));
       a.appendChild(document.createTextNode(` ${i === undefined ? `feature ${r.feature_id}` : title(idx, i)}`));
       li.appendChild(a);
-      li.appendChild(el('small', {}, `${r.terms < terms.length ? 'some of the words · ' : ''}score ${r.score} · ${r.matches} matching top samples`));
+      li.appendChild(el('small', {}, `${r.terms < terms.length ? 'some of the words · ' : ''}score ${r.score.toPrecision(3)} · ${r.matches} matching top samples`));
       list.appendChild(li);
       addThumbs(li, r.feature_id);
     }
