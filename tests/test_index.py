@@ -118,7 +118,8 @@ def test_rebuild_is_reused_and_deterministic(built, tmp_path):
     root, cfg, result, *_ = built
     again = build_index(cfg)
     assert again.reused
-    other = build_index(IndexConfig(**{**cfg.__dict__, "out": str(tmp_path / "y.duckdb")}))
+    # beside the first: paths inside the data root are stored relative to the index's folder
+    other = build_index(IndexConfig(**{**cfg.__dict__, "out": str(result.fpath.with_name("y.duckdb"))}))
     assert not other.reused
     a, b = duckdb.connect(str(result.fpath), read_only=True), duckdb.connect(str(other.fpath), read_only=True)
     for table in TABLES:
