@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="12=+3 adds, 12=-3 subtracts, 12=3 sets, 40=0 clamps, 12=*2 scales (repeat to compose)")
     add_dataclass_args(p, SteerFluxConfig, skip=("edits",))
     p.set_defaults(func=_cmd_steer_flux)
+    from precompute.publish_cli import add_publish_parser
+
+    add_publish_parser(sub)
     return parser
 
 
