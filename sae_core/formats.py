@@ -88,10 +88,10 @@ def _detect_dir(path: Path) -> Detected | None:
 
 
 def is_saescope_dir(dpath: Path) -> bool:
-    """A folder with a cfg.json of kind "sae"; a cfg.json that cannot be parsed, beside our weights
-    file, counts as ours too, so the saescope reader can say that it is corrupt."""
+    """A folder with a cfg.json of kind "sae"; a cfg.json that cannot be read or parsed (or is a
+    folder), beside our weights file, counts as ours too, so the saescope reader can say what is wrong."""
     fpath = dpath / CFG_FILE
-    if not fpath.is_file():
+    if not fpath.exists():
         return False
     try:
         obj = json.loads(fpath.read_text())

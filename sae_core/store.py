@@ -117,8 +117,6 @@ def _open_shard(dpath: Path, entry: dict, m: dict) -> tuple[np.ndarray, np.ndarr
     feeds wrong rows to training or indexing."""
     fpath = dpath / entry["file"]
     fix = "re-run `saescope extract` to rewrite it"
-    if entry.get("bytes") is not None and fpath.is_file() and fpath.stat().st_size != entry["bytes"]:
-        raise FormatError(f"{fpath}: {fpath.stat().st_size} bytes but manifest.json lists {entry['bytes']} (truncated or replaced); {fix}")
     arrays = _mmap_safetensors(fpath)
     acts, ids = arrays.get("acts"), arrays.get("sample_ids")
     if acts is None or ids is None:
@@ -136,6 +134,8 @@ def _open_shard(dpath: Path, entry: dict, m: dict) -> tuple[np.ndarray, np.ndarr
         raise FormatError(f"{fpath}: {acts.shape[0]} activation rows are not {len(ids)} samples x tokens_per_sample={T}; {fix}")
     if len(ids) and ids.min() < 0:
         raise DataError(f"{fpath}: negative sample_id {int(ids.min())} (ids index the dataset, 0..n_samples-1); {fix}")
+    if entry.get("bytes") is not None and fpath.stat().st_size != entry["bytes"]:  # last: the checks above say more
+        raise FormatError(f"{fpath}: {fpath.stat().st_size} bytes but manifest.json lists {entry['bytes']} (truncated or replaced); {fix}")
     return acts, ids
 
 
