@@ -23,7 +23,7 @@ INDEX_FORMAT_SINCE = 5  # sae_core.contract.FORMAT_SINCE["index"]: the oldest in
 REQUIRED_TABLES = (
     "schema_version", "datasets", "samples", "saes", "features", "feature_top",
     "feature_quantiles", "feature_hist", "feature_labels", "feature_neighbors", "clusters",
-    "sample_map", "sample_top", "training_curve", "feature_page",
+    "sample_map", "sample_top", "training_curve", "feature_page", "search_terms",
 )
 CACHE_SIZE = 128
 """Entries in the per-process LRU of derived views (the index is read-only, so they never go stale).

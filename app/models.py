@@ -245,6 +245,8 @@ class GameView(BaseModel):
 class GameAnswer(BaseModel):
     sae: SaeSummary
     correct: bool
+    filters: dict[str, str | float | int] = Field(default_factory=dict, description="the filters and sort in use "
+                                                  "(min_density, max_density, cluster, label, sort), as in the URL")
     pick: int
     answer: SampleRef
     next_url: str

@@ -12,6 +12,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
+from app import urls
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DPATH = ROOT / "templates"
 STATIC_DPATH = ROOT / "static"
@@ -48,6 +50,7 @@ def make_templates() -> Jinja2Templates:
     env = templates.env
     env.autoescape = True  # every dataset string is escaped, whatever the template name
     env.globals["static_url"] = static_url
+    env.globals["urls"] = urls  # every address from app.urls, never formatted by hand in a template
     env.filters["num"] = fmt_num
     env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.2f}%"
     return templates

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from precompute.search_index import COLUMNS as SEARCH_COLUMNS
+from precompute.search_index import build_search_terms
+
 TABLES: dict[str, list[tuple[str, str]]] = {
     "schema_version": [("version", "INTEGER"), ("saescope_version", "VARCHAR"), ("created_at", "TIMESTAMP")],
     "index_meta": [("key", "VARCHAR"), ("value", "VARCHAR")],
@@ -58,6 +61,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "feature_concepts": ("sae_id", "feature_id", "kind", "rank"),
     "training_curve": ("sae_id", "step"),
     "feature_page": ("sae_id", "feature_id"),  # derived, written by finalize()
+    "search_terms": ("sae_id", "term", "feature_id"),  # derived, written by finalize()
 }
 """Rows go in this order so a feature's (or sample's) rows sit together in one block."""
 
@@ -96,6 +100,7 @@ def _arrow_column(values):
 # looking captions up in the (large) samples table on every request.
 DERIVED: dict[str, list[tuple[str, str]]] = {
     "feature_page": [("sae_id", "VARCHAR"), ("feature_id", "INTEGER"), ("page", "VARCHAR")],
+    "search_terms": SEARCH_COLUMNS,
 }
 
 _FEATURE_PAGE_SQL = """
@@ -171,3 +176,4 @@ LEFT JOIN concepts ON concepts.sae_id = f.sae_id AND concepts.feature_id = f.fea
         con.execute(f"DROP TABLE IF EXISTS {name}")
         con.execute(f"CREATE TABLE {name} ({', '.join(f'{c} {t}' for c, t in cols)})")
     con.execute(_FEATURE_PAGE_SQL)
+    build_search_terms(con)  # search's term index (precompute.search_index)

@@ -7,34 +7,49 @@ is a 404 in both: JSON gets the error body, HTML the search page with the messag
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.db import DbDep
 from app.deps import SaeDep, SettingsDep
 from app.models import SearchView
 from app.render import page as render_page
-from app.views.search import NoSuchFeatureError, not_found_view, search_view
+from app.views.search import Filters, NoSuchFeatureError, not_found_view, search_view
+
+MAX_QUERY = 200
 
 router = APIRouter(tags=["search"])
-Q = Annotated[str, Query(max_length=200, description="feature id (12, #12, f12, feature 12), or words to find "
-                                                      "in names, top-sample captions and labels")]
+Q = Annotated[str, Query(max_length=MAX_QUERY, description="feature id (12, #12, f12, feature 12), or words to find "
+                                                            "in names, concepts, top-sample captions and labels; "
+                                                            "\"quoted words\" as a phrase")]
 Page = Annotated[int, Query(ge=1, le=10_000)]
+Density = Annotated[float | None, Query(ge=0, le=1, description="feature density bound (fraction of samples)")]
+Cluster = Annotated[int | None, Query(ge=-1, le=2**31 - 1, description="feature-map cluster id (-1: noise)")]
+Label = Annotated[str | None, Query(max_length=200, description="the features' most common top-sample label")]
+Sort = Annotated[Literal["relevance", "density", "max_act", "id"], Query(description="result order")]
+
+
+def search_filters(min_density: Density = None, max_density: Density = None, cluster: Cluster = None,
+                   label: Label = None, sort: Sort = "relevance") -> Filters:
+    return Filters(min_density, max_density, cluster, label or None, sort)
+
+
+FiltersDep = Annotated[Filters, Depends(search_filters)]
 
 
 @router.get("/sae/{sae_id}/search.json", response_model=SearchView,
             responses={404: {"description": "q names a feature id the SAE does not have"}})
-def search_json(db: DbDep, sae: SaeDep, settings: SettingsDep, q: Q = "", page: Page = 1) -> SearchView:
-    return search_view(db, sae, q, page, settings.page_size)
+def search_json(db: DbDep, sae: SaeDep, settings: SettingsDep, filters: FiltersDep, q: Q = "", page: Page = 1) -> SearchView:
+    return search_view(db, sae, q, page, settings.page_size, filters)
 
 
 @router.get("/sae/{sae_id}/search", response_class=HTMLResponse)
-def search_page(request: Request, db: DbDep, sae: SaeDep, settings: SettingsDep, q: Q = "",
+def search_page(request: Request, db: DbDep, sae: SaeDep, settings: SettingsDep, filters: FiltersDep, q: Q = "",
                 page: Page = 1) -> Response:
     try:
-        view = search_view(db, sae, q, page, settings.page_size)
+        view = search_view(db, sae, q, page, settings.page_size, filters)
     except NoSuchFeatureError as exc:
         resp = render_page(request, "search.html", not_found_view(sae, q, settings.page_size), notice=exc.message)
         resp.status_code = 404

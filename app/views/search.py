@@ -1,66 +1,80 @@
 """Feature search: an id (12, #12, f12, feature 12) opens that feature; words rank features.
 
-Words match whole words, not substrings, so short queries stay precise ("car" finds "car" and
-"cars", never "card" or "sidecar"). A word that is nowhere a whole word falls back to matching
-word beginnings, so a half-typed "anim" still finds "animal". Features matching every word come
-before those matching some. Matching runs in DuckDB (one query), never per feature in Python.
+Queries are answered from `search_terms`, built at index time (precompute.search_index): a few
+range lookups on rows sorted by (sae_id, term), never a scan of the captions. Words are cut and
+normalised by the same SQL at both ends (app.search_text), so case, possessives and plurals
+match ("Cars" finds car and cars, never card or sidecar). A word that is nowhere a whole word
+falls back to the words it begins ("anim" finds "animal"). "Quoted words" must occur together,
+in that order (consecutive word pairs in one top sample, or in the name).
+
+Rank: features matching every word come first; then the score, summed over words: 10 x the
+name's strength (name_score) when the name holds the word, 5 x the concept's strength when a
+concept the feature promotes holds it, plus the top samples holding it, each weighted by its
+activation as a share of the feature's top activation.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 from app.db import Index
 from app.errors import InvalidParamError, NotFoundError
-from app.models import SampleRef, SearchHit, SearchView
-from app.views.common import FEATURE_COLS, SaeCtx, feature_summary, sample_refs
+from app.models import SearchHit, SearchView
+from app.search_text import STOP_WORDS, prefix_upper, words_sql
+from app.urls import search_url
+from app.views.common import FEATURE_COLS, SaeCtx, feature_summary, top_thumbs
 
 MAX_TERMS = 6
-NAME_WEIGHT = 10.0  # a name hit outranks a few caption hits
+MAX_WORD = 100
+NAME_WEIGHT = 10.0  # a strong name hit outranks a few caption hits
+CONCEPT_WEIGHT = 5.0
+N_THUMBS = 4
 ID_RE = re.compile(r"(?:#|f|feat|feature)?\s*#?\s*(\d+)", re.IGNORECASE | re.ASCII)
-TERM_RE = re.compile(r"\w+(?:['’]\w+)*")  # words; "don't" stays one word
-APOS = "['’]"
-START = r"(?:^|[^\pL\pN_])"  # RE2 `\b` is ASCII-only; these classes also bound non-ASCII words
-WORD_END = r"(?:s|es)?(?:[^\pL\pN_]|$)"  # whole word or its plural (car's: ' ends the word)
+PHRASE_RE = re.compile(r"[\"“”]([^\"“”]*)[\"“”]?")
+SORTS = {"relevance": "terms DESC, score DESC, feature_id", "density": "density DESC NULLS LAST, feature_id",
+         "max_act": "max_act DESC NULLS LAST, feature_id", "id": "feature_id"}
 
 
 class NoSuchFeatureError(NotFoundError):
     """An id-shaped query naming a feature the SAE does not have."""
 
 
-STOP_WORDS = frozenset(
-    "a an and are as at be by for from has in is it its of on or that the this to was were with".split())
-"""Dropped from queries of several words: they match nearly every caption (so every sample would
-run the word regexes) and 'all of the words' should mean the words that carry meaning."""
+@dataclass(frozen=True)
+class Filters:
+    """Narrow the results (all optional) and order them; they travel in the URL."""
+
+    min_density: float | None = None
+    max_density: float | None = None
+    cluster: int | None = None
+    label: str | None = None
+    sort: str = "relevance"
+
+    def sql(self, arg) -> str:
+        out = []
+        if self.min_density is not None:
+            out.append(f"f.density >= {arg(self.min_density)}")
+        if self.max_density is not None:
+            out.append(f"f.density <= {arg(self.max_density)}")
+        if self.cluster is not None:
+            out.append(f"f.cluster_id = {arg(self.cluster)}")
+        if self.label:
+            out.append(f"lower(f.top_label) = lower({arg(self.label)})")
+        return " AND ".join(out) or "true"
+
+    def params(self) -> dict[str, Any]:
+        """The non-default filters, as URL query parameters."""
+        return {k: v for k, v in self.__dict__.items() if v not in (None, "") and not (k == "sort" and v == "relevance")}
 
 
-def search_terms(q: str) -> list[str]:
-    """Distinct words of q (possessive 's dropped; punctuation only separates words), as typed:
-    matching is case-insensitive already, and case folding would turn 'Straße' into 'strasse',
-    which DuckDB's case-insensitive match does not equate with the stored text."""
-    words = [re.sub(r"['’]s$", "", t) for t in TERM_RE.findall(q)]
-    first: dict[str, str] = {}
-    for w in words:
-        first.setdefault(w.casefold(), w)  # each word once, in its first spelling
-    distinct = list(first.values())
-    meaningful = [w for w in distinct if w.casefold() not in STOP_WORDS]
-    terms = (meaningful or distinct)[:MAX_TERMS]
-    if any(len(t) > 100 for t in terms):
-        raise InvalidParamError("q: search words are at most 100 characters")
-    return terms
+@dataclass(frozen=True)
+class Term:
+    """One thing the query asks for: a word (prefix fallback allowed) or a phrase (its word pairs)."""
 
-
-def term_patterns(term: str) -> tuple[str, str, str]:
-    """(whole-word regex, word-prefix regex, ILIKE prefilter) for one word of `\w` characters.
-
-    Apostrophes match ' or ’; the prefilter holds the longest apostrophe-free piece (no % or \\).
-    """
-    pieces = re.split(APOS, term)
-    core = APOS.join(re.escape(p) for p in pieces)
-    return START + core + WORD_END, START + core, "%" + max(pieces, key=len) + "%"
+    parts: tuple[str, ...]
+    prefix: bool = False
 
 
 def parse_feature_id(q: str) -> int | None:
@@ -69,114 +83,113 @@ def parse_feature_id(q: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def search_url(ctx: SaeCtx, q: str, page: int) -> str:
-    query = {"q": q} if page == 1 else {"q": q, "page": page}
-    return f"/sae/{ctx.sae_id}/search?{urlencode(query)}"
+def query_terms(db: Index, q: str) -> list[Term]:
+    """Words and "phrases" of q, normalised by the index's own word SQL (one small query)."""
+    phrases = [p for p in PHRASE_RE.findall(q) if p.strip()]
+    free = PHRASE_RE.sub(" ", q)
+    texts = [free, *phrases]
+    row = db.cursor().execute("SELECT " + ", ".join(words_sql(f"${i + 1}") for i in range(len(texts))), texts).fetchone()
+    if any(len(w) > MAX_WORD for ws in row for w in ws):
+        raise InvalidParamError(f"q: search words are at most {MAX_WORD} characters")
+    distinct = list(dict.fromkeys(row[0]))
+    meaningful = [w for w in distinct if w not in STOP_WORDS]
+    terms = [Term((w,), prefix=True) for w in (meaningful or distinct)]
+    for words in row[1:]:
+        parts = tuple(dict.fromkeys(f"{a} {b}" for a, b in zip(words, words[1:], strict=False))) or tuple(words[:1])
+        if parts and Term(parts) not in terms:
+            terms.append(Term(parts))
+    return terms[:MAX_TERMS]
 
 
-def _match_sql(ctx: SaeCtx, terms: list[str]) -> tuple[str, list[Any]]:
-    """Features with `matches` (top samples hit), `terms` (words matched) and `score`.
+def _whole_words(db: Index, sae_id: str, terms: list[Term]) -> list[Term]:
+    """Words that are nowhere a whole term become prefixes; the rest match exactly."""
+    words = [t.parts[0] for t in terms if t.prefix]
+    if not words:
+        return terms
+    exists = db.cursor().execute("SELECT " + ", ".join(
+        f"EXISTS (SELECT 1 FROM search_terms WHERE sae_id = $1 AND term = ${i + 2})" for i in range(len(words))),
+        [sae_id, *words]).fetchone()
+    whole = dict(zip(words, exists, strict=True))
+    return [Term(t.parts, prefix=t.prefix and not whole[t.parts[0]]) for t in terms]
 
-    Each word gets flags w (whole word) and p (word prefix) on feature names and on the caption
-    plus label of each sample of the dataset (a cheap ILIKE prefilter first); `mode` says per
-    word whether it occurs as a whole word at all. Flags are settled per sample before the join
-    with feature_top, so the big join only carries booleans.
-    """
+
+def _match_sql(ctx: SaeCtx, terms: list[Term], filters: Filters) -> tuple[str, list[Any]]:
+    """Matching features with `terms` (query terms matched), `score` and `matches` (top samples)."""
     params: list[Any] = []
 
     def arg(value: Any) -> str:
         params.append(value)
         return f"${len(params)}"
 
-    ds, sae = arg(ctx.dataset_id), arg(ctx.sae_id)
-    pats = [tuple(arg(p) for p in term_patterns(t)) for t in terms]
-    idx = range(len(terms))
-
-    def flags(col: str) -> str:  # w only where p holds: the whole-word regex runs on few rows
-        return ", ".join(f"regexp_matches({col}, {p}, 'i') AS p{i}, "
-                         f"(CASE WHEN p{i} THEN regexp_matches({col}, {w}, 'i') ELSE false END) AS w{i}"
-                         for i, (w, p, _) in enumerate(pats))
-
-    def prefilter(*cols: str) -> str:  # plain ILIKE: its `_` wildcard only widens a prefilter
-        return " OR ".join(f"{c} ILIKE {like}" for _, _, like in pats for c in cols)
-
-    cols = ", ".join(f"w{i}, p{i}" for i in idx)
-    picked = [f"(CASE WHEN m{i} THEN w{i} ELSE p{i} END)" for i in idx]
+    sae = arg(ctx.sae_id)
+    lookups = []
+    for qi, term in enumerate(terms):
+        for part in term.parts:
+            cond = (f"term >= {arg(part)} AND term < {arg(prefix_upper(part))} AND NOT contains(term, ' ')"
+                    if term.prefix else f"term = {arg(part)}")
+            lookups.append(f"SELECT {qi} AS qi, {arg(part)} AS part, {len(term.parts)} AS need, feature_id, name_weight, "
+                           f"concept_weight, ranks, sample_weight FROM search_terms WHERE sae_id = {sae} AND {cond}")
     sql = f"""
-    WITH sm AS (SELECT sample_id, {flags('txt')} FROM (
-                    SELECT sample_id, concat_ws(' ', caption, label) AS txt FROM samples
-                    WHERE dataset_id = {ds} AND ({prefilter('caption', 'label')}))),
-    nm AS (SELECT feature_id, {flags('name')} FROM features WHERE sae_id = {sae} AND ({prefilter('name')})),
-    mode AS (SELECT {", ".join(f"coalesce(bool_or(w{i}), false) AS m{i}" for i in idx)}
-             FROM (SELECT {cols} FROM sm UNION ALL SELECT {cols} FROM nm)),
-    sp AS (SELECT * FROM (SELECT sample_id, {", ".join(f"{c} AS h{i}" for i, c in enumerate(picked))} FROM sm, mode)
-           WHERE {" OR ".join(f"h{i}" for i in idx)}),
-    hits AS (SELECT t.feature_id, count(*) AS matches, {", ".join(f"sum(h{i}::INT) AS h{i}" for i in idx)}
-             FROM feature_top t JOIN sp USING (sample_id) WHERE t.sae_id = {sae} GROUP BY t.feature_id),
-    names AS (SELECT feature_id, {", ".join(f"{c} AS n{i}" for i, c in enumerate(picked))} FROM nm, mode),
-    scored AS (
-        SELECT {", ".join("f." + c for c in FEATURE_COLS.split(", "))}, coalesce(hits.matches, 0) AS matches,
-               {" + ".join(f"(coalesce(n{i}, false) OR coalesce(h{i}, 0) > 0)::INT" for i in idx)} AS terms,
-               {" + ".join(f"(CASE WHEN n{i} THEN {NAME_WEIGHT}::DOUBLE ELSE 0 END) + coalesce(h{i}, 0)" for i in idx)} AS score
-        FROM features f LEFT JOIN hits USING (feature_id) LEFT JOIN names USING (feature_id)
-        WHERE f.sae_id = {sae})
-    SELECT * FROM scored WHERE terms > 0"""
+    WITH m AS ({" UNION ALL ".join(lookups)}),
+    per_part AS (SELECT qi, part, any_value(need) AS need, feature_id, max(name_weight) AS nw, max(concept_weight) AS cw,
+                        bit_or(ranks) AS r, sum(sample_weight) AS sw FROM m GROUP BY qi, part, feature_id),
+    per_term AS (SELECT qi, feature_id, min(nw) AS nw, min(cw) AS cw, bit_and(r) AS r, min(sw) AS sw
+                 FROM per_part GROUP BY qi, feature_id HAVING count(*) = any_value(need)),
+    hits AS (SELECT feature_id, count(*) AS terms, bit_count(bit_or(r)) AS matches,
+                    sum({NAME_WEIGHT} * nw + {CONCEPT_WEIGHT} * cw + CASE WHEN r = 0 THEN 0 ELSE sw END) AS score
+             FROM per_term WHERE nw > 0 OR cw > 0 OR r <> 0 GROUP BY feature_id)
+    SELECT {", ".join("f." + c for c in FEATURE_COLS.split(", "))}, hits.terms, hits.matches, round(hits.score, 6) AS score
+    FROM hits JOIN features f ON f.sae_id = {sae} AND f.feature_id = hits.feature_id
+    WHERE {filters.sql(arg)}"""
     return sql, params
 
 
-N_THUMBS = 4
+def _ranked(db: Index, ctx: SaeCtx, terms: list[Term], filters: Filters, page: int, page_size: int
+            ) -> tuple[list[dict[str, Any]], int, int]:
+    """One page of matches, the number of matches, and how many match every term."""
+    sql, params = _match_sql(ctx, terms, filters)
+    k = len(params)  # then $k+1: number of terms, $k+2: limit, $k+3: offset
+    n_all_sql = f"sum((terms = ${k + 1})::INT)"
+    order = SORTS[filters.sort]
+    rows = db.all(f"SELECT *, count(*) OVER () AS total, {n_all_sql} OVER () AS n_all FROM ({sql}) "
+                  f"ORDER BY {order} LIMIT ${k + 2} OFFSET ${k + 3}",
+                  [*params, len(terms), page_size, (page - 1) * page_size])
+    if rows:
+        return rows, int(rows[0]["total"]), int(rows[0]["n_all"])
+    if page > 1:  # past the end: the counts say where the last page is
+        tot = db.one(f"SELECT count(*) AS total, {n_all_sql} AS n_all FROM ({sql})", [*params, len(terms)])
+        return [], int(tot["total"]), int(tot["n_all"] or 0)
+    return [], 0, 0
 
 
-def _top_samples(db: Index, ctx: SaeCtx, fids: list[int]) -> dict[int, list[SampleRef]]:
-    """Each hit's first top samples, in one query: results are judged by their images."""
-    if not fids:
-        return {}
-    rows = db.all("SELECT feature_id, sample_id, activation FROM feature_top WHERE sae_id = ? AND rank < ? "
-                  "AND feature_id IN (SELECT unnest(?::INTEGER[])) ORDER BY feature_id, rank", [ctx.sae_id, N_THUMBS, fids])
-    refs = sample_refs(db, ctx, rows)
-    out: dict[int, list[SampleRef]] = {}
-    for r, ref in zip(rows, refs, strict=True):
-        out.setdefault(int(r["feature_id"]), []).append(ref)
-    return out
+def _id_view(db: Index, ctx: SaeCtx, fid: int, base: dict[str, Any]) -> SearchView:
+    row = None
+    if fid < ctx.d_sae:
+        row = db.one(f"SELECT {FEATURE_COLS} FROM features WHERE sae_id = ? AND feature_id = ?", [ctx.sae_id, fid])
+    if row is None:
+        ids = f"feature ids are 0–{ctx.d_sae - 1}" if ctx.d_sae > 0 else "this SAE has no features"
+        raise NoSuchFeatureError(f"No feature {fid}; {ids}.")
+    hit = SearchHit(**feature_summary(ctx.sae_id, row).model_dump(), score=1.0, matches=0)
+    return SearchView(**base, count=1, n_pages=1, data=[hit], redirect=hit.url)
 
 
-def search_view(db: Index, ctx: SaeCtx, q: str, page: int, page_size: int) -> SearchView:
+def search_view(db: Index, ctx: SaeCtx, q: str, page: int, page_size: int, filters: Filters | None = None) -> SearchView:
     """One page of results; `view.redirect` is set when the HTML page should go elsewhere."""
+    filters = filters or Filters()
     q = q.strip()
-    base = dict(sae=ctx.summary, q=q, page=page, page_size=page_size)
+    base = dict(sae=ctx.summary, q=q, page=page, page_size=page_size, filters=filters.params())
     fid = parse_feature_id(q)
     if fid is not None:
-        row = None
-        if fid < ctx.d_sae:
-            row = db.one(f"SELECT {FEATURE_COLS} FROM features WHERE sae_id = ? AND feature_id = ?",
-                         [ctx.sae_id, fid])
-        if row is None:
-            ids = f"feature ids are 0–{ctx.d_sae - 1}" if ctx.d_sae > 0 else "this SAE has no features"
-            raise NoSuchFeatureError(f"No feature {fid}; {ids}.")
-        hit = SearchHit(**feature_summary(ctx.sae_id, row).model_dump(), score=1.0, matches=0)
-        return SearchView(**base, count=1, n_pages=1, data=[hit], redirect=hit.url)
-    terms = search_terms(q)
-    rows: list[dict[str, Any]] = []
-    count = n_all = 0
-    if terms:
-        sql, params = _match_sql(ctx, terms)
-        k = len(params)  # then $k+1: number of words, $k+2: limit, $k+3: offset
-        n_all_sql = f"sum((terms = ${k + 1})::INT)"  # a FILTER clause makes the window ~10x slower
-        rows = db.all(f"SELECT *, count(*) OVER () AS total, {n_all_sql} OVER () AS n_all FROM ({sql}) "
-                      f"ORDER BY terms DESC, score DESC, feature_id LIMIT ${k + 2} OFFSET ${k + 3}",
-                      [*params, len(terms), page_size, (page - 1) * page_size])
-        if rows:
-            count, n_all = int(rows[0]["total"]), int(rows[0]["n_all"])
-        elif page > 1:  # past the end: the counts say where the last page is
-            tot = db.one(f"SELECT count(*) AS total, {n_all_sql} AS n_all FROM ({sql})", [*params, len(terms)])
-            count, n_all = int(tot["total"]), int(tot["n_all"] or 0)
+        return _id_view(db, ctx, fid, base)
+    terms = _whole_words(db, ctx.sae_id, query_terms(db, q)) if q else []
+    rows, count, n_all = _ranked(db, ctx, terms, filters, page, page_size) if terms else ([], 0, 0)
     n_pages = math.ceil(count / page_size)
     last = max(n_pages, 1)
-    tops = _top_samples(db, ctx, [int(r["feature_id"]) for r in rows])
+    tops = top_thumbs(db, ctx, [int(r["feature_id"]) for r in rows], N_THUMBS)
     hits = [SearchHit(**feature_summary(ctx.sae_id, r).model_dump(), score=float(r["score"]), matches=int(r["matches"]),
                       terms_matched=int(r["terms"]), top=tops.get(int(r["feature_id"]), [])) for r in rows]
     return SearchView(**base, count=count, n_pages=n_pages, data=hits, n_terms=len(terms), n_all=n_all,
-                      redirect=search_url(ctx, q, last) if page > last else None)
+                      redirect=search_url(ctx.sae_id, q, last, filters.params()) if page > last else None)
 
 
 def not_found_view(ctx: SaeCtx, q: str, page_size: int) -> SearchView:

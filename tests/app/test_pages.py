@@ -155,10 +155,10 @@ def test_search_by_words_ranks_names_first(client):
     assert scores == sorted(scores, reverse=True)
     named = [h for h in j["data"] if "triangle" in (h["name"] or "")]
     assert named and j["data"][0]["name"].startswith("triangle")
-    assert all(h["score"] >= 10 for h in named)
-    # caption-only matches: captions mention colours, names do not
+    assert all(h["score"] >= 10 * h["name_score"] for h in named)
+    # caption-only matches: captions mention colours, names do not; each sample weighs its activation share
     j = client.get(f"/sae/{POOLED}/search.json", params={"q": "gold"}).json()
-    assert j["count"] > 0 and all(h["matches"] > 0 and h["score"] == h["matches"] for h in j["data"])
+    assert j["count"] > 0 and all(h["matches"] > 0 and 0 < h["score"] <= h["matches"] for h in j["data"])
 
 
 def test_search_pagination(client, app):

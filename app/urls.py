@@ -1,0 +1,58 @@
+"""Every explorer address in one place, for views, templates (the `urls` global) and JS.
+
+PATTERNS is the single list; the functions fill it in with path segments percent-encoded, and
+base.html hands it to the browser (`<script type="application/json" id="url-patterns">`), where
+static/app.js `url(name, params)` fills it the same way, so no address is formatted by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlencode
+
+PATTERNS: dict[str, str] = {
+    "home": "/",
+    "sae": "/sae/{sae_id}",
+    "dashboard": "/sae/{sae_id}/dashboard",
+    "game": "/sae/{sae_id}/game",
+    "search": "/sae/{sae_id}/search",
+    "feature": "/sae/{sae_id}/feature/{feature_id}",
+    "feature_json": "/sae/{sae_id}/feature/{feature_id}.json",
+    "feature_card": "/sae/{sae_id}/feature/{feature_id}/card.json",
+    "feature_random": "/sae/{sae_id}/feature/random",
+    "features_json": "/sae/{sae_id}/features.json",
+    "sample": "/sae/{sae_id}/sample/{sample_id}",
+    "sample_json": "/sae/{sae_id}/sample/{sample_id}.json",
+    "thumb": "/thumb/{dataset_id}/{sample_id}.webp",
+    "points": "/sae/{sae_id}/points/{kind}.bin",
+}
+
+
+def url(name: str, query: dict[str, Any] | None = None, **params: Any) -> str:
+    """PATTERNS[name] with each {param} percent-encoded as one path segment, plus a query string."""
+    path = PATTERNS[name].format(**{k: quote(str(v), safe="") for k, v in params.items()})
+    return f"{path}?{urlencode(query)}" if query is not None else path
+
+
+def sae(sae_id: str) -> str:
+    return url("sae", sae_id=sae_id)
+
+
+def feature(sae_id: str, feature_id: int) -> str:
+    return url("feature", sae_id=sae_id, feature_id=feature_id)
+
+
+def sample(sae_id: str, sample_id: int) -> str:
+    return url("sample", sae_id=sae_id, sample_id=sample_id)
+
+
+def thumb(dataset_id: str, sample_id: int) -> str:
+    return url("thumb", dataset_id=dataset_id, sample_id=sample_id)
+
+
+def search_url(sae_id: str, q: str, page: int = 1, filters: dict[str, Any] | None = None) -> str:
+    """The search page; page 1 and default filters are left out, so equal searches share an address."""
+    query: dict[str, Any] = {"q": q, **(filters or {})}
+    if page != 1:
+        query["page"] = page
+    return url("search", query, sae_id=sae_id)
