@@ -266,6 +266,7 @@ def publish(cfg: PublishConfig) -> PublishResult:
             sids = r.sample_ids(sid)
             tasks += [("sample", sid, sids[i:i + CHUNK]) for i in range(0, len(sids), CHUNK)]
         thumbs: set = set()
+        ps.files[".nojekyll"] = b""  # GitHub Pages: serve the folder as it is, without a Jekyll build
         for rel, data in {**static_files, **ps.files}.items():
             writer.write(rel, data)
             if rel.endswith((".html", ".json")):

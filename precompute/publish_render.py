@@ -15,10 +15,11 @@ from pathlib import Path
 from starlette.requests import Request
 
 from app.main import create_app
+from app.models import FeatureCard, FeatureView
 from app.render import page
 from app.settings import Settings
 from app.views.common import SaeCtx, get_sae
-from app.views.features import feature_card, feature_view
+from app.views.features import N_CARD_THUMBS, feature_view
 from app.views.samples import sample_view
 from sae_core.errors import DataError
 
@@ -60,13 +61,11 @@ class Renderer:
 
     def feature(self, ctx: SaeCtx, fid: int, n_top: int | None) -> tuple[bytes, bytes, bytes]:
         """(HTML, JSON twin, hover card JSON) of one feature page, top samples cut to n_top."""
-        view = feature_view(self.db, ctx, fid)
-        if n_top is not None and len(view.top) > n_top:
-            view = view.model_copy(update={"top": view.top[:n_top]})
+        full = feature_view(self.db, ctx, fid)
+        view = full.model_copy(update={"top": full.top[:n_top]}) if n_top is not None else full
         url = f"/sae/{ctx.sae_id}/feature/{fid}"
         html = page(self._request(url), "feature.html", view).body
-        card = feature_card(self.db, ctx, fid)
-        return html, view.model_dump_json().encode(), card.model_dump_json().encode()
+        return html, view.model_dump_json().encode(), card_of(full).model_dump_json().encode()
 
     def sample(self, ctx: SaeCtx, sample_id: int) -> tuple[bytes, bytes]:
         view = sample_view(self.db, ctx, sample_id)
@@ -108,6 +107,13 @@ class Renderer:
             if m and m.group(1) not in known and "GET" in getattr(route, "methods", ()):
                 out.append(m.group(1))
         return sorted(set(out))
+
+
+def card_of(view: FeatureView) -> FeatureCard:
+    """The hover card (app.views.features.feature_card) from the page's view: the same summary and
+    first top samples, without heatmaps, and without a second lookup of the feature's page."""
+    top = [t.model_copy(update={"heatmap": None}) for t in view.top[:N_CARD_THUMBS]]
+    return FeatureCard.model_construct(**dict(view.feature), top=top)
 
 
 def thumb_refs(text: str) -> set[tuple[str, int]]:

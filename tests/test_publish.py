@@ -131,6 +131,7 @@ def test_no_url_leaves_the_site(site):
 
 def test_json_twins_are_the_served_ones_with_site_relative_urls(site, client):
     for url in [f"/sae/{POOLED}/feature/5.json", f"/sae/{PATCH}/sample/7.json", f"/sae/{POOLED}/feature/5/card.json",
+                f"/sae/{PATCH}/feature/12/card.json", f"/sae/{PATCH}/feature/12.json",
                 "/index.json", f"/sae/{POOLED}.json"]:
         served = client.get(url).text
         want = re.sub(r'"(\w*url|features_bin|samples_bin)":"/([^"]*)"', lambda m: f'"{m.group(1)}":"{served_as_static("/" + m.group(2)) or "./"}"', served)
