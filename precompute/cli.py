@@ -25,7 +25,8 @@ def _cmd_extract(args: argparse.Namespace) -> None:
 
     result = extract(dataclass_from_args(ExtractConfig, args))
     if _is_main_rank():
-        print(f"{'reused' if result.reused else 'wrote'} store {result.store_dpath} ({result.n_samples} samples)")
+        for dpath in result.store_dpaths or (result.store_dpath,):  # one store per --layer
+            print(f"{'reused' if result.reused else 'wrote'} store {dpath} ({result.n_samples} samples)")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:

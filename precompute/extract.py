@@ -12,15 +12,16 @@ import contextlib
 import io
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from precompute.dataset import DatasetConfig, PreparedDataset, open_dataset_source, prepare_dataset, thumbnail_webp
-from precompute.extractors import build_extractor
+from precompute.extractors import build_extractors
 from precompute.extractors.identity import canonical_spec, model_revision, store_identity
+from precompute.extractors.multi import MultiLayerExtractor, split_layers
 from sae_core import distributed
 from sae_core.contract import atomic_write_bytes, atomic_write_json, folder_id
 from sae_core.errors import ConfigError
@@ -35,9 +36,13 @@ GENERATED_THUMBS = "thumbs"
 @dataclass(frozen=True)
 class ExtractConfig:
     dataset: str = field(default="emoji", metadata={"help": "image folder, table (.csv/.tsv/.parquet/.jsonl), WebDataset tars ('shards-{00000..00009}.tar'), a save_to_disk folder, text:FILE, wordnet[:N] or emoji[:N]"})
-    model: str = field(default="efficientnet-lite0", metadata={"help": "efficientnet-lite0, minilm, hf:<name or folder>, diffusers:<name or folder>"})
-    layer: str = field(default="head", metadata={"help": "layer to read (e.g. head, blocks.15, -2 for CLIP's penultimate block)"})
-    tokens: str = field(default="pooled", metadata={"help": "token selection: pooled, cls, patches or all"})
+    model: str = field(default="efficientnet-lite0", metadata={
+        "help": "efficientnet-lite0, minilm, hf:<name or folder> (CLIP, SigLIP, SigLIP2, ViT, DINOv2, ConvNeXt, ResNet and their "
+                "image classifiers), diffusers:<name or folder>"})
+    layer: str = field(default="head", metadata={"help": "layer to read (e.g. head, blocks.15, -2 for CLIP's penultimate block); "
+                                                          "several, comma-separated (--layer=-2,-8,-14), fill one store each from one pass"})
+    tokens: str = field(default="pooled", metadata={"help": "token selection: pooled, cls, patches, all or registers (DINOv2); "
+                                                            "one for every layer, or one per layer (pooled,patches)"})
     image_size: int = field(default=0, metadata={"help": "input resolution (0: the model's default)"})
     dtype: str = field(default="float32", metadata={"help": "stored dtype: float32, float16 or bfloat16"})
     shard_samples: int = field(default=4096, metadata={"help": "samples per shard file"})
@@ -85,12 +90,16 @@ class ExtractResult:
     dataset_dpath: Path
     n_samples: int
     reused: bool
+    store_dpaths: tuple[Path, ...] = ()
+    """With several layers (`--layer -2,-8`): one store per layer, in the order given (`store_dpath` is the first)."""
 
 
 def extract(cfg: ExtractConfig) -> ExtractResult:
     """Under torchrun every rank forwards a contiguous slice of whole shards; rank 0 writes the manifest.
 
-    The function returns the same result on every rank, once the store is complete.
+    Several comma-separated layers fill one store per layer from one pass over the data, each
+    identical to the store a single-layer run writes. The function returns the same result on
+    every rank, once the stores are complete.
     """
     with distributed.session() as d:
         return _extract(cfg, d)
@@ -98,11 +107,12 @@ def extract(cfg: ExtractConfig) -> ExtractResult:
 
 def _extract(cfg: ExtractConfig, d: distributed.Dist) -> ExtractResult:
     device = distributed.pick_device(cfg.device)
+    layers = split_layers(cfg.layer, cfg.tokens)
     dcfg = DatasetConfig(source=cfg.dataset, out=str(Path(cfg.data_root) / "datasets"),
                          image_col=cfg.image_col, caption_col=cfg.caption_col, label_col=cfg.label_col)
     source = open_dataset_source(dcfg)
-    # The model, layer and tokens are checked before any thumbnail or store file is written.
-    extractor = _load_extractor(cfg, source.modality, device)
+    # The model, layers and tokens are checked before any thumbnail or store file is written.
+    extractor = _load_extractor(cfg, layers, source.modality, device)
     info = extractor.info
     if cfg.fast_decode and info.input_side:
         source.draft_side = info.input_side  # pickled into the data-loader processes with the source
@@ -113,11 +123,43 @@ def _extract(cfg: ExtractConfig, d: distributed.Dist) -> ExtractResult:
         dataset = prepare_dataset(dcfg, source)
     n_samples = len(dataset.kept) if not cfg.limit else min(cfg.limit, len(dataset.kept))
     revision = model_revision(cfg.model, info.model_revision)
-    store_dpath = _store_dpath(cfg, dataset.manifest["dataset_id"], n_samples, revision)
-    if _is_complete(store_dpath, d):
-        if d.is_main:
-            _record_image_size(store_dpath, cfg)
-        return ExtractResult(store_dpath, dataset.dpath, n_samples, reused=True)
+    layer_cfgs = [replace(cfg, layer=layer, tokens=tokens) for layer, tokens in layers]
+    dpaths = tuple(_store_dpath(c, dataset.manifest["dataset_id"], n_samples, revision) for c in layer_cfgs)
+    done = [_is_complete(p, d) for p in dpaths]
+    result = ExtractResult(dpaths[0], dataset.dpath, n_samples, reused=all(done), store_dpaths=dpaths)
+    if d.is_main:
+        for dpath, layer_cfg, complete in zip(dpaths, layer_cfgs, done):
+            if complete:
+                _record_image_size(dpath, layer_cfg)
+    if all(done):
+        return result
+    todo = [i for i, complete in enumerate(done) if not complete]
+    work = MultiLayerExtractor([extractor.extractors[i] for i in todo])
+    headers = [_header(dataset, ex, revision, cfg) for ex in work.extractors]
+    if not d.enabled:
+        writers = [StoreWriter(dpaths[i], h) for i, h in zip(todo, headers)]
+        _run(cfg, dataset, work, writers, 0, n_samples)
+        for writer in writers:
+            writer.finish()
+        return result
+
+    # Slices are whole shards, so batches (and shard contents) are those of a single-process run.
+    mains = [StoreWriter(dpaths[i], h) for i, h in zip(todo, headers)] if d.is_main else []
+    first, stop = distributed.split_range(n_samples, cfg.shard_samples, d)
+    parts = [RankStoreWriter(dpaths[i], h, d.rank, d.world, first, stop) for i, h in zip(todo, headers)]
+    _run(cfg, dataset, work, parts, first, stop)
+    for part in parts:
+        part.finish()
+    distributed.barrier()
+    for main in mains:
+        main.finish_parts(d.world)
+    distributed.barrier()
+    return result
+
+
+def _header(dataset: PreparedDataset, extractor, revision: str | None, cfg: ExtractConfig) -> dict:
+    """A store manifest's header: the same for a layer whether it was extracted alone or with others."""
+    info = extractor.info
     header = {
         "dataset_id": dataset.manifest["dataset_id"], "dataset_dpath": str(dataset.dpath.resolve()),
         "model": info.model, "model_revision": revision, "layer": info.layer,
@@ -129,34 +171,17 @@ def _extract(cfg: ExtractConfig, d: distributed.Dist) -> ExtractResult:
         header["image_size"] = info.input_side
     if extractor.generates_images:
         header["thumbs_dpath"] = GENERATED_THUMBS
-    if not d.enabled:
-        writer = StoreWriter(store_dpath, header)
-        _run(cfg, dataset, extractor, writer, 0, n_samples)
-        writer.finish()
-        return ExtractResult(store_dpath, dataset.dpath, n_samples, reused=False)
-
-    # Slices are whole shards, so batches (and shard contents) are those of a single-process run.
-    main = StoreWriter(store_dpath, header) if d.is_main else None
-    first, stop = distributed.split_range(n_samples, cfg.shard_samples, d)
-    part = RankStoreWriter(store_dpath, header, d.rank, d.world, first, stop)
-    _run(cfg, dataset, extractor, part, first, stop)
-    part.finish()
-    distributed.barrier()
-    if main is not None:
-        main.finish_parts(d.world)
-    distributed.barrier()
-    return ExtractResult(store_dpath, dataset.dpath, n_samples, reused=False)
+    return header
 
 
-def _load_extractor(cfg: ExtractConfig, modality: str, device: str):
-    """The model with its hook, or a one-line error for a bad model, layer, token selection or input kind."""
+def _load_extractor(cfg: ExtractConfig, layers: list[tuple[str, str]], modality: str, device: str) -> MultiLayerExtractor:
+    """The model with a hook per layer, or a one-line error for a bad model, layer, token selection or input kind."""
     with contextlib.redirect_stdout(io.StringIO()):  # some model packages print on load
-        extractor = build_extractor(cfg.model, cfg.layer, cfg.tokens, device=device, image_size=cfg.image_size or None,
-                                    modality=modality, dtype=getattr(torch, _model_dtype(cfg)),
-                                    revision=cfg.revision or None, verbose=cfg.verbose)
-    if extractor.info.modality != modality:
-        raise ConfigError(f"model {cfg.model} takes {extractor.info.modality} inputs but dataset {cfg.dataset} is {modality}")
-    return extractor
+        extractors = build_extractors(cfg.model, layers, device=device, image_size=cfg.image_size or None, modality=modality,
+                                      dtype=getattr(torch, _model_dtype(cfg)), revision=cfg.revision or None, verbose=cfg.verbose)
+    if extractors[0].info.modality != modality:
+        raise ConfigError(f"model {cfg.model} takes {extractors[0].info.modality} inputs but dataset {cfg.dataset} is {modality}")
+    return MultiLayerExtractor(extractors)
 
 
 def _store_dpath(cfg: ExtractConfig, dataset_id: str, n_samples: int, revision: str | None) -> Path:
@@ -185,29 +210,35 @@ def _is_complete(store_dpath: Path, d: distributed.Dist) -> bool:
     return reused
 
 
-def _run(cfg: ExtractConfig, dataset: PreparedDataset, extractor, writer: StoreWriter | RankStoreWriter, first: int, stop: int) -> None:
-    """Forward samples [writer.next_sample, stop) of the slice [first, stop), one shard at a time."""
-    start = writer.next_sample
+Writer = StoreWriter | RankStoreWriter
+
+
+def _run(cfg: ExtractConfig, dataset: PreparedDataset, extractor: MultiLayerExtractor, writers: list[Writer],
+         first: int, stop: int) -> None:
+    """Forward samples [min next_sample, stop) of the slice [first, stop), one shard at a time per
+    store; a store that already holds a batch's samples (resumed further) skips them."""
+    start = min(w.next_sample for w in writers)
     rank = distributed.current()
     desc = f"extract {cfg.layer}" + (f" [rank {rank.rank}]" if rank.enabled else "")
     bar = progress(total=stop - first, initial=start - first, desc=desc, unit="img")
-    loader = _loader(cfg, dataset, extractor, start, stop)
-    pending_acts: list[torch.Tensor] = []
-    pending_ids: list[np.ndarray] = []
-    n_pending = 0
-    for batch, sample_ids in loader:
-        acts = extractor.activations(batch).to("cpu")
+    pending: list[tuple[list[torch.Tensor], list[np.ndarray]]] = [([], []) for _ in writers]
+    for batch, sample_ids in _loader(cfg, dataset, extractor, start, stop):
+        acts = [a.to("cpu") for a in extractor.activations(batch)]
         if extractor.generates_images:
-            _write_thumbs(writer.dpath / GENERATED_THUMBS, sample_ids.tolist(), extractor.generated_images() or [])
-        pending_acts.append(acts)
-        pending_ids.append(sample_ids.numpy())
-        n_pending += len(sample_ids)
+            _write_thumbs(writers[0].dpath / GENERATED_THUMBS, sample_ids.tolist(), extractor.generated_images() or [])
+        for writer, (layer_acts, layer_ids), a in zip(writers, pending, acts):
+            if int(sample_ids[0]) < writer.next_sample:  # batches never straddle a shard boundary
+                continue  # this store was resumed past the batch
+            layer_acts.append(a)
+            layer_ids.append(sample_ids.numpy())
+            if sum(len(ids) for ids in layer_ids) >= cfg.shard_samples:
+                writer.append(torch.cat(layer_acts), np.concatenate(layer_ids))
+                layer_acts.clear()
+                layer_ids.clear()
         bar.update(len(sample_ids))
-        if n_pending >= cfg.shard_samples:
-            writer.append(torch.cat(pending_acts), np.concatenate(pending_ids))
-            pending_acts, pending_ids, n_pending = [], [], 0
-    if n_pending:
-        writer.append(torch.cat(pending_acts), np.concatenate(pending_ids))
+    for writer, (layer_acts, layer_ids) in zip(writers, pending):
+        if layer_ids:
+            writer.append(torch.cat(layer_acts), np.concatenate(layer_ids))
     bar.close()
 
 

@@ -11,7 +11,7 @@ from precompute.extractors.identity import canonical_spec, local_folder
 from precompute.extractors.quiet import quiet_loaders
 from sae_core.errors import SaescopeError
 
-__all__ = ["Extractor", "ExtractorError", "ExtractorInfo", "build_extractor"]
+__all__ = ["Extractor", "ExtractorError", "ExtractorInfo", "build_extractor", "build_extractors"]
 
 
 def build_extractor(spec: str, layer: str, token_selection: str, *, device: str = "cpu",
@@ -27,6 +27,28 @@ def build_extractor(spec: str, layer: str, token_selection: str, *, device: str 
     with quiet_loaders(verbose):
         return _build(canonical_spec(spec), layer, token_selection, device=device, image_size=image_size,
                       modality=modality, dtype=dtype, revision=revision or None)
+
+
+def build_extractors(spec: str, layers: list[tuple[str, str]], **kwargs) -> list[Extractor]:
+    """One extractor per (layer, token selection), sharing one loaded model where the family allows
+    (`hf:` towers); `kwargs` as for `build_extractor`."""
+    first = build_extractor(spec, *layers[0], **kwargs)
+    model = getattr(first, "model", None) or getattr(first, "tower", None)
+    if not spec.startswith("hf:") or model is None:
+        return [first] + [build_extractor(spec, layer, tokens, **kwargs) for layer, tokens in layers[1:]]
+    from precompute.extractors.hf import build_hf_extractor
+
+    tokenizer = getattr(getattr(first, "prepare_fn", None), "tokenizer", None)
+    processor = getattr(getattr(first, "prepare_fn", None), "processor", None)
+    others = []
+    with quiet_loaders(kwargs.get("verbose", False)):
+        for layer, tokens in layers[1:]:
+            others.append(build_hf_extractor(model, layer, tokens, device=kwargs.get("device", "cpu"), image_size=kwargs.get("image_size"),
+                                             dtype=next(model.parameters()).dtype, modality=kwargs.get("modality"), processor=processor,
+                                             tokenizer=tokenizer, revision=first.info.model_revision, spec=first.info.model))
+    for ex in others:  # every layer sees the batch the first one prepares
+        ex.prepare_fn = first.prepare_fn
+    return [first, *others]
 
 
 def _build(spec: str, layer: str, token_selection: str, *, device: str, image_size: int | None, modality: str,

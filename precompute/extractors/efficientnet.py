@@ -79,6 +79,23 @@ class EfficientNetExtractor(Extractor):
         return fmap.flatten(2).transpose(1, 2).float()
 
     @torch.no_grad()
+    def activations_many(self, batch: torch.Tensor, extractors: list[EfficientNetExtractor]) -> list[torch.Tensor]:
+        """Several layers from one pass through the stem and blocks (`saescope extract --layer head,blocks.15`)."""
+        m = self.model
+        x = m._swish(m._bn0(m._conv_stem(batch.to(self.device))))
+        after: dict[int, torch.Tensor] = {}
+        for i, block in enumerate(m._blocks[: max(e.n_blocks for e in extractors)]):
+            x = block(x, drop_connect_rate=None)
+            after[i + 1] = x
+        head = m._swish(m._bn1(m._conv_head(x))) if any(e.layer == "head" for e in extractors) else None
+        return [e._tokens(head if e.layer == "head" else after[e.n_blocks]) for e in extractors]
+
+    def _tokens(self, fmap: torch.Tensor) -> torch.Tensor:
+        if self.token_selection == "pooled":
+            return fmap.mean(dim=(2, 3))[:, None, :].float()
+        return fmap.flatten(2).transpose(1, 2).float()
+
+    @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """ImageNet logits of the full model (to check that the weights loaded)."""
         return self.model(batch.to(self.device))

@@ -61,12 +61,7 @@ class PrefixTokenExtractor(ModuleExtractor):
         super().__init__(model, module_path, "all", *args, **kwargs)  # the base class knows no `registers`
         self.token_selection, self.n_registers = token_selection, n_registers
 
-    @torch.inference_mode()
-    def activations(self, batch: Any) -> torch.Tensor:
-        from precompute.extractors.module import move_batch
-
-        batch = move_batch(batch, self.device, self.dtype)
-        raw, _ = self.capture.run(lambda: self.forward_fn(self.model, batch))
+    def finish(self, raw: torch.Tensor) -> torch.Tensor:
         acts = select_prefixed(as_tokens(raw), self.token_selection, self.n_registers)
         check_shape(acts, self.info)
         return acts.float()

@@ -239,6 +239,10 @@ class ModuleExtractor(Extractor):
     def activations(self, batch: Any) -> torch.Tensor:
         batch = move_batch(batch, self.device, self.dtype)
         raw, _ = self.capture.run(lambda: self.forward_fn(self.model, batch))
+        return self.finish(raw)
+
+    def finish(self, raw: torch.Tensor) -> torch.Tensor:
+        """The hooked module's output -> the stored tokens (shared with one-pass multi-layer runs)."""
         acts = select_tokens(as_tokens(raw), self.token_selection, has_cls=self.has_cls)
         check_shape(acts, self.info)
         return acts.float()
