@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -88,9 +90,21 @@ class FeatureCard(FeatureSummary):
     top_label_fraction: float | None = Field(default=None, description="share of the top samples carrying top_label (home page examples)")
 
 
-class FeatureList(BaseModel):
+class FeatureTable(BaseModel):
+    """One page of an SAE's feature table; `state` (sort, order, filters, ids, limit, offset) is the URL's."""
+
+    sae: SaeSummary
     data: list[FeatureSummary]
-    count: int
+    count: int = Field(description="features matching the filters (all pages)")
+    limit: int
+    offset: int
+    query: str = Field(description="the state as a query string, pagination left out")
+    state: dict[str, Any]
+    prev_url: str | None
+    next_url: str | None
+    csv_url: str
+    json_url: str
+    sort_urls: dict[str, str] = Field(description="per sortable column, the link sorting by it (toggling the order)")
 
 
 class QuantileBin(BaseModel):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.db import DbDep
 from app.deps import SaeDep
-from app.models import DashboardView, ExplorerView, FeatureList
+from app.models import DashboardView, ExplorerView, FeatureTable
 from app.render import page
-from app.views.features import feature_list, parse_ids
+from app.views.feature_table import SORTABLE, TableQuery, feature_table, feature_table_csv
 from app.views.points import feature_points, sample_points
 from app.views.saes import dashboard_view, explorer_view
 
@@ -40,14 +40,40 @@ def dashboard(request: Request, db: DbDep, sae: SaeDep) -> HTMLResponse:
     return page(request, "dashboard.html", dashboard_view(db, sae))
 
 
-@router.get("/sae/{sae_id}/features.json", response_model=FeatureList)
-def features_json(
-    db: DbDep, sae: SaeDep,
-    ids: Annotated[str, Query(max_length=4000, description="comma list of ids or ranges: 1,4,7-9")] = "",
+def table_query(
+    sort: Annotated[str, Query(max_length=40, description="column: " + ", ".join(SORTABLE))] = "feature_id",
+    order: Annotated[str, Query(max_length=4, description="asc or desc")] = "asc",
+    min_density: Annotated[float | None, Query(ge=0, le=1, description="share of samples, 0..1")] = None,
+    max_density: Annotated[float | None, Query(ge=0, le=1, description="share of samples, 0..1")] = None,
+    cluster: Annotated[int | None, Query(ge=-1, le=2**31 - 1, description="feature-map cluster (-1: none)")] = None,
+    label: Annotated[str | None, Query(max_length=200, description="top label, exactly")] = None,
+    name: Annotated[str | None, Query(max_length=200, description="words in the name")] = None,
+    ids: Annotated[str, Query(max_length=12000, description="selection as ids and ranges: 1,4,7-9")] = "",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=10**7)] = 0,
-) -> FeatureList:
-    return feature_list(db, sae, parse_ids(ids), limit, offset)
+) -> TableQuery:
+    return TableQuery(sort, order, min_density, max_density, cluster, label, name, ids, limit, offset)
+
+
+TableDep = Annotated[TableQuery, Depends(table_query)]
+
+
+@router.get("/sae/{sae_id}/features.json", response_model=FeatureTable)
+def features_json(db: DbDep, sae: SaeDep, q: TableDep) -> FeatureTable:
+    """The feature table (also the map's lasso list): sorted, filtered, one page."""
+    return feature_table(db, sae, q)
+
+
+@router.get("/sae/{sae_id}/features", response_class=HTMLResponse)
+def features_page(request: Request, db: DbDep, sae: SaeDep, q: TableDep) -> HTMLResponse:
+    return page(request, "features.html", feature_table(db, sae, q))
+
+
+@router.get("/sae/{sae_id}/features.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}})
+def features_csv(db: DbDep, sae: SaeDep, q: TableDep) -> Response:
+    """Every row of the filtered, sorted table, without pagination."""
+    return Response(feature_table_csv(db, sae, q), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{sae.sae_id}-features.csv"'})
 
 
 def _cached_points(request: Request, key: tuple, build) -> Response:

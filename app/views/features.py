@@ -7,13 +7,12 @@ import random
 from typing import Any
 
 from app.db import Index
-from app.errors import InvalidParamError, NotFoundError
-from app.models import Concept, CoNeighbor, FeatureCard, FeatureList, FeatureView, Histogram, LabelCount, Neighbor, QuantileBin, SampleRef
-from app.views.common import FEATURE_COLS, SaeCtx, decode_heatmap, feature_summary, feature_title
+from app.errors import NotFoundError
+from app.models import Concept, CoNeighbor, FeatureCard, FeatureView, Histogram, LabelCount, Neighbor, QuantileBin, SampleRef
+from app.views.common import SaeCtx, decode_heatmap, feature_summary, feature_title
 
 N_TOP_SHOWN = 64
 N_CARD_THUMBS = 4
-MAX_LIST_IDS = 500
 
 
 def _page(db: Index, ctx: SaeCtx, fid: int) -> dict[str, Any]:
@@ -144,39 +143,3 @@ def random_feature_id(db: Index, ctx: SaeCtx, seed: int | None = None) -> int:
     off = random.Random(seed).randrange(n)
     return int(db.scalar("SELECT feature_id FROM features WHERE sae_id = ? AND density > 0 "
                          "ORDER BY feature_id LIMIT 1 OFFSET ?", [ctx.sae_id, off]))
-
-
-def _is_id(text: str) -> bool:
-    """ASCII digits only: str.isdigit() also accepts '²', which int() refuses."""
-    return text.isascii() and text.isdecimal()
-
-
-def parse_ids(ids: str) -> list[int]:
-    """'1,2,5-9' -> [1, 2, 5, 6, 7, 8, 9]; the map sends selections this way."""
-    out: list[int] = []
-    for part in filter(None, (p.strip() for p in ids.split(","))):
-        lo, _, hi = part.partition("-")
-        if not _is_id(lo) or (hi and not _is_id(hi)):
-            raise InvalidParamError(f"ids: {part!r} is not a feature id or range like 3-7")
-        a, b = int(lo), int(hi) if hi else int(lo)
-        if b >= 2**31:
-            raise InvalidParamError(f"ids: {part!r} is larger than any feature id")
-        if b < a or len(out) + (b - a + 1) > MAX_LIST_IDS:
-            raise InvalidParamError(f"ids: at most {MAX_LIST_IDS} ids, ranges low-high")
-        out.extend(range(a, b + 1))
-    return out
-
-
-def feature_list(db: Index, ctx: SaeCtx, ids: list[int], limit: int, offset: int) -> FeatureList:
-    """Features by id (lasso selection) or all features in id order."""
-    if ids:
-        rows = db.all(f"SELECT {FEATURE_COLS} FROM features WHERE sae_id = ? AND feature_id IN "
-                      "(SELECT unnest(?::INTEGER[])) ORDER BY feature_id LIMIT ? OFFSET ?",
-                      [ctx.sae_id, ids, limit, offset])
-        count = int(db.scalar("SELECT count(*) FROM features WHERE sae_id = ? AND feature_id IN "
-                              "(SELECT unnest(?::INTEGER[]))", [ctx.sae_id, ids]))
-    else:
-        rows = db.all(f"SELECT {FEATURE_COLS} FROM features WHERE sae_id = ? ORDER BY feature_id "
-                      "LIMIT ? OFFSET ?", [ctx.sae_id, limit, offset])
-        count = int(db.scalar("SELECT count(*) FROM features WHERE sae_id = ?", [ctx.sae_id]))
-    return FeatureList(data=[feature_summary(ctx.sae_id, r) for r in rows], count=count)
