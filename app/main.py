@@ -9,6 +9,7 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from app.db import Index
@@ -18,6 +19,12 @@ from app.render import make_templates
 from app.live_client import LiveClient
 from app.routes import features, files, game, home, live, saes, samples, search
 from app.settings import Settings
+
+
+PAGE_THREADS = 4
+"""Threads per worker for sync handlers (pages, JSON, search). More threads only time-slice the
+GIL, stretching every request and starving the event loop that serves thumbnails; a few keep one
+request on a CPU while another waits on DuckDB (which releases the GIL)."""
 
 
 class ServerTiming:
@@ -75,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        anyio.to_thread.current_default_thread_limiter().total_tokens = PAGE_THREADS
         yield
         watch.close()
 

@@ -23,24 +23,23 @@ def random_feature(db: DbDep, sae: SaeDep, seed: Seed = None) -> RedirectRespons
     return RedirectResponse(f"/sae/{sae.sae_id}/feature/{fid}", status_code=307)
 
 
-# The feature views are `async def` on purpose: each is one point lookup on the read-only index
-# (about a millisecond) plus CPU-bound Python, so running it inline on the event loop serves
-# requests one after another instead of time-slicing them across threadpool threads under the
-# GIL, which only stretches every request's latency. They return the serialised model directly
+# The feature views are plain `def`: FastAPI runs them in the thread pool (bounded, see
+# app.main.PAGE_THREADS; each thread has its own DuckDB cursor), so the event loop stays free for
+# thumbnails and static files, which it serves itself. They return the serialised model directly
 # (`response_model` stays for the OpenAPI schema) so FastAPI does not validate it a second time.
 
 
 @router.get("/sae/{sae_id}/feature/{fid}.json", response_model=FeatureView)
-async def feature_json(db: DbDep, sae: SaeDep, fid: FeatureId) -> Response:
+def feature_json(db: DbDep, sae: SaeDep, fid: FeatureId) -> Response:
     return Response(feature_view(db, sae, fid).model_dump_json(), media_type="application/json")
 
 
 @router.get("/sae/{sae_id}/feature/{fid}/card.json", response_model=FeatureCard)
-async def feature_card_json(db: DbDep, sae: SaeDep, fid: FeatureId) -> Response:
+def feature_card_json(db: DbDep, sae: SaeDep, fid: FeatureId) -> Response:
     """Small payload for map hover: stats and a few top samples."""
     return Response(feature_card(db, sae, fid).model_dump_json(), media_type="application/json")
 
 
 @router.get("/sae/{sae_id}/feature/{fid}", response_class=HTMLResponse)
-async def feature(request: Request, db: DbDep, sae: SaeDep, fid: FeatureId) -> HTMLResponse:
+def feature(request: Request, db: DbDep, sae: SaeDep, fid: FeatureId) -> HTMLResponse:
     return page(request, "feature.html", feature_view(db, sae, fid))

@@ -31,8 +31,9 @@ def home(request: Request, db: DbDep) -> HTMLResponse:
 
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health, "description": "the index file is bad"}})
-def health(request: Request, db: DbDep) -> Response:
-    """What is served (hash, build time) and whether the file on disk is fine."""
+async def health(request: Request, db: DbDep) -> Response:
+    """What is served (hash, build time) and whether the file on disk is fine. Async: it must
+    answer on the event loop even while every page thread is busy (one tiny query)."""
     problem = request.app.state.watch.health_problem()
     n = int(db.scalar("SELECT count(*) FROM saes")) if db.damaged is None else 0
     body = Health(status="unhealthy" if problem else "ok", schema_version=db.version, n_saes=n,
