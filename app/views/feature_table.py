@@ -123,5 +123,14 @@ def feature_table_csv(db: Index, ctx: SaeCtx, q: TableQuery) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for r in rows:
-        w.writerow(["" if r[c] is None else r[c] for c in CSV_COLUMNS])
+        w.writerow([_cell(r[c]) for c in CSV_COLUMNS])
     return buf.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    """Text a spreadsheet would run as a formula (labels come from datasets) is quoted with a leading '."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

@@ -71,3 +71,10 @@ def test_html_table_links_sort_and_refuses_bad_columns(client):
     assert r.status_code == 422 and "sort" in r.json()["message"]
     r = client.get(f"/sae/{POOLED}/features.json", params={"ids": "1," * 7000})
     assert r.status_code == 422 and "12000 characters" in r.json()["message"]
+
+
+def test_csv_cells_never_run_as_spreadsheet_formulas():
+    from app.views.feature_table import _cell
+
+    assert _cell("=HYPERLINK(1)") == "'=HYPERLINK(1)" and _cell("@x") == "'@x" and _cell("cat") == "cat"
+    assert _cell(None) == "" and _cell(-1.5) == -1.5  # numbers stay numbers
