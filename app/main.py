@@ -16,6 +16,7 @@ from app.db import Index
 from app.errors import install_error_handlers
 from app.index_watch import IndexWatch
 from app.render import make_templates
+from app.security import SecurityHeaders
 from app.live_client import LiveClient
 from app.routes import features, files, game, home, live, saes, samples, search
 from app.settings import Settings
@@ -99,7 +100,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(ServerTiming)
     app.add_middleware(HeadAsGet)
-    app.state.live = LiveClient(settings.live_url, settings.live_timeout_s)
+    app.add_middleware(SecurityHeaders)
+    app.state.live = LiveClient(settings.live_url, settings.live_timeout_s, settings.live_connect_grace_s)
     for module in (home, saes, features, samples, search, game, files, live):
         app.include_router(module.router)
     return app

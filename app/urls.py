@@ -56,3 +56,15 @@ def search_url(sae_id: str, q: str, page: int = 1, filters: dict[str, Any] | Non
     if page != 1:
         query["page"] = page
     return url("search", query, sae_id=sae_id)
+
+
+MAX_ECHOED_PARAMS = 10
+MAX_ECHOED_VALUE = 200
+
+
+def json_twin(path: str, query: list[tuple[str, str]]) -> str:
+    """The JSON twin of a page (`/index.json` for `/`), with the page's query parameters, bounded:
+    a page never echoes an unbounded query string (at most 10 parameters of up to 200 characters)."""
+    twin = "/index.json" if path == "/" else f"{path}.json"
+    kept = [(k, v) for k, v in query if len(k) <= 50 and len(v) <= MAX_ECHOED_VALUE][:MAX_ECHOED_PARAMS]
+    return f"{twin}?{urlencode(kept)}" if kept else twin

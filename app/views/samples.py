@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import PurePosixPath
+
 from app.db import Index
 from app.errors import NotFoundError
 from app.models import SampleFeature, SampleView
@@ -35,4 +38,17 @@ def sample_view(db: Index, ctx: SaeCtx, sample_id: int) -> SampleView:
                            url=f"/sae/{ctx.sae_id}/feature/{r['feature_id']}",
                            heatmap=heat.get(int(r["feature_id"])), thumbs=thumbs.get(int(r["feature_id"]), []))
              for r in rows]
-    return SampleView(sae=ctx.summary, sample=sample, source=meta["source"], features=feats)
+    return SampleView(sae=ctx.summary, sample=sample, source=public_source(meta["source"]), features=feats)
+
+
+def public_source(source: str | None) -> str | None:
+    """Where the sample came from, without revealing the server's folders: an absolute path
+    shows its file name only; relative paths (inside the data root) and URLs stay as they are."""
+    if not source:
+        return source
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", source) and not source.lower().startswith("file:"):
+        return source
+    path = source.split("://", 1)[-1]
+    if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", path) or path.startswith("~"):
+        return PurePosixPath(path.replace("\\", "/")).name
+    return source
