@@ -3,7 +3,8 @@
 CPU: the demo configurations. CUDA: the three configurations of ../shared/NOTES.md (sparsify's
 anchors: 459k/275k tokens/s without/with AuxK at d=1024, 65,536 latents, k=32 on an H100).
 `--sparsify` also times EleutherAI sparsify's step on identical batches in the same run, the two
-libraries' runs interleaved (medians of rounds), so a shared machine's load cancels in the ratio.
+libraries' steps interleaved one by one (medians; CPU time on a CPU), so that a shared machine's
+load cancels in the ratio.
 `--gpu-shape` times the d=1024, 65,536-latent, k=32 shape on a CPU at a small batch.
 """
 
@@ -97,15 +98,15 @@ def sparsify_step_fn(d_in: int, d_sae: int, k: int, device: str, auxk: bool):
     return step
 
 
-def time_steps(step, batches: list[torch.Tensor], n_steps: int, device: str) -> tuple[float, torch.Tensor]:
-    """(tokens/s over n_steps, the last reconstruction)."""
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    for i in range(n_steps):
-        x_hat = step(batches[i % len(batches)])
-    sync()
-    return batches[0].shape[0] * n_steps / (time.perf_counter() - t0), x_hat
+def step_clock(device: str):
+    """Seconds a step takes. On CUDA wall time after a synchronize; on a CPU the process's CPU time
+    (time.process_time), which other jobs on a shared machine inflate far less than wall time."""
+    if torch.device(device).type == "cuda":
+        def cuda_clock() -> float:
+            torch.cuda.synchronize()
+            return time.perf_counter()
+        return cuda_clock
+    return time.process_time
 
 
 def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
@@ -113,30 +114,32 @@ def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 
 
 def bench_config(libs, d_in: int, d_sae: int, k: int, batch: int, args) -> dict:
-    """Median tokens/s of every (library, AuxK) step, the runs interleaved round by round so that
-    load from other jobs on a shared machine falls on all of them alike; FVU after the same tokens."""
+    """Median tokens/s of every (library, AuxK) step. The steps are interleaved one by one (A, B,
+    C, D, A, B, ...), so load from other jobs on a shared machine falls on all of them alike; FVU
+    of the last batch after the same tokens."""
     stream = SyntheticStream(d_in, batch, args.device)
-    batches = [stream(3 + i) for i in range(min(args.steps, 8))]
+    batches = [stream(3 + i) for i in range(8)]
     steps = {}
     for lib, make in libs:
         for auxk in (False, True):
             steps[lib, auxk] = step = make(d_in, d_sae, k, args.device, auxk)
-            for i in range(3):  # warm-up on batches the timed rounds never use
+            for i in range(3):  # warm-up on batches the timed steps never use
                 step(stream(i))
-    rates = {key: [] for key in steps}
+    clock = step_clock(args.device)
+    seconds = {key: [] for key in steps}
     last = {}
-    for _ in range(args.rounds):
+    for i in range(args.steps):
         for key, step in steps.items():
-            rate, last[key] = time_steps(step, batches, args.steps, args.device)
-            rates[key].append(rate)
+            t0 = clock()
+            last[key] = step(batches[i % len(batches)])
+            seconds[key].append(clock() - t0)
     x = batches[(args.steps - 1) % len(batches)]
-    return {key: (statistics.median(r), fvu(x, last[key])) for key, r in rates.items()}
+    return {key: (batch / statistics.median(s), fvu(x, last[key])) for key, s in seconds.items()}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--steps", type=int, default=10, help="timed steps per round")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per step kind (the median is reported)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps of each kind, interleaved (the median is reported)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--sparsify", action="store_true", help="also time EleutherAI sparsify (pip install eai-sparsify)")
     p.add_argument("--gpu-shape", action="store_true", help="on CPU: only the d=1024, 65,536-latent, k=32 shape, at batch 256")
@@ -145,7 +148,7 @@ def main() -> None:
     configs = GPU_CONFIGS if torch.device(args.device).type == "cuda" else [GPU_SHAPE_ON_CPU] if args.gpu_shape else CPU_CONFIGS
     libs = [("saescope", saescope_step_fn)] + ([("sparsify", sparsify_step_fn)] if args.sparsify else [])
     rows = []
-    n_tokens = 3 + args.rounds * args.steps
+    n_tokens = 3 + args.steps
     for name, d_in, d_sae, k, batch in (c for c in configs if args.only in c[0]):
         res = bench_config(libs, d_in, d_sae, k, batch, args)
         for lib, _ in libs:
@@ -153,7 +156,8 @@ def main() -> None:
             rows.append([name, lib, batch, f"{res[lib, False][0]:,.0f}", f"{res[lib, True][0]:,.0f}", *ratio,
                          f"{res[lib, False][1]:.4f}", f"{res[lib, True][1]:.4f}"])
     print(machine(), f"· OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} · torch threads {torch.get_num_threads()}")
-    print(f"median of {args.rounds} interleaved rounds of {args.steps} steps; FVU of the last batch after {n_tokens} steps")
+    clock = "wall time" if torch.device(args.device).type == "cuda" else "process CPU time"
+    print(f"median step ({clock}) of {args.steps} interleaved steps per kind; FVU of the last batch after {n_tokens} steps")
     print_table(["config", "library", "batch", "tokens/s", "tokens/s with AuxK", "AuxK vs sparsify", "FVU", "FVU with AuxK"], rows)
 
 

@@ -122,31 +122,31 @@ class SparseTopKEncode(torch.autograd.Function):
 
 def _sparse_grads(x_c: Tensor, W_enc: Tensor, indices: Tensor, g: Tensor, need_x: bool, need_w: bool, need_sum: bool):
     """(input, W_enc, summed pre-activation) gradients of the selected entries g [batch, n_sel]."""
-    batch, n_sel = indices.shape
     d_sae = W_enc.shape[1]
     grad_x = grad_w = grad_pre_sum = None
     flat_idx, flat_g = indices.reshape(-1), g.reshape(-1)
     if need_x:  # rarely: inputs are data
         grad_x = F.embedding_bag(indices, W_enc.t().float().contiguous(), per_sample_weights=g, mode="sum").to(x_c.dtype)
     if need_w:
-        rows = torch.arange(batch, device=x_c.device).repeat_interleave(n_sel)
-        grad_w = sum_by_latent(flat_idx, rows, flat_g, x_c.float(), d_sae).t().to(W_enc.dtype)
+        grad_w = sum_by_latent(indices, g, x_c.float(), d_sae).t().to(W_enc.dtype)
     if need_sum:
         grad_pre_sum = torch.zeros(d_sae, dtype=torch.float32, device=x_c.device).index_add_(0, flat_idx, flat_g)
     return grad_x, grad_w, grad_pre_sum
 
 
-def sum_by_latent(latents: Tensor, rows: Tensor, weights: Tensor, dense: Tensor, n_latents: int) -> Tensor:
-    """[n_latents, d]: row j sums weights[e] * dense[rows[e]] over the entries e of latent j.
+def sum_by_latent(indices: Tensor, weights: Tensor, dense: Tensor, n_latents: int) -> Tensor:
+    """[n_latents, d]: row j sums weights[r, e] * dense[r] over the entries (r, e) with indices[r, e] == j.
 
     The sparse-transpose-times-dense product of every TopK weight gradient, as one embedding_bag
     over the entries sorted by latent (a bag per latent): on a CPU about as fast as the decode
     itself, where embedding_bag's own backward or a COO sparse product took 2-3 times longer."""
-    index_dtype = torch.int32 if max(latents.numel(), dense.shape[0]) < 2**31 else torch.int64
-    sorted_latents, order = latents.to(index_dtype).sort(stable=True)
+    n = indices.shape[1]
+    index_dtype = torch.int32 if indices.numel() < 2**31 else torch.int64
+    sorted_latents, order = indices.reshape(-1).to(index_dtype).sort(stable=True)
     counts = torch.bincount(sorted_latents, minlength=n_latents)
     offsets = (counts.cumsum(0) - counts).to(index_dtype)
-    return F.embedding_bag(rows.to(index_dtype)[order], dense, offsets, per_sample_weights=weights[order], mode="sum")
+    rows = torch.div(order, n, rounding_mode="floor").to(index_dtype)  # entries are row-major
+    return F.embedding_bag(rows, dense, offsets, per_sample_weights=weights.reshape(-1)[order], mode="sum")
 
 
 class SparseDecode(torch.autograd.Function):
@@ -162,13 +162,13 @@ class SparseDecode(torch.autograd.Function):
         values, indices, W = ctx.saved_tensors
         batch, n = indices.shape
         flat, g = indices.reshape(-1), g.contiguous()
-        rows = torch.arange(batch, device=g.device).repeat_interleave(n)
         grad_values = grad_w = None
         if ctx.needs_input_grad[0]:  # one dot product per entry
+            rows = torch.arange(batch, device=g.device).repeat_interleave(n)
             offsets = torch.arange(0, batch * n, n, device=g.device)
             grad_values = torch.ops.aten._embedding_bag_per_sample_weights_backward(g, W, flat, offsets, rows, 0, -1).view(batch, n)
         if ctx.needs_input_grad[2]:
-            grad_w = sum_by_latent(flat, rows, values.reshape(-1), g, W.shape[0])
+            grad_w = sum_by_latent(indices, values, g, W.shape[0])
         return grad_values, None, grad_w
 
 

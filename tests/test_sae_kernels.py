@@ -127,10 +127,10 @@ def test_sparse_decode_matches_embedding_bag_values_and_gradients():
 
 def test_sum_by_latent_is_the_sparse_transpose_product():
     gen = torch.Generator().manual_seed(4)
-    latents = torch.randint(0, 50, (300,), generator=gen)
-    rows = torch.randint(0, 20, (300,), generator=gen)
-    weights, dense = torch.randn(300, generator=gen), torch.randn(20, 6, generator=gen)
+    indices = torch.randint(0, 50, (20, 15), generator=gen)  # repeats within rows too
+    weights, dense = torch.randn(20, 15, generator=gen), torch.randn(20, 6, generator=gen)
     truth = torch.zeros(50, 6)
-    for j, r, w in zip(latents.tolist(), rows.tolist(), weights.tolist()):
-        truth[j] += w * dense[r]
-    torch.testing.assert_close(sum_by_latent(latents, rows, weights, dense, 50), truth, rtol=1e-5, atol=1e-5)
+    for r in range(20):
+        for j, w in zip(indices[r].tolist(), weights[r].tolist()):
+            truth[j] += w * dense[r]
+    torch.testing.assert_close(sum_by_latent(indices, weights, dense, 50), truth, rtol=1e-5, atol=1e-5)
