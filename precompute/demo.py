@@ -44,15 +44,16 @@ def build_demo(cfg: DemoConfig) -> Path:
     root = Path(cfg.data_root)
     dataset = f"emoji:{cfg.limit}" if cfg.limit else "emoji"
     common = dict(dataset=dataset, model="efficientnet-lite0", image_size=cfg.image_size, data_root=str(root), batch_size=64)
-    head = extract(ExtractConfig(layer="head", tokens="pooled", **common))
-    patches = extract(ExtractConfig(layer="blocks.15", tokens="patches", **common))
-    n = head.n_samples
+    # one pass fills both stores (the same folders two single-layer runs would write)
+    stores = extract(ExtractConfig(layer="head,blocks.15", tokens="pooled,patches", **common))
+    head_dpath, patches_dpath = stores.store_dpaths
+    n = stores.n_samples
     pooled_batch = min(256, max(32, n // 8))
     sae_head = train(TrainConfig(
-        store=str(head.store_dpath), out=str(root / "saes"), name="emoji-head",
+        store=str(head_dpath), out=str(root / "saes"), name="emoji-head",
         sae=SAEConfig(arch="topk", k=16, d_sae=512), lr=1e-3, batch_size=pooled_batch, n_epochs=cfg.epochs, log_every=10))
     sae_patch = train(TrainConfig(
-        store=str(patches.store_dpath), out=str(root / "saes"), name="emoji-patches",
+        store=str(patches_dpath), out=str(root / "saes"), name="emoji-patches",
         sae=SAEConfig(arch="topk", k=16, d_sae=1024), lr=1e-3, batch_size=512, n_epochs=max(4.0, cfg.epochs / 8), log_every=10))
     index = build_index(IndexConfig(saes=(str(sae_head.run_dpath), str(sae_patch.run_dpath)),
                                     out=str(root / "index" / "demo.duckdb")))
