@@ -164,6 +164,7 @@ class FeatureView(BaseModel):
     neighbors: list[Neighbor]
     coactivation: list[CoNeighbor] = Field(default_factory=list, description="empty for SAEs above 8,192 features")
     concepts: list[Concept] = Field(default_factory=list, description="empty unless the model is a classifier")
+    alignment: FeatureAlignment | None = Field(default=None, description="None unless the hooked layer's neurons are known")
     prev_url: str | None
     next_url: str | None
     random_url: str
@@ -203,12 +204,44 @@ class ScatterPoint(BaseModel):
     label_entropy: float | None
 
 
+class AlignmentView(BaseModel):
+    """Neuron alignment of an SAE's features against random directions (same bins)."""
+
+    n_neurons: int
+    threshold: float = Field(description="cosine a random direction exceeds on 1% of the neurons")
+    edges: list[float] = Field(description="bins of the maximum cosine with any neuron")
+    features: list[int] = Field(description="features per bin")
+    random: list[int] = Field(description="random directions per bin")
+    n_aligned: int = Field(description="features whose best neuron beats every random direction's best")
+    random_max: float = Field(description="largest maximum cosine of any random direction")
+
+
+class LowDensityView(BaseModel):
+    """Features far below the others in density, and whether they are one direction."""
+
+    size: int
+    gap_decades: float = Field(description="decades of density between the cluster and the rest")
+    mean_pairwise_cos: float | None = Field(description="mean cosine of the members' encoder directions")
+    feature_ids: list[int] = Field(description="the first 50 members")
+
+
+class FeatureAlignment(BaseModel):
+    max_cos: float
+    best_neuron: int
+    n_above: int = Field(description="neurons above the random baseline's 99th-percentile cosine")
+    threshold: float
+    n_neurons: int
+    cosines: list[float] | None = Field(description="cosine with each neuron, by neuron index (rounded to 1/127)")
+
+
 class DashboardView(BaseModel):
     sae: SaeSummary
     n_dead: int
     density_hist: Histogram = Field(description="counts over log10(density) bins of firing features")
     scatter: list[ScatterPoint] = Field(description="firing features, subsampled to at most 4000")
     curve: list[CurvePoint]
+    alignment: AlignmentView | None = None
+    low_density: LowDensityView | None = None
 
 
 class SampleFeature(BaseModel):

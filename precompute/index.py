@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from precompute.alignment import MAX_STORED_COSINES, align, hooked_layer, neuron_vectors, ultra_low_density_cluster
 from precompute.coactivation import top_coactivation
 from precompute.concepts import feature_concepts
 from precompute.dataset import read_dataset_manifest
@@ -277,6 +278,8 @@ def _index_one(con, cfg: IndexConfig, spec: str, device: str, datasets_done: set
     _insert_sample_map(con, inp, cfg, scan, docs)
     _insert_sample_top(con, inp.sae_id, scan)
     _insert_concepts(con, inp, scan, device)
+    _insert_alignment(con, inp)
+    _insert_low_density_cluster(con, inp.sae_id, scan.n_fired / max(inp.store.n_samples, 1), inp.sae.W_enc)
     _insert_sae_row(con, inp.sae_id, inp.sae, inp.sae_dpath, inp.store, dataset_id, scan.metrics)
     _insert_training_curve(con, inp.sae_id, inp.sae_dpath)
     return inp.sae_id
@@ -353,6 +356,30 @@ def _insert_concepts(con, inp: _Inputs, scan, device: str) -> None:
         "sae_id": [inp.sae_id] * n, "feature_id": np.asarray(rows.feature_id, np.int32), "kind": rows.kind,
         "rank": np.asarray(rows.rank, np.int32), "concept": rows.concept, "score": np.asarray(rows.score, np.float32),
         "method": [rows.method] * n})
+
+
+def _insert_alignment(con, inp: _Inputs) -> None:
+    """feature_alignment and sae_alignment, for layers whose neurons are known (`precompute.alignment`)."""
+    m = inp.store.manifest
+    layer = hooked_layer(m.get("model") or "", m.get("layer") or "")
+    neurons = neuron_vectors(layer) if layer is not None else None
+    if neurons is None or neurons.shape[1] != inp.sae.cfg.d_in:
+        return
+    a = align(inp.sae.W_enc, neurons)
+    d_sae = len(a.max_cos)
+    keep = d_sae * neurons.shape[0] <= MAX_STORED_COSINES
+    insert_table(con, "feature_alignment", {
+        "sae_id": [inp.sae_id] * d_sae, "feature_id": np.arange(d_sae, dtype=np.int32), "max_cos": a.max_cos,
+        "best_neuron": a.best_neuron, "n_above": a.n_above, "cosines": [c.tobytes() for c in a.cosines] if keep else [None] * d_sae})
+    insert_table(con, "sae_alignment", {"sae_id": [inp.sae_id], "n_neurons": [neurons.shape[0]], "threshold": [a.threshold],
+                                        "random_max_cos": [a.random_max_cos.tolist()]})
+
+
+def _insert_low_density_cluster(con, sae_id: str, density: np.ndarray, w_enc: torch.Tensor) -> None:
+    c = ultra_low_density_cluster(density, w_enc)
+    if c is not None:
+        insert_table(con, "low_density_cluster", {"sae_id": [sae_id], "feature_ids": [c.feature_ids.tolist()],
+                                                  "gap_decades": [c.gap_decades], "mean_pairwise_cos": [c.mean_pairwise_cos]})
 
 
 def _insert_features(con, inp: _Inputs, cfg: IndexConfig, scan, w_dec: torch.Tensor, names: dict[str, list]) -> None:

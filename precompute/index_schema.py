@@ -36,11 +36,16 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     "feature_neighbors": [("sae_id", "VARCHAR"), ("feature_id", "INTEGER"), ("rank", "INTEGER"), ("neighbor_id", "INTEGER"), ("cosine", "REAL")],
     "feature_coactivation": [("sae_id", "VARCHAR"), ("feature_id", "INTEGER"), ("rank", "INTEGER"), ("neighbor_id", "INTEGER"),
                              ("jaccard", "REAL"), ("n_both", "BIGINT")],
+    "feature_concepts": [("sae_id", "VARCHAR"), ("feature_id", "INTEGER"), ("kind", "VARCHAR"), ("rank", "INTEGER"),
+                         ("concept", "VARCHAR"), ("score", "REAL"), ("method", "VARCHAR")],
+    "feature_alignment": [("sae_id", "VARCHAR"), ("feature_id", "INTEGER"), ("max_cos", "REAL"), ("best_neuron", "INTEGER"),
+                          ("n_above", "INTEGER"), ("cosines", "BLOB")],
+    "sae_alignment": [("sae_id", "VARCHAR"), ("n_neurons", "INTEGER"), ("threshold", "REAL"), ("random_max_cos", "REAL[]")],
+    "low_density_cluster": [("sae_id", "VARCHAR"), ("feature_ids", "INTEGER[]"), ("gap_decades", "REAL"),
+                            ("mean_pairwise_cos", "REAL")],
     "clusters": [("sae_id", "VARCHAR"), ("map", "VARCHAR"), ("cluster_id", "INTEGER"), ("name", "VARCHAR"), ("size", "INTEGER"),
                  ("x", "REAL"), ("y", "REAL"), ("name_score", "REAL")],
     "sample_map": [("sae_id", "VARCHAR"), ("sample_id", "BIGINT"), ("x", "REAL"), ("y", "REAL"), ("cluster_id", "INTEGER")],
-    "feature_concepts": [("sae_id", "VARCHAR"), ("feature_id", "INTEGER"), ("kind", "VARCHAR"), ("rank", "INTEGER"),
-                         ("concept", "VARCHAR"), ("score", "REAL"), ("method", "VARCHAR")],
     "sample_top": [("sae_id", "VARCHAR"), ("sample_id", "BIGINT"), ("rank", "INTEGER"), ("feature_id", "INTEGER"), ("activation", "REAL")],
     "training_curve": [("sae_id", "VARCHAR"), ("step", "BIGINT"), ("n_tokens", "BIGINT"), ("loss", "DOUBLE"), ("fvu", "DOUBLE"),
                        ("l0", "DOUBLE"), ("dead_fraction", "DOUBLE")],
@@ -55,10 +60,11 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "feature_labels": ("sae_id", "feature_id", "count DESC", "label"),
     "feature_neighbors": ("sae_id", "feature_id", "rank"),
     "feature_coactivation": ("sae_id", "feature_id", "rank"),
+    "feature_concepts": ("sae_id", "feature_id", "kind", "rank"),
+    "feature_alignment": ("sae_id", "feature_id"),
     "clusters": ("sae_id", "map", "cluster_id"),
     "sample_map": ("sae_id", "sample_id"),
     "sample_top": ("sae_id", "sample_id", "rank"),
-    "feature_concepts": ("sae_id", "feature_id", "kind", "rank"),
     "training_curve": ("sae_id", "step"),
     "feature_page": ("sae_id", "feature_id"),  # derived, written by finalize()
     "search_terms": ("sae_id", "term", "feature_id"),  # derived, written by finalize()
@@ -159,12 +165,12 @@ LEFT JOIN feature_hist h ON h.sae_id = f.sae_id AND h.feature_id = f.feature_id
 LEFT JOIN labs ON labs.sae_id = f.sae_id AND labs.feature_id = f.feature_id
 LEFT JOIN nbrs ON nbrs.sae_id = f.sae_id AND nbrs.feature_id = f.feature_id
 LEFT JOIN coacts ON coacts.sae_id = f.sae_id AND coacts.feature_id = f.feature_id
+LEFT JOIN concepts ON concepts.sae_id = f.sae_id AND concepts.feature_id = f.feature_id
 ORDER BY f.sae_id, f.feature_id
 """
 
 
 def finalize(con) -> None:
-LEFT JOIN concepts ON concepts.sae_id = f.sae_id AND concepts.feature_id = f.feature_id
     """Build the derived tables from the base tables; call once, after the last insert_table.
 
     `feature_page` holds one JSON document per feature (stats, top and quantile samples with

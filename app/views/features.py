@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import json
 import random
+from array import array
 from typing import Any
 
 from app.db import Index
 from app.errors import NotFoundError
-from app.models import Concept, CoNeighbor, FeatureCard, FeatureView, Histogram, LabelCount, Neighbor, QuantileBin, SampleRef
+from app.models import (
+    Concept,
+    CoNeighbor,
+    FeatureAlignment,
+    FeatureCard,
+    FeatureView,
+    Histogram,
+    LabelCount,
+    Neighbor,
+    QuantileBin,
+    SampleRef,
+)
 from app.views.common import SaeCtx, decode_heatmap, feature_summary, feature_title
 
 N_TOP_SHOWN = 64
@@ -75,9 +87,20 @@ def _feature_view(db: Index, ctx: SaeCtx, fid: int) -> FeatureView:
         hist=_trimmed_hist(page["hist"]["edges"], page["hist"]["counts"]),
         labels=[LabelCount.model_construct(**r) for r in page["labels"]], neighbors=neighbors, coactivation=coactivation,
         concepts=[Concept.model_construct(**c) for c in page.get("concepts", [])],
+        alignment=_alignment(db, ctx, fid),
         prev_url=f"/sae/{sid}/feature/{fid - 1}" if fid > 0 else None,
         next_url=f"/sae/{sid}/feature/{fid + 1}" if fid + 1 < ctx.d_sae else None,
         random_url=f"/sae/{sid}/feature/random")
+
+
+def _alignment(db: Index, ctx: SaeCtx, fid: int) -> FeatureAlignment | None:
+    row = db.one("SELECT a.max_cos, a.best_neuron, a.n_above, a.cosines, s.threshold, s.n_neurons FROM feature_alignment a "
+                 "JOIN sae_alignment s USING (sae_id) WHERE a.sae_id = ? AND a.feature_id = ?", [ctx.sae_id, fid])
+    if row is None:
+        return None
+    raw = row.pop("cosines")
+    cosines = [b / 127 for b in array("b", bytes(raw))] if raw is not None else None
+    return FeatureAlignment.model_construct(**row, cosines=cosines)
 
 
 def _quantile_bins(db: Index) -> int | None:

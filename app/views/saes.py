@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from app.db import Index
-from app.models import Cluster, CurvePoint, DashboardView, ExplorerView, Histogram, ScatterPoint
+from app.models import AlignmentView, Cluster, CurvePoint, DashboardView, ExplorerView, Histogram, LowDensityView, ScatterPoint
 from app.views.common import SaeCtx
 
 MAX_LABELED_CLUSTERS = 200
@@ -62,4 +62,30 @@ def dashboard_view(db: Index, ctx: SaeCtx) -> DashboardView:
         "SELECT step, n_tokens, loss, fvu, l0, dead_fraction FROM training_curve WHERE sae_id = ? "
         "ORDER BY step", [sid])]
     return DashboardView(sae=ctx.summary, n_dead=n_dead, density_hist=hist, scatter=scatter,
-                         curve=curve)
+                         curve=curve, alignment=alignment_view(db, sid), low_density=low_density_view(db, sid))
+
+
+N_ALIGN_BINS = 20
+
+
+def alignment_view(db: Index, sid: str) -> AlignmentView | None:
+    """Histograms of the features' and the random directions' best cosine with any neuron, same bins."""
+    base = db.one("SELECT n_neurons, threshold, random_max_cos FROM sae_alignment WHERE sae_id = ?", [sid])
+    if base is None:
+        return None
+    feats = [r["max_cos"] for r in db.all("SELECT max_cos FROM feature_alignment WHERE sae_id = ?", [sid])]
+    rand = list(base["random_max_cos"])
+    lo, hi = min(feats + rand), max(feats + rand)
+    width = (hi - lo) / N_ALIGN_BINS or 1.0
+    count = lambda xs: [sum(1 for x in xs if min(int((x - lo) / width), N_ALIGN_BINS - 1) == b) for b in range(N_ALIGN_BINS)]  # noqa: E731
+    return AlignmentView(n_neurons=base["n_neurons"], threshold=base["threshold"], edges=[lo + i * width for i in range(N_ALIGN_BINS + 1)],
+                         features=count(feats), random=count(rand), n_aligned=sum(1 for x in feats if x > max(rand)),
+                         random_max=max(rand))
+
+
+def low_density_view(db: Index, sid: str) -> LowDensityView | None:
+    row = db.one("SELECT feature_ids, gap_decades, mean_pairwise_cos FROM low_density_cluster WHERE sae_id = ?", [sid])
+    if row is None:
+        return None
+    ids = list(row["feature_ids"])
+    return LowDensityView(size=len(ids), gap_decades=row["gap_decades"], mean_pairwise_cos=row["mean_pairwise_cos"], feature_ids=ids[:50])

@@ -156,6 +156,12 @@ def _feature_tables(con, sae_id: str, d_sae: int, n_samples: int, grid: int | No
                  (3.0 - r) * (1 if kind == "promotes" else -1), "decoder" if grid is None else "ablation")
                 for f in range(d_sae) if f != DEAD_FEATURE and f % 4 == 0 for kind in ("promotes", "suppresses") for r in range(3)]
     _insert(con, "feature_concepts", concepts)
+    if grid is not None:  # the patch SAE's layer has 12 neurons; features 0-5 and 60-62 sit in a low-density cluster
+        cos = [[round(math.cos(f + j) * 127) for j in range(12)] for f in range(d_sae)]
+        _insert(con, "feature_alignment", [(sae_id, f, max(c) / 127, c.index(max(c)), sum(x / 127 > 0.5 for x in c),
+                                             bytes(x & 0xFF for x in c)) for f, c in enumerate(cos)])
+        _insert(con, "sae_alignment", [(sae_id, 12, 0.5, [0.3 + 0.001 * i for i in range(100)])])
+        _insert(con, "low_density_cluster", [(sae_id, [0, 1, 2, 3, 4, 5, 60, 61, 62], 2.5, 0.97)])
     rows = []
     for s in range(n_samples):
         for r, (a, f) in enumerate(sorted(stop.get(s, []), key=lambda t: -t[0])[:5]):

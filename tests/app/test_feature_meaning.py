@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import duckdb
+import numpy as np
 import pytest
 from make_fixture_index import POOLED
 
@@ -77,3 +78,27 @@ def test_held_out_metrics_stand_beside_the_in_sample_ones(client):
     assert "training data included" in dash and "on any patch" not in dash
     assert "on any patch" in client.get("/sae/" + next(s["sae_id"] for s in others if s["is_patch"]) + "/dashboard").text
     assert client.get(f"/sae/{POOLED}/dashboard.json").json()["sae"]["heldout_fvu"] == pytest.approx(0.53)
+
+
+def test_neuron_alignment_on_the_feature_page_and_dashboard(client, index_path):
+    from make_fixture_index import PATCH
+
+    con = duckdb.connect(str(index_path), read_only=True)
+    raw, best = con.execute("SELECT cosines, best_neuron FROM feature_alignment WHERE sae_id = ? AND feature_id = 7", [PATCH]).fetchone()
+    j = client.get(f"/sae/{PATCH}/feature/7.json").json()["alignment"]
+    want = [b / 127 for b in np.frombuffer(raw, np.int8)]
+    assert j["cosines"] == pytest.approx(want) and j["best_neuron"] == best and j["n_neurons"] == 12 and j["threshold"] == 0.5
+    assert j["n_above"] == sum(c > 0.5 for c in want)
+    html = client.get(f"/sae/{PATCH}/feature/7").text
+    assert 'data-analysis="alignment"' in html and "<polyline" in html[html.index('data-analysis="alignment"'):]
+    assert client.get(f"/sae/{POOLED}/feature/7.json").json()["alignment"] is None
+    assert 'data-analysis="alignment"' not in client.get(f"/sae/{POOLED}/feature/7").text
+    d = client.get(f"/sae/{PATCH}/dashboard.json").json()
+    maxes = [r[0] for r in con.execute("SELECT max_cos FROM feature_alignment WHERE sae_id = ?", [PATCH]).fetchall()]
+    assert sum(d["alignment"]["features"]) == len(maxes) and sum(d["alignment"]["random"]) == 100
+    assert d["alignment"]["n_aligned"] == sum(m > 0.3 + 0.099 for m in maxes)
+    assert d["low_density"] == {"size": 9, "gap_decades": 2.5, "mean_pairwise_cos": pytest.approx(0.97),
+                                "feature_ids": [0, 1, 2, 3, 4, 5, 60, 61, 62]}
+    dash = client.get(f"/sae/{PATCH}/dashboard").text
+    assert "Ultra-low-density cluster" in dash and "nearly one direction" in dash and f'/sae/{PATCH}/feature/61"' in dash
+    assert client.get(f"/sae/{POOLED}/dashboard.json").json()["low_density"] is None
