@@ -32,9 +32,10 @@ def _concepts_sql(con) -> str:
         return "SELECT NULL::VARCHAR AS sae_id, NULL::VARCHAR AS term, NULL::INTEGER AS feature_id, 0.0 AS concept_weight WHERE false"
     return f"""
     SELECT sae_id, term, feature_id, max(w) AS concept_weight FROM (
-      SELECT sae_id, feature_id, unnest({terms_sql(words_sql('concept'))}) AS term,
-             greatest(score, 0) / nullif(max(score) OVER (PARTITION BY sae_id, feature_id), 0) AS w
-      FROM feature_concepts WHERE kind IN ('promotes', 'ablation'))
+      SELECT sae_id, feature_id, unnest({terms_sql("words")}) AS term, w FROM (
+        SELECT sae_id, feature_id, {words_sql('concept')} AS words,
+               greatest(score, 0) / nullif(max(score) OVER (PARTITION BY sae_id, feature_id), 0) AS w
+        FROM feature_concepts WHERE kind IN ('promotes', 'ablation')))
     WHERE w > 0 GROUP BY ALL"""
 
 
@@ -47,10 +48,11 @@ tops AS (
   SELECT t.sae_id, a.dataset_id, t.feature_id, t.rank, t.sample_id,
          greatest(t.activation, 0) / nullif(max(t.activation) OVER (PARTITION BY t.sae_id, t.feature_id), 0) AS w
   FROM feature_top t JOIN saes a ON a.sae_id = t.sae_id WHERE t.rank < {SEARCH_TOP}),
-texts AS (
-  SELECT s.dataset_id, s.sample_id, {terms_sql(words_sql("concat_ws(' ', s.caption, s.label)"))} AS terms
+sample_words AS (
+  SELECT s.dataset_id, s.sample_id, {words_sql("concat_ws(' ', s.caption, s.label)")} AS words
   FROM samples s SEMI JOIN (SELECT DISTINCT dataset_id, sample_id FROM tops) u
     ON u.dataset_id = s.dataset_id AND u.sample_id = s.sample_id),
+texts AS (SELECT dataset_id, sample_id, {terms_sql("words")} AS terms FROM sample_words),
 hits AS (
   SELECT tops.sae_id, tops.feature_id, tops.rank, tops.w, unnest(texts.terms) AS term
   FROM tops JOIN texts ON texts.dataset_id = tops.dataset_id AND texts.sample_id = tops.sample_id),
@@ -58,8 +60,9 @@ samp AS (
   SELECT sae_id, term, feature_id, bit_or(1::UBIGINT << rank::UBIGINT) AS ranks, sum(coalesce(w, 0)) AS sample_weight
   FROM hits GROUP BY ALL),
 names AS (
-  SELECT DISTINCT sae_id, feature_id, unnest({terms_sql(words_sql('name'))}) AS term, {name_weight} AS name_weight
-  FROM features WHERE coalesce(name, '') <> ''),
+  SELECT DISTINCT sae_id, feature_id, unnest({terms_sql("words")}) AS term, name_weight FROM (
+    SELECT sae_id, feature_id, {words_sql('name')} AS words, {name_weight} AS name_weight
+    FROM features WHERE coalesce(name, '') <> '')),
 concepts AS ({_concepts_sql(con)})
 SELECT sae_id, term, feature_id, coalesce(max(name_weight), 0), coalesce(max(concept_weight), 0),
        coalesce(bit_or(ranks), 0), coalesce(sum(sample_weight), 0)

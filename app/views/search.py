@@ -23,7 +23,7 @@ from typing import Any
 from app.db import Index
 from app.errors import InvalidParamError, NotFoundError
 from app.models import SearchHit, SearchView
-from app.search_text import STOP_WORDS, prefix_upper, words_sql
+from app.search_text import STOP_WORDS, prefix_upper, words
 from app.urls import search_url
 from app.views.common import FEATURE_COLS, SaeCtx, feature_summary, top_thumbs
 
@@ -83,19 +83,17 @@ def parse_feature_id(q: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def query_terms(db: Index, q: str) -> list[Term]:
-    """Words and "phrases" of q, normalised by the index's own word SQL (one small query)."""
+def query_terms(q: str) -> list[Term]:
+    """Words and "phrases" of q, cut as the index cut its texts (app.search_text)."""
     phrases = [p for p in PHRASE_RE.findall(q) if p.strip()]
-    free = PHRASE_RE.sub(" ", q)
-    texts = [free, *phrases]
-    row = db.cursor().execute("SELECT " + ", ".join(words_sql(f"${i + 1}") for i in range(len(texts))), texts).fetchone()
+    row = [words(PHRASE_RE.sub(" ", q)), *(words(p) for p in phrases)]
     if any(len(w) > MAX_WORD for ws in row for w in ws):
         raise InvalidParamError(f"q: search words are at most {MAX_WORD} characters")
     distinct = list(dict.fromkeys(row[0]))
     meaningful = [w for w in distinct if w not in STOP_WORDS]
     terms = [Term((w,), prefix=True) for w in (meaningful or distinct)]
-    for words in row[1:]:
-        parts = tuple(dict.fromkeys(f"{a} {b}" for a, b in zip(words, words[1:], strict=False))) or tuple(words[:1])
+    for phrase in row[1:]:
+        parts = tuple(dict.fromkeys(f"{a} {b}" for a, b in zip(phrase, phrase[1:], strict=False))) or tuple(phrase[:1])
         if parts and Term(parts) not in terms:
             terms.append(Term(parts))
     return terms[:MAX_TERMS]
@@ -181,7 +179,7 @@ def search_view(db: Index, ctx: SaeCtx, q: str, page: int, page_size: int, filte
     fid = parse_feature_id(q)
     if fid is not None:
         return _id_view(db, ctx, fid, base)
-    terms = _whole_words(db, ctx.sae_id, query_terms(db, q)) if q else []
+    terms = _whole_words(db, ctx.sae_id, query_terms(q)) if q else []
     rows, count, n_all = _ranked(db, ctx, terms, filters, page, page_size) if terms else ([], 0, 0)
     n_pages = math.ceil(count / page_size)
     last = max(n_pages, 1)
