@@ -39,6 +39,9 @@ WORDNET_LEXNAMES = (
 ).split()
 """Lexicographer file names by `lex_filenum` (WordNet 3.0, lexnames(5WN))."""
 TAR_CAPTION_EXTS = ("txt", "caption")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+"""WebDataset shards: plain tars are read with one `pread` per image; gzipped ones through one
+gzip stream per shard and process, which extraction reads forwards (samples in order)."""
 HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 
 
@@ -117,10 +120,17 @@ class TableSource(Source):
         main = image_col if modality == "image" else (caption_col if caption_col in cols else image_col)
         if main not in cols:
             raise DataError(f"{table}: no column {main!r}; columns are {', '.join(sorted(cols))}")
-        get = {c: rows.column(c).to_pylist() if c in cols else [None] * rows.num_rows for c in (main, caption_col, label_col)}
+        self._embedded = None
+        if modality == "image" and _holds_image_bytes(rows.schema.field(main).type):
+            # Hub-style Parquet: the image itself (bytes, or a {bytes, path} struct) is in the table
+            self._embedded = rows.column(main).combine_chunks()
+        columns = (caption_col, label_col) if self._embedded is not None else (main, caption_col, label_col)
+        get = {c: rows.column(c).to_pylist() if c in cols else [None] * rows.num_rows for c in columns}
         self.records = []
         for i in range(rows.num_rows):
-            if modality == "image":
+            if self._embedded is not None:
+                self.records.append(SampleRecord(f"{self.table_fpath.name}#{i}", _str(get[caption_col][i]), _str(get[label_col][i])))
+            elif modality == "image":
                 self.records.append(SampleRecord(str(get[main][i]), _str(get[caption_col][i]), _str(get[label_col][i])))
             else:
                 self.records.append(SampleRecord(f"{self.table_fpath.name}#{i}", _str(get[main][i]), _str(get[label_col][i])))
@@ -129,12 +139,27 @@ class TableSource(Source):
         r = self.records[i]
         if self.modality == "text":
             return r.caption or ""
+        if self._embedded is not None:
+            return _open_rgb(self._embedded_image(i), self.draft_side)
         return _open_rgb(self.table_fpath.parent / r.source, self.draft_side)
+
+    def _embedded_image(self, i: int):
+        """Row i's image bytes (or the file its `path` names when `bytes` is null), ready for PIL."""
+        value = self._embedded[i].as_py()
+        if isinstance(value, dict):
+            data, path = value.get("bytes"), value.get("path")
+            if data is None and path:
+                return self.table_fpath.parent / path
+            value = data
+        if not value:
+            raise ValueError(f"{self.records[i].source}: the row holds no image bytes")
+        return io.BytesIO(value)
 
     def fingerprint(self) -> str:
         """The table's rows, plus the size and mtime of the table and of every image it names."""
         h = hashlib.sha256(super().fingerprint().encode())
-        files = [self.table_fpath] + ([self.table_fpath.parent / r.source for r in self.records] if self.modality == "image" else [])
+        linked = self.modality == "image" and self._embedded is None
+        files = [self.table_fpath] + ([self.table_fpath.parent / r.source for r in self.records] if linked else [])
         for fpath in files:
             try:
                 st = os.stat(fpath)
@@ -166,8 +191,8 @@ class WebDatasetSource(Source):
 
     The key is the member path up to the first dot of its file name (`dir/000123.jpg` ->
     `dir/000123`); `.jpg/.jpeg/.png/.webp` is the image, `.txt` the caption, `.cls` the label.
-    Shards are scanned once (plain `tarfile`, uncompressed tars) and each image's byte offset is
-    kept, so `load` is one read. Order: shard order as given (brace expansion order, or sorted
+    Shards (`.tar`, `.tar.gz`, `.tgz`) are scanned once and each image's byte offset is kept, so
+    `load` is one read (for gzipped shards, a forward seek in the shard's gzip stream). Order: shard order as given (brace expansion order, or sorted
     names in a folder), then member order. Keys without an image stay as records whose `load`
     raises ValueError, so `prepare_dataset` counts them as skipped.
     """
@@ -193,7 +218,7 @@ class WebDatasetSource(Source):
     def _scan(self, si: int, shard: Path) -> None:
         samples: dict[str, dict] = {}
         try:
-            with tarfile.open(shard, mode="r:") as tf:
+            with tarfile.open(shard, mode="r:gz" if _gzipped(shard) else "r:") as tf:
                 for m in tf:
                     if not m.isfile():
                         continue
@@ -222,6 +247,8 @@ class WebDatasetSource(Source):
         if where is None:
             raise ValueError(f"{self.records[i].source}: sample has no image member")
         si, offset, size = where
+        if _gzipped(self.shards[si]):
+            return _open_rgb(io.BytesIO(self._read_gz(si, offset, size)), self.draft_side)
         fd = self._fds.get(si)
         if fd is None:
             fd = self._fds[si] = os.open(self.shards[si], os.O_RDONLY)
@@ -229,6 +256,20 @@ class WebDatasetSource(Source):
         if len(data) != size:
             raise OSError(f"{self.records[i].source}: truncated shard")
         return _open_rgb(io.BytesIO(data), self.draft_side)
+
+    def _read_gz(self, si: int, offset: int, size: int) -> bytes:
+        """`size` bytes at `offset` of shard si's uncompressed stream (forward seeks are cheap)."""
+        import gzip
+
+        streams = self.__dict__.setdefault("_gz", {})
+        stream = streams.get(si)
+        if stream is None:
+            stream = streams[si] = gzip.open(self.shards[si], "rb")
+        stream.seek(offset)
+        data = stream.read(size)
+        if len(data) != size:
+            raise OSError(f"truncated shard {self.shards[si]}")
+        return data
 
     def fingerprint(self) -> str:
         h = hashlib.sha256(super().fingerprint().encode())
@@ -240,6 +281,7 @@ class WebDatasetSource(Source):
     def __getstate__(self) -> dict:  # data-loader workers open their own file descriptors
         state = dict(self.__dict__)
         state["_fds"] = {}
+        state["_gz"] = {}
         return state
 
     def __del__(self) -> None:
@@ -416,9 +458,10 @@ def open_source(spec: str, **kwargs) -> Source:
 
     - `emoji` / `emoji:N`: packaged Noto emoji; `wordnet` / `wordnet:N`: WordNet definitions;
     - `text:FILE`: one text sample per line;
-    - a table file (.csv .tsv .parquet .jsonl .json) with image paths relative to it;
+    - a table file (.csv .tsv .parquet .jsonl .json) with image paths relative to it, or (Hub-style
+      Parquet) the images themselves as bytes or `{bytes, path}` structs;
     - WebDataset shards: `shards-{00000..00009}.tar` (brace ranges and `{a,b}` lists, globs), one
-      `.tar`, or a folder whose top level holds `.tar` files;
+      `.tar`, or a folder whose top level holds `.tar` files; `.tar.gz`/`.tgz` alike;
     - a Hugging Face `save_to_disk` folder (holds `dataset_info.json`/`state.json` or `dataset_dict.json`);
     - any other folder: images, labelled by their first sub-folder.
 
@@ -441,11 +484,11 @@ def open_source(spec: str, **kwargs) -> Source:
         if any((path / m).is_file() for m in HF_MARKERS):
             hf_kwargs = {k: v for k, v in kwargs.items() if k in ("image_col", "caption_col", "label_col")}
             return HFDiskSource(path, **hf_kwargs)
-        tars = sorted(p for p in path.iterdir() if p.suffix.lower() == ".tar" and p.is_file())
+        tars = sorted(p for p in path.iterdir() if p.name.lower().endswith(TAR_SUFFIXES) and p.is_file())
         if tars:
             return WebDatasetSource(tars, str(path.resolve()))
         return ImageFolderSource(path)
-    if spec.lower().endswith(".tar"):
+    if spec.lower().endswith(TAR_SUFFIXES):
         shards: list[Path] = []
         for item in expand_braces(spec):
             if glob.has_magic(item):
@@ -496,6 +539,19 @@ def _read_table(fpath: Path):
         return pacsv.read_csv(fpath, parse_options=pacsv.ParseOptions(delimiter=delimiter))
     except Exception as e:  # pyarrow raises several unrelated types for malformed files
         raise DataError(f"{fpath}: cannot read table ({str(e).splitlines()[0]})") from None
+
+
+def _gzipped(shard: Path) -> bool:
+    return shard.name.lower().endswith((".tar.gz", ".tgz"))
+
+
+def _holds_image_bytes(arrow_type) -> bool:
+    """A binary column, or the `{bytes, path}` struct of Hugging Face's `Image` feature."""
+    import pyarrow as pa
+
+    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+        return True
+    return pa.types.is_struct(arrow_type) and arrow_type.get_field_index("bytes") >= 0
 
 
 def _wordnet_definition(gloss: str) -> str:
