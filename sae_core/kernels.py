@@ -78,14 +78,52 @@ def _select(pre: Tensor, k: int, dead: Tensor | None, k_aux: int, dense: bool) -
     return TopKSelection(values.relu(), indices, aux_values, aux_indices, dense)
 
 
+def _pre_acts(x_c: Tensor, W_enc: Tensor, b_enc: Tensor, columns: Tensor | None = None) -> Tensor:
+    """Pre-activations [batch, d_sae] or [batch, len(columns)]. The bias is added in float32 after
+    the (autocast) matmul, exactly as the plain reference `x_c @ W_enc + b_enc` does: in a
+    bfloat16 epilogue a large bias would swamp the product."""
+    if columns is None:
+        return torch.mm(x_c, W_enc.to(x_c.dtype)).float().add_(b_enc)
+    return torch.mm(x_c, W_enc.index_select(1, columns).to(x_c.dtype)).float().add_(b_enc.index_select(0, columns))
+
+
+def _can_split(k: int, alive: Tensor | None, dead: Tensor | None, k_aux: int) -> bool:
+    """Whether AuxK's ranking of the dead latents holds their top k (so the main top-k may use it)."""
+    return dead is not None and alive is not None and alive.numel() >= k and k_aux > 0 and (k_aux >= k or k_aux >= dead.numel())
+
+
+def _select_split(x_c: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, alive: Tensor, dead: Tensor, k_aux: int, dense: bool) -> TopKSelection:
+    """`_select`'s result, with the alive and the dead latents' pre-activations computed apart (the
+    same matmul, split by columns): the main top-k ranks the alive latents plus the k_aux dead ones
+    AuxK already picked, so no top-k scans the dead columns twice and no copy of them is cut out
+    of a [batch, d_sae] matrix."""
+    pre_dead = _pre_acts(x_c, W_enc, b_enc, dead)
+    alive_vals, alive_loc = _pre_acts(x_c, W_enc, b_enc, alive).topk(k, dim=-1, sorted=False)
+    batch, n_dead = pre_dead.shape
+    if k_aux >= n_dead:  # every dead latent is selected: no top-k over them at all
+        dead_vals, dead_loc, dead_idx = pre_dead, None, dead.expand(batch, -1)
+    else:
+        dead_vals, dead_loc = pre_dead.topk(k_aux, dim=-1, sorted=False)
+        dead_idx = dead[dead_loc]
+    values, pos = torch.cat([alive_vals, dead_vals], 1).topk(k, dim=-1, sorted=False)
+    indices = torch.cat([alive[alive_loc], dead_idx], 1).gather(1, pos)
+    if not dense:
+        aux_values, aux_indices = dead_vals.relu(), dead_idx.contiguous()
+    elif dead_loc is None:
+        aux_values, aux_indices = pre_dead.relu(), dead_idx
+    else:
+        aux_values, aux_indices = torch.zeros_like(pre_dead).scatter_(1, dead_loc, dead_vals.relu()), dead.expand(batch, -1)
+    return TopKSelection(values.relu(), indices, aux_values, aux_indices, dense)
+
+
 class SparseTopKEncode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, dead: Tensor | None, k_aux: int, dense: bool):
+    def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, dead: Tensor | None, k_aux: int, dense: bool, alive: Tensor | None):
         x_c = x - b_dec
-        # The bias is added in float32 after the (autocast) matmul, exactly as the plain reference
-        # `x_c @ W_enc + b_enc` does: in a bfloat16 epilogue a large bias would swamp the product.
-        pre = torch.mm(x_c, W_enc.to(x_c.dtype)).float().add_(b_enc)
-        sel = _select(pre, k, dead, k_aux, dense)
+        if _can_split(k, alive, dead, k_aux):
+            sel = _select_split(x_c, W_enc, b_enc, k, alive, dead, k_aux, dense)
+        else:
+            sel = _select(_pre_acts(x_c, W_enc, b_enc), k, dead, k_aux, dense)
         ctx.k, ctx.aux_dense = k, sel.aux_dense
         if sel.aux_dense:  # the sparse part is the main code only; the dense block is kept apart
             ctx.save_for_backward(x_c, W_enc, sel.indices, sel.values > 0, dead, sel.aux_values > 0)
@@ -117,7 +155,7 @@ class SparseTopKEncode(torch.autograd.Function):
         # pre-activation gradient summed over rows): a [d_in, d_sae] matvec instead of gathering
         # the selected encoder columns for every row.
         grad_b_dec = -(W_enc.float() @ grad_pre_sum) if need_b_dec else None
-        return grad_x, grad_b_dec, grad_w, grad_pre_sum if need_b else None, None, None, None, None
+        return grad_x, grad_b_dec, grad_w, grad_pre_sum if need_b else None, None, None, None, None, None
 
 
 def _sparse_grads(x_c: Tensor, W_enc: Tensor, indices: Tensor, g: Tensor, need_x: bool, need_w: bool, need_sum: bool):
@@ -183,6 +221,10 @@ def _dead_columns(dead_mask: Tensor | None, k_aux: int) -> Tensor | None:
     return dead_mask.nonzero().squeeze(1) if dead_mask is not None and k_aux > 0 else None
 
 
+def _alive_columns(dead_mask: Tensor | None, k_aux: int) -> Tensor | None:
+    return (~dead_mask).nonzero().squeeze(1) if dead_mask is not None and k_aux > 0 else None
+
+
 def topk_encode_plain(x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, dead_mask: Tensor | None, k_aux: int) -> TopKSelection:
     """Reference: the same selection through plain autograd (dense backward), AuxK always sparse."""
     return _select((x - b_dec) @ W_enc + b_enc, k, _dead_columns(dead_mask, k_aux), k_aux, False)
@@ -192,7 +234,8 @@ def topk_encode_sparse(x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k
     """`x` in normalised units, centred on `b_dec` inside."""
     dead = _dead_columns(dead_mask, k_aux)
     dense = dead is not None and dense_aux(k_aux, dead.numel())
-    return TopKSelection(*SparseTopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead, k_aux, dense), dense)
+    alive = _alive_columns(dead_mask, k_aux)
+    return TopKSelection(*SparseTopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead, k_aux, dense, alive), dense)
 
 
 topk_encode = topk_encode_plain if os.environ.get("SAESCOPE_SPARSE_ENCODER") == "0" else topk_encode_sparse

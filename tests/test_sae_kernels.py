@@ -18,7 +18,9 @@ def _aux_code(sel, d_sae: int) -> torch.Tensor:
 
 # (dead latents' share of d_sae, k_aux, whether the fast kernel keeps the AuxK code dense): few
 # dead latents all selected (no second top-k), a large share of them selected, and a small share.
-AUX_FORMS = {"no aux": (0.0, 0, False), "all dead selected": (0.1, 7, True), "dense": (0.4, 7, True), "sparse": (0.7, 7, False)}
+# k_aux below k: the main top-k cannot reuse AuxK's ranking of the dead latents.
+AUX_FORMS = {"no aux": (0.0, 0, False), "all dead selected": (0.1, 7, True), "dense": (0.4, 7, True), "sparse": (0.7, 7, False),
+             "k_aux below k": (0.7, 3, False), "fewer alive than k": (0.95, 7, False)}
 
 
 @pytest.mark.parametrize("form", list(AUX_FORMS))
@@ -33,14 +35,14 @@ def test_sparse_encoder_matches_plain_autograd(form):
     dead = torch.rand(d_sae) < dead_share if k_aux else None
     if dead is not None:
         k_aux = min(k_aux, int(dead.sum()))
-    w_main = torch.randn(batch, k, generator=torch.Generator().manual_seed(1))
+    w_main = torch.randn(batch, d_sae, generator=torch.Generator().manual_seed(1))  # per latent: top-k order is free
     w_aux = torch.randn(batch, d_sae, generator=torch.Generator().manual_seed(2))
     grads, outs = [], []
     for fn in (topk_encode_plain, topk_encode_sparse):
         xs, bds, Ws, bs = (t.clone().requires_grad_(True) for t in (x, b_dec, W, b))
         sel = fn(xs, bds, Ws, bs, k, dead, k_aux)
         aux_code = _aux_code(sel, d_sae)
-        loss = (sel.values * w_main).sum() + (aux_code ** 2 * w_aux).sum()
+        loss = (sel.values * w_main.gather(1, sel.indices)).sum() + (aux_code ** 2 * w_aux).sum()
         loss.backward()
         order = sel.indices.argsort(1)
         outs.append((sel.values.gather(1, order), sel.indices.gather(1, order), aux_code))
