@@ -94,7 +94,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.index = index  # the current one: IndexWatch replaces it when the file changes
     app.state.watch = watch
     app.state.templates = make_templates()
-    app.state.points_cache = {}
     app.state.game_secret = settings.secret or hashlib.sha256(
         f"saescope-game:{index.path.resolve()}:{index.created_at}".encode()).hexdigest()
     install_error_handlers(app)

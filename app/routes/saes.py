@@ -76,12 +76,9 @@ def features_csv(db: DbDep, sae: SaeDep, q: TableDep) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="{sae.sae_id}-features.csv"'})
 
 
-def _cached_points(request: Request, key: tuple, build) -> Response:
-    """Payloads are built once per SAE and process (the index is read-only)."""
-    cache: dict = request.app.state.points_cache
-    body = cache.get(key)
-    if body is None:
-        body = cache[key] = build()
+def _cached_points(db: DbDep, key: tuple, build) -> Response:
+    """Payloads are built once per SAE and index, in the index's own cache (a reloaded index starts afresh)."""
+    body = db.cached(("points", *key), build)
     return Response(body, media_type="application/octet-stream", headers=BIN_HEADERS)
 
 
@@ -89,11 +86,11 @@ def _cached_points(request: Request, key: tuple, build) -> Response:
             responses={200: {"content": {"application/octet-stream": {}}}})
 def features_bin(request: Request, db: DbDep, sae: SaeDep) -> Response:
     """Feature map columns: x, y float32, cluster int16, density/max_act/entropy uint8."""
-    return _cached_points(request, ("features", sae.sae_id), lambda: feature_points(db, sae.sae_id))
+    return _cached_points(db, ("features", sae.sae_id), lambda: feature_points(db, sae.sae_id))
 
 
 @router.get("/sae/{sae_id}/points/samples.bin", response_class=Response,
             responses={200: {"content": {"application/octet-stream": {}}}})
 def samples_bin(request: Request, db: DbDep, sae: SaeDep) -> Response:
     """Dataset map columns: x, y float32, cluster int16 (+ id when ids are not 0..n-1)."""
-    return _cached_points(request, ("samples", sae.sae_id), lambda: sample_points(db, sae.sae_id))
+    return _cached_points(db, ("samples", sae.sae_id), lambda: sample_points(db, sae.sae_id))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from app import urls
 from app.db import Index
 from app.errors import NotFoundError
 from app.models import FeatureSummary, SaeSummary, SampleRef
@@ -41,7 +42,7 @@ def sae_summary(row: dict[str, Any]) -> SaeSummary:
         explained_variance=row["explained_variance"], fvu=row["fvu"], dead_fraction=dead,
         dead_pct=None if dead is None else 100.0 * dead,
         is_patch=row["grid_h"] is not None and row["grid_w"] is not None,
-        url=f"/sae/{row['sae_id']}")
+        url=urls.sae(row["sae_id"]))
 
 
 class SaeCtx:
@@ -56,7 +57,7 @@ class SaeCtx:
         self.has_thumbs = self.summary.modality != "text" and bool(row.get("thumbs_dpath"))
 
     def thumb_url(self, sample_id: int) -> str | None:
-        return f"/thumb/{self.dataset_id}/{sample_id}.webp" if self.has_thumbs else None
+        return urls.thumb(self.dataset_id, sample_id) if self.has_thumbs else None
 
 
 def list_saes(db: Index) -> list[SaeSummary]:
@@ -82,26 +83,30 @@ def decode_heatmap(blob: bytes | None, scale: float | None) -> list[float] | Non
     return [round(b * scale / 255.0, 5) for b in blob]
 
 
+def sample_ref(ctx: SaeCtx, sample_id: int, activation: float | None = None, caption: str | None = None,
+               label: str | None = None, heatmap: list[float] | None = None) -> SampleRef:
+    """The one builder of gallery tiles (feature pages, cards, search, samples, neighbours)."""
+    sid = int(sample_id)
+    return SampleRef.model_construct(sample_id=sid, activation=activation, caption=caption, label=label,
+                                     thumb_url=ctx.thumb_url(sid), url=urls.sample(ctx.sae_id, sid), heatmap=heatmap)
+
+
 def sample_refs(db: Index, ctx: SaeCtx, rows: list[dict[str, Any]]) -> list[SampleRef]:
     """Tiles for rows carrying sample_id (+ activation, heatmap, heatmap_scale, and maybe caption/label)."""
     if not rows:
         return []
     if "caption" in rows[0]:
         info = {int(r["sample_id"]): r for r in rows}
-    else:
+    else:  # constants in the IN list let DuckDB skip row groups of a large samples table by their id range
         ids = sorted({int(r["sample_id"]) for r in rows})
         info = {r["sample_id"]: r for r in db.all(
-            "SELECT sample_id, caption, label FROM samples WHERE dataset_id = ? AND sample_id IN "
-            "(SELECT unnest(?::BIGINT[]))", [ctx.dataset_id, ids])}
+            f"SELECT sample_id, caption, label FROM samples WHERE dataset_id = ? AND sample_id IN ({', '.join('?' * len(ids))})",
+            [ctx.dataset_id, *ids])}
     out = []
     for r in rows:
-        sid = int(r["sample_id"])
-        meta = info.get(sid, {})
-        out.append(SampleRef(
-            sample_id=sid, activation=r.get("activation"), caption=meta.get("caption"),
-            label=meta.get("label"), thumb_url=ctx.thumb_url(sid),
-            url=f"/sae/{ctx.sae_id}/sample/{sid}",
-            heatmap=decode_heatmap(r.get("heatmap"), r.get("heatmap_scale"))))
+        meta = info.get(int(r["sample_id"]), {})
+        out.append(sample_ref(ctx, r["sample_id"], r.get("activation"), meta.get("caption"), meta.get("label"),
+                              decode_heatmap(r.get("heatmap"), r.get("heatmap_scale"))))
     return out
 
 
@@ -126,7 +131,7 @@ def feature_summary(sae_id: str, row: dict[str, Any]) -> FeatureSummary:
         name_weak=bool(row["name"]) and score is not None and score < WEAK_NAME_SCORE,
         density=row["density"], n_fired=row["n_fired"], mean_act=row["mean_act"],
         max_act=row["max_act"], label_entropy=row["label_entropy"], top_label=row["top_label"],
-        cluster_id=row["cluster_id"], url=f"/sae/{sae_id}/feature/{fid}")
+        cluster_id=row["cluster_id"], url=urls.feature(sae_id, fid))
 
 
 def get_feature_row(db: Index, ctx: SaeCtx, fid: int) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from app.models import (
     QuantileBin,
     SampleRef,
 )
-from app.views.common import SaeCtx, decode_heatmap, feature_summary, feature_title
+from app.views.common import SaeCtx, decode_heatmap, feature_summary, feature_title, sample_ref
 
 N_TOP_SHOWN = 64
 N_CARD_THUMBS = 4
@@ -36,11 +36,8 @@ def _page(db: Index, ctx: SaeCtx, fid: int) -> dict[str, Any]:
 
 
 def _refs(ctx: SaeCtx, items: list[dict[str, Any]], heat: list[tuple[bytes | None, float | None]] | None = None) -> list[SampleRef]:
-    sid = ctx.sae_id
-    return [SampleRef.model_construct(
-        sample_id=it["sample_id"], activation=it["activation"], caption=it["caption"], label=it["label"],
-        thumb_url=ctx.thumb_url(it["sample_id"]), url=f"/sae/{sid}/sample/{it['sample_id']}",
-        heatmap=decode_heatmap(*heat[i]) if heat else None) for i, it in enumerate(items)]
+    return [sample_ref(ctx, it["sample_id"], it["activation"], it["caption"], it["label"],
+                       decode_heatmap(*heat[i]) if heat else None) for i, it in enumerate(items)]
 
 
 def _heatmaps(db: Index, ctx: SaeCtx, fid: int, n_top: int) -> tuple[list, list]:
