@@ -183,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         _report(f"saescope {args.command}: error: {_os_message(e)}")
         return 2
     except Exception as e:
+        if type(e).__module__.split(".")[0].lstrip("_") == "duckdb" and not os.environ.get("SAESCOPE_DEBUG"):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            _report(f"saescope {args.command}: error: {first} (a damaged or unwritable DuckDB file: rebuild it with `saescope index`)")
+            return 2  # a DuckDB file that cannot be read or written is the user's to fix, not a bug
         if os.environ.get("SAESCOPE_DEBUG"):
             raise
         _report(f"saescope {args.command}: internal error: {type(e).__name__}: {e} "
