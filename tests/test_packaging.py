@@ -37,6 +37,7 @@ def test_compose_file_is_valid():
     assert out.returncode == 0, out.stderr
     text = (ROOT / "docker-compose.yml").read_text()
     assert re.search(r"^\s+precompute:", text, re.M) and re.search(r"^\s+app:", text, re.M)
+    assert re.search(r"^\s+worker:", text, re.M) and "--live-url" in text  # live inspection runs in its own service
 
 
 def test_every_cli_option_is_documented():
