@@ -6,12 +6,15 @@ skipped, counted and listed, and never get a sample id.
 
 from __future__ import annotations
 
+import copy
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from precompute.sources import Source, open_source
@@ -21,6 +24,8 @@ from sae_core.progress import progress
 from sae_core.validate import is_count, short_repr
 
 THUMB_PX = 160
+THUMB_WORKER_MIN = 256
+"""Below this many images, starting decoding processes costs more than it saves."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,8 @@ class DatasetConfig:
     caption_col: str = field(default="caption", metadata={"help": "table column with captions"})
     label_col: str = field(default="label", metadata={"help": "table column with labels"})
     thumb_px: int = field(default=THUMB_PX, metadata={"help": "thumbnail size (longest side)"})
+    num_workers: int = field(default=-1, metadata={"help": "processes decoding images into thumbnails (-1: min(cores - 1, 8) "
+                                                          f"for {THUMB_WORKER_MIN}+ images, else 0)"})
 
 
 @dataclass
@@ -64,16 +71,13 @@ def prepare_dataset(cfg: DatasetConfig, source: Source | None = None) -> Prepare
     rows: dict[str, list] = {k: [] for k in ("sample_id", "source", "caption", "label", "width", "height", "source_index")}
     skipped: list[str] = []
     (dpath / "thumbs").mkdir(parents=True, exist_ok=True)
-    for i, rec in enumerate(progress(iterable=source.records, desc="dataset", unit="img")):
-        width = height = None
+    for i, thumb, width, height in _thumbnails(source, cfg.thumb_px, cfg.num_workers):
+        rec = source.records[i]
         if source.modality == "image":
-            try:
-                image = source.load(i)
-            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+            if thumb is None:
                 skipped.append(rec.source)
                 continue
-            width, height = image.size
-            atomic_write_bytes(dpath / "thumbs" / f"{len(rows['sample_id'])}.webp", thumbnail_webp(image, cfg.thumb_px))
+            atomic_write_bytes(dpath / "thumbs" / f"{len(rows['sample_id'])}.webp", thumb)
         sid = len(rows["sample_id"])
         for key, value in (("sample_id", sid), ("source", rec.source), ("caption", rec.caption), ("label", rec.label),
                            ("width", width), ("height", height), ("source_index", i)):
@@ -92,6 +96,41 @@ def prepare_dataset(cfg: DatasetConfig, source: Source | None = None) -> Prepare
     }
     atomic_write_json(dpath / "manifest.json", manifest)
     return PreparedDataset(dpath, manifest, source, rows["source_index"])
+
+
+class _Thumbnails(torch.utils.data.Dataset):
+    """(index, WebP thumbnail or None when unreadable, original width, height) per record, made
+    where the image is decoded; JPEGs decode at the smallest DCT scale still >= the thumbnail."""
+
+    def __init__(self, source: Source, px: int) -> None:
+        self.source, self.px = copy.copy(source), px
+        self.source.draft_side = px  # a copy: extraction's own decode scale is left alone
+
+    def __len__(self) -> int:
+        return len(self.source.records)
+
+    def __getitem__(self, i: int) -> tuple[int, bytes | None, int | None, int | None]:
+        if self.source.modality != "image":
+            return i, None, None, None
+        try:
+            image = self.source.load(i)
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+            return i, None, None, None
+        width, height = image.info.get("original_size", image.size)
+        return i, thumbnail_webp(image, self.px), width, height
+
+
+def _thumbnails(source: Source, px: int, num_workers: int):
+    """Thumbnails in record order, made by `num_workers` decoding processes (-1: auto)."""
+    n = len(source.records)
+    if num_workers < 0:
+        num_workers = min(8, (os.cpu_count() or 2) - 1) if source.modality == "image" and n >= THUMB_WORKER_MIN else 0
+    loader = torch.utils.data.DataLoader(_Thumbnails(source, px), batch_size=16, num_workers=num_workers, collate_fn=list)
+    bar = progress(total=n, desc="dataset", unit="img")
+    for batch in loader:
+        yield from batch
+        bar.update(len(batch))
+    bar.close()
 
 
 def thumbnail_webp(image: Image.Image, px: int = THUMB_PX) -> bytes:

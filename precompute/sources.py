@@ -592,10 +592,13 @@ def _open_rgb(fpath, draft_side: int | None = None) -> Image.Image:
     with im:
         if im.width * im.height > cap:
             raise ValueError(f"{im.width}x{im.height} pixels is over the {cap / 1e6:g} MP cap ({MAX_MEGAPIXELS_ENV})")
+        size = im.size
         if draft_side and im.format == "JPEG":
             im.draft("RGB", (draft_side, draft_side))
         im.load()
-        return im.convert("RGB")
+        rgb = im.convert("RGB")
+        rgb.info["original_size"] = size  # what samples.parquet records, even after a reduced decode
+        return rgb
 
 
 def _str(v) -> str | None:

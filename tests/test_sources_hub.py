@@ -93,3 +93,32 @@ def test_gzipped_shards_read_like_plain_ones(tmp_path):
     for i in (0, 4, 2, 3):  # out of order too: the gzip stream rewinds
         assert np.array_equal(_pixels(gzipped.load(i)), _pixels(plain.load(i)))
         assert np.array_equal(_pixels(folder.load(i)), _pixels(Image.open(io.BytesIO(_png(i)))))
+
+
+def _jpegs(root, n: int, size=(1024, 768)):
+    root.mkdir()
+    y, x = np.mgrid[0:size[1], 0:size[0]] / 64.0
+    for i in range(n):  # smooth photo-like content, different per image
+        rgb = np.stack([np.sin(x + i), np.cos(y - i), np.sin((x + y) / 2)], axis=-1)
+        Image.fromarray(((rgb + 1) * 127.5).astype(np.uint8)).save(root / f"{i:03d}.jpg", quality=90)
+    (root / "zz-broken.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
+def test_thumbnails_from_decoding_workers_at_reduced_scale(tmp_path):
+    """Workers decode JPEGs at a reduced DCT scale for thumbnails; sizes recorded are the originals."""
+    from precompute.dataset import DatasetConfig, prepare_dataset
+
+    folder = _jpegs(tmp_path / "jpegs", 5)
+    built = [prepare_dataset(DatasetConfig(source=str(folder), out=str(tmp_path / f"w{w}"), num_workers=w)) for w in (0, 1)]
+    for ds in built:
+        samples = pq.read_table(ds.dpath / "samples.parquet").to_pylist()
+        assert [(s["width"], s["height"]) for s in samples] == [(1024, 768)] * 5
+        assert ds.manifest["n_skipped"] == 1 and ds.manifest["skipped"] == ["zz-broken.jpg"]
+        assert Image.open(ds.dpath / "thumbs" / "4.webp").size == (160, 120)
+    for i in range(5):  # in-process and worker-made thumbnails are the same bytes
+        assert (built[0].dpath / "thumbs" / f"{i}.webp").read_bytes() == (built[1].dpath / "thumbs" / f"{i}.webp").read_bytes()
+    thumb = np.asarray(Image.open(built[1].dpath / "thumbs" / "2.webp"), dtype=np.float32)
+    full = Image.open(folder / "002.jpg").convert("RGB")
+    full.thumbnail((160, 160))
+    assert np.abs(thumb - np.asarray(full, dtype=np.float32)).mean() < 4  # close to a full-resolution thumbnail
