@@ -346,13 +346,14 @@ class _Trainer:
         if not finite:
             raise DataError(f"training diverged at step {self.step} (loss {loss}, or weights NaN/inf); "
                             f"lower --lr (now {self.cfg.lr:g}) or check the activations")
-        if fvu is not None and not fvu <= MAX_FVU:
+        if fvu is not None and fvu > MAX_FVU:  # NaN: data without variance, where FVU means nothing
             raise DataError(f"training diverged at step {self.step} (loss {loss:.3g}, FVU {fvu:.3g}: the reconstruction "
                             f"is over {MAX_FVU:g}x worse than the mean); lower --lr (now {self.cfg.lr:g})")
 
     def _log_row(self, out, x: torch.Tensor, rate: float) -> dict:
         fvu = batch_fvu(x, out.x_hat.detach())
-        self._check_diverged(float(out.loss.detach()), fvu)
+        spread = float((x - x.mean(0)).pow(2).sum())  # a batch of (nearly) equal rows has no FVU worth judging
+        self._check_diverged(float(out.loss.detach()), fvu if spread > 1e-6 * float(x.pow(2).sum()) else None)
         return {
             "step": self.step, "n_tokens": self.step * self.cfg.batch_size,
             "loss": float(out.loss.detach()), "mse": float(out.recon.detach()), "fvu": fvu,

@@ -489,3 +489,12 @@ def test_metrics_log_is_rewritten_atomically_on_resume(store, tmp_path, monkeypa
     assert log.read_text() == lines + '{"step": 6, "lo' and [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
     _truncate_log(log, 3)
     assert [json.loads(ln)["step"] for ln in log.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_data_without_variance_is_not_taken_for_a_diverged_run(tmp_path):
+    """FVU divides by the data's variance: rows that are all equal must not trip the explosion check."""
+    x = torch.ones(512, 8) * torch.arange(1.0, 9.0)
+    path = write_store(tmp_path / "flat", x)
+    result = train(TrainConfig(store=str(path), out=str(tmp_path / "out"), sae=SAEConfig(arch="relu", d_sae=16), batch_size=64,
+                               n_tokens=512, log_every=1))
+    assert (result.run_dpath / "sae.safetensors").is_file() and not result.reused
