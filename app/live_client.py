@@ -7,6 +7,8 @@ line to show, and every other page keeps working.
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from app.errors import AppError
@@ -27,9 +29,10 @@ TITLES = {503: "Live worker unavailable", 504: "Live worker timed out", 502: "Li
 
 
 class LiveClient:
-    def __init__(self, url: str | None, timeout_s: float = 60.0):
+    def __init__(self, url: str | None, timeout_s: float = 60.0, connect_grace_s: float = 15.0):
         self.url = url
         self.timeout_s = timeout_s
+        self.connect_grace_s = connect_grace_s
         self._client: httpx.Client | None = None
 
     @property
@@ -45,12 +48,12 @@ class LiveClient:
                 self._client = httpx.Client(base_url=self.url, timeout=self.timeout_s)
         return self._client
 
-    def _call(self, method: str, path: str, timeout: float | None = None, **kwargs) -> dict:
+    def _call(self, method: str, path: str, timeout: float | None = None, grace: float | None = None, **kwargs) -> dict:
         if not self.configured:
             raise LiveError("live inspection is off: start the explorer with `saescope serve INDEX` (it starts a worker) "
                             "or point it at one with --live-url")
         try:
-            r = self._http().request(method, path, timeout=timeout or self.timeout_s, **kwargs)
+            r = self._request(method, path, timeout or self.timeout_s, self.connect_grace_s if grace is None else grace, kwargs)
         except httpx.TimeoutException:
             raise LiveError(f"the live worker did not answer within {timeout or self.timeout_s:.0f} s; try again", 504) from None
         except httpx.TransportError:
@@ -65,8 +68,20 @@ class LiveClient:
             raise LiveError(f"the live worker failed: {detail}", 502)
         return r.json()
 
+    def _request(self, method: str, path: str, timeout: float, grace: float, kwargs: dict) -> httpx.Response:
+        """One request; refused connections are retried for a few seconds (a worker that `serve`
+        just started is still importing torch)."""
+        deadline = time.monotonic() + grace
+        while True:
+            try:
+                return self._http().request(method, path, timeout=timeout, **kwargs)
+            except httpx.ConnectError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.25)
+
     def health(self) -> dict:
-        return self._call("GET", "/health", timeout=min(self.timeout_s, 3.0))
+        return self._call("GET", "/health", timeout=min(self.timeout_s, 3.0), grace=0.0)
 
     def inspect(self, sae_ids: list[str], form: dict, files: dict | None) -> dict:
         return self._call("POST", "/inspect", data={**form, "sae_id": ",".join(sae_ids)}, files=files)

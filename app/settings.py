@@ -23,4 +23,6 @@ class Settings(BaseSettings):
     live_url: str | None = Field(
         default=None, description="live-inspection worker (`saescope worker`): http://HOST:PORT or unix:/path/to/socket; unset: live pages say it is off")
     live_timeout_s: float = Field(default=60.0, gt=0, description="how long the explorer waits for the worker per request (s)")
+    live_connect_grace_s: float = Field(
+        default=15.0, ge=0, description="how long a refused connection to the worker is retried (a worker `serve` just started is still loading)")
     max_upload_mb: float = Field(default=20.0, gt=0, description="largest image upload accepted by live inspection (MB)")

@@ -50,25 +50,26 @@ def _cmd_index(args: argparse.Namespace) -> None:
         print(f"{'reused' if result.reused else 'wrote'} index {result.fpath} with SAEs {', '.join(result.sae_ids)}")
 
 
-def _serve(index: str, host: str, port: int, workers: int = 1) -> None:
-    """Start the explorer; an index the app cannot read is a one-line user error."""
+def _serve(index: str, host: str, port: int, workers: int = 1, live: bool = True, live_url: str | None = None) -> None:
+    """Start the explorer (and a live worker beside it); an index the app cannot read is a one-line user error."""
     from sae_core.validate import check_host, check_workers
 
     check_host(host)  # before the app's imports: a typo costs no start-up time
     check_workers(workers)
     from app.errors import IndexSchemaError
     from app.main import serve
+    from precompute.cli_live import resolve_live_url
 
     if not Path(index).is_file():
         raise SaescopeError(f"{index}: no such index; build one with `saescope index` or `saescope demo`")
     try:
-        serve(index, host=host, port=port, workers=workers)
+        serve(index, host=host, port=port, workers=workers, live_url=resolve_live_url(index, live, live_url))
     except IndexSchemaError as e:
         raise SaescopeError(str(e)) from None
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
-    _serve(args.index, args.host, args.port, args.workers)
+    _serve(args.index, args.host, args.port, args.workers, args.live, args.live_url)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -90,6 +91,12 @@ def _cmd_verify(args: argparse.Namespace) -> None:
     from precompute.verify import verify
 
     print(verify(Path(args.path)))
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from precompute.export import ExportConfig, export_sae
+
+    print(f"wrote {args.format} checkpoint {export_sae(dataclass_from_args(ExportConfig, args))}")
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
@@ -142,11 +149,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=os.environ.get("SAESCOPE_HOST", "127.0.0.1"), help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=_port, default=int(os.environ.get("SAESCOPE_PORT", "8000")), help="port (default: 8000)")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, 1 or more (default: 1)")
+    p.add_argument("--live", action=argparse.BooleanOptionalAction, default=True,
+                   help="start a live-inspection worker beside the explorer when the index's models load here (default: on)")
+    p.add_argument("--live-url", default=os.environ.get("SAESCOPE_LIVE_URL"),
+                   help="use the worker at this URL (http://HOST:PORT or unix:/path) instead of starting one")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("demo", help="build the offline demo (EfficientNet-Lite0 on emoji) and serve it")
     add_dataclass_args(p, DemoConfig)
     p.set_defaults(func=_cmd_demo)
+
+    from precompute.cli_live import add_live_commands
+
+    add_live_commands(sub, _port)
+
+    from precompute.export import ExportConfig
+
+    p = sub.add_parser("export", help="write an SAE as a SAELens or sparsify checkpoint (input scale folded into the weights)")
+    add_dataclass_args(p, ExportConfig)
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("info", help="summarise an SAE checkpoint, activation store, dataset or index")
     p.add_argument("path", help="checkpoint folder, store folder, dataset folder or .duckdb index")
@@ -163,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="12=+3 adds, 12=-3 subtracts, 12=3 sets, 40=0 clamps, 12=*2 scales (repeat to compose)")
     add_dataclass_args(p, SteerFluxConfig, skip=("edits",))
     p.set_defaults(func=_cmd_steer_flux)
+
     from precompute.publish_cli import add_publish_parser
 
     add_publish_parser(sub)

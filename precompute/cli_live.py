@@ -22,6 +22,7 @@ def add_live_commands(sub, port_type) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     p.add_argument("--max-batch", type=_positive, default=8, help="inputs per batched forward (default: 8)")
     p.add_argument("--queue", type=_positive, default=64, help="requests that may wait; more get 503 (default: 64)")
+    p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)  # exit with the `serve` that started it
     p.set_defaults(func=_cmd_worker)
 
     p = sub.add_parser("steer", help="edit an input's SAE features and report the model's prediction and nearest samples")
@@ -56,8 +57,23 @@ def _cmd_worker(args: argparse.Namespace) -> None:
 
     if not Path(args.index).is_file():
         raise SaescopeError(f"{args.index}: no such index; build one with `saescope index` or `saescope demo`")
+    if args.parent_pid:
+        _exit_with_parent(args.parent_pid)
     serve_worker(args.index, host=args.host, port=args.port, uds=args.uds, device=args.device,
                  max_batch=args.max_batch, max_queue=args.queue)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A worker started by `serve` must not outlive it (even when `serve` is killed with -9)."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _cmd_steer(args: argparse.Namespace) -> None:
@@ -90,7 +106,8 @@ def start_worker(index: str, device: str = "auto") -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "precompute.cli", "worker", str(index), "--port", str(port), "--device", device],
+    proc = subprocess.Popen([sys.executable, "-m", "precompute.cli", "worker", str(index), "--port", str(port), "--device", device,
+                             "--parent-pid", str(os.getpid())],
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     atexit.register(_stop, proc)
     return f"http://127.0.0.1:{port}"

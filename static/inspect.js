@@ -77,8 +77,13 @@ async function inspect() {
   const also = [...root.querySelectorAll('[data-also]:checked')].map((c) => c.value);
   if (also.length) form.append('with', also.join(','));
   root.classList.add('busy');
+  const status = $('[data-live-status]');
+  const before = status.textContent;
+  status.textContent = 'Running the model on this input… (the first request also loads it)';
   try {
     state.result = await post(`/sae/${encodeURIComponent(saeId)}/inspect.json`, form);
+    status.textContent = before.startsWith('live worker') ? before : 'live worker ready';
+    status.className = 'live-status ok';
   } catch (e) {
     showError(e.message);
     return;
@@ -459,6 +464,20 @@ function setupSteer() {
   }
 }
 
+// A worker that `saescope serve` just started needs a few seconds: keep the status line current.
+async function watchStatus(triesLeft) {
+  const status = $('[data-live-status]');
+  if (status.classList.contains('ok') || triesLeft <= 0) return;
+  try {
+    const r = await fetch('/live/status.json', { headers: { Accept: 'application/json' } });
+    const s = await r.json();
+    status.textContent = s.message;
+    status.className = `live-status ${s.ok ? 'ok' : 'off'}`;
+  } catch (e) { /* keep the last line */ }
+  setTimeout(() => watchStatus(triesLeft - 1), 2000);
+}
+
+watchStatus(15);
 setupInputs();
 setupRegion();
 setupSteer();

@@ -25,3 +25,14 @@ def single_thread_torch(monkeypatch):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory):
+    """The demo pipeline on the first 96 emoji (real EfficientNet-Lite0 weights), built once per
+    test session: (DemoConfig, index path). Shared by the end-to-end and live-inspection tests."""
+    from precompute.demo import DemoConfig, build_demo
+
+    root = tmp_path_factory.mktemp("demo")
+    cfg = DemoConfig(data_root=str(root), limit=96, epochs=20.0, serve=False)
+    return cfg, build_demo(cfg)

@@ -13,16 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from precompute.demo import DemoConfig, build_demo
+from precompute.demo import build_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def demo_index(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    cfg = DemoConfig(data_root=str(root), limit=96, epochs=20.0, serve=False)
-    return cfg, build_demo(cfg)
+def demo_index(small_demo):
+    return small_demo
 
 
 def _free_port() -> int:

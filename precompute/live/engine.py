@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from precompute.extractors import Extractor, build_extractor
+from precompute.extractors import Extractor, build_extractors
+from precompute.extractors.multi import MultiLayerExtractor
 from precompute.heads import ClassifierTail, load_classifier_tail
 from precompute.live.inputs import DatasetSamples, InputError, LiveInput
 from precompute.live.retrieval import Retrieval
@@ -107,12 +108,17 @@ class LiveEngine:
             return self._saes[sae_id]
 
     def extractor(self, spec: LiveSae) -> Extractor:
+        """The extractor of this SAE's layer; every layer of its model is built at once, sharing the
+        loaded model, so several layers can come from one forward pass."""
         with self._load_lock:
             if spec.layer_key not in self._extractors:
+                same = [s for s in self.specs.values() if s.model_key == spec.model_key and s.live_problem is None]
+                layers = list(dict.fromkeys([(spec.layer, spec.token_selection)] + [(s.layer, s.token_selection) for s in same]))
                 with contextlib.redirect_stdout(io.StringIO()):  # some model packages print on load
-                    self._extractors[spec.layer_key] = build_extractor(
-                        spec.model, spec.layer, spec.token_selection, device=self.device, image_size=spec.image_size,
-                        modality=spec.modality, dtype=getattr(torch, spec.model_dtype))
+                    built = build_extractors(spec.model, layers, device=self.device, image_size=spec.image_size,
+                                             modality=spec.modality, dtype=getattr(torch, spec.model_dtype))
+                for (layer, tokens), ext in zip(layers, built):
+                    self._extractors.setdefault((*spec.model_key, layer, tokens), ext)
             return self._extractors[spec.layer_key]
 
     def tail(self, sae_id: str) -> ClassifierTail | None:
@@ -160,10 +166,11 @@ class LiveEngine:
             if bad:
                 raise InputError(f"SAE {spec.sae_id} reads {want} inputs, not {'text' if want == 'image' else 'images'}", status=422)
         by_layer: dict[tuple, torch.Tensor] = {}
-        for spec in specs:
-            if spec.layer_key not in by_layer:
-                ext = self.extractor(spec)
-                by_layer[spec.layer_key] = ext.activations(ext.prepare([i.value for i in inputs])).float().cpu()
+        for model_key in dict.fromkeys(s.model_key for s in specs):
+            layer_specs = list({s.layer_key: s for s in specs if s.model_key == model_key}.values())
+            multi = MultiLayerExtractor([self.extractor(s) for s in layer_specs])  # one forward for all its layers
+            for s, acts in zip(layer_specs, multi.activations(multi.prepare([i.value for i in inputs]))):
+                by_layer[s.layer_key] = acts.float().cpu()
         return [{s.sae_id: by_layer[s.layer_key][row] for s in specs} for row in range(len(inputs))]
 
     def codes(self, sae_ids: list[str], inputs: list[LiveInput]) -> list[dict[str, SaeCode]]:

@@ -8,7 +8,6 @@ nearest dataset images after the edit, labelled with the model's top class.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from PIL import Image, ImageDraw
