@@ -120,11 +120,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     if (run_dpath / CFG_FILE).exists():
         done = read_cfg(run_dpath)
         problem = check_outputs(run_dpath, done)
+        main_rank = int(os.environ.get("RANK", "0")) == 0  # no process group yet: torchrun's own numbering
         if done.get("metrics") and problem is None:
-            if not cfg.keep_state and distributed.current().rank == 0:
+            if not cfg.keep_state and main_rank:
                 shutil.rmtree(run_dpath / STATE_DIR, ignore_errors=True)
             return TrainResult(run_dpath, done["metrics"], reused=True)
-        if problem is not None and distributed.current().rank == 0:
+        if problem is not None and main_rank:
             print(f"saescope train: {problem}; training the run again", file=sys.stderr)
             (run_dpath / CFG_FILE).unlink(missing_ok=True)  # no longer marks a finished run
     check_memory(cfg.sae.resolved(store.d_in), cfg.batch_size, _pick_device(cfg.device))
