@@ -64,6 +64,10 @@ class Filters:
             out.append(f"lower(f.top_label) = lower({arg(self.label)})")
         return " AND ".join(out) or "true"
 
+    @property
+    def narrows(self) -> bool:
+        return any(v not in (None, "") for v in (self.min_density, self.max_density, self.cluster, self.label))
+
     def params(self) -> dict[str, Any]:
         """The non-default filters, as URL query parameters."""
         return {k: v for k, v in self.__dict__.items() if v not in (None, "") and not (k == "sort" and v == "relevance")}
@@ -111,8 +115,36 @@ def _whole_words(db: Index, sae_id: str, terms: list[Term]) -> list[Term]:
     return [Term(t.parts, prefix=t.prefix and not whole[t.parts[0]]) for t in terms]
 
 
-def _match_sql(ctx: SaeCtx, terms: list[Term], filters: Filters) -> tuple[str, list[Any]]:
-    """Matching features with `terms` (query terms matched), `score` and `matches` (top samples)."""
+def _hits_sql(terms: list[Term], arg, sae: str) -> str:
+    """Per matching feature: `terms` (query terms matched), `matches` (top samples) and `score`.
+
+    Exact one-word terms hit one search_terms row per feature, so they aggregate once; prefixes
+    (several words per feature) and phrases (several word pairs) are first folded per term."""
+    lookups = []
+    for qi, term in enumerate(terms):
+        for part in term.parts:
+            cond = (f"term >= {arg(part)} AND term < {arg(prefix_upper(part))} AND NOT contains(term, ' ')"
+                    if term.prefix else f"term = {arg(part)}")
+            lookups.append(f"SELECT {qi} AS qi, {arg(part)} AS part, {len(term.parts)} AS need, feature_id, "
+                           f"name_weight AS nw, concept_weight AS cw, ranks AS r, sample_weight AS sw "
+                           f"FROM search_terms WHERE sae_id = {sae} AND {cond}")
+    m = " UNION ALL ".join(lookups)
+    if any(t.prefix or len(t.parts) > 1 for t in terms):
+        m = f"""SELECT qi, feature_id, min(nw) AS nw, min(cw) AS cw, bit_and(r) AS r, min(sw) AS sw FROM (
+                  SELECT qi, part, any_value(need) AS need, feature_id, max(nw) AS nw, max(cw) AS cw, bit_or(r) AS r,
+                         sum(sw) AS sw FROM ({m}) GROUP BY qi, part, feature_id)
+                GROUP BY qi, feature_id HAVING count(*) = any_value(need)"""
+    return f"""SELECT feature_id, count(*) AS terms, bit_count(bit_or(r)) AS matches,
+                      round(sum({NAME_WEIGHT} * nw + {CONCEPT_WEIGHT} * cw + CASE WHEN r = 0 THEN 0 ELSE sw END), 6) AS score
+               FROM ({m}) WHERE nw > 0 OR cw > 0 OR r <> 0 GROUP BY feature_id"""
+
+
+def _ranked(db: Index, ctx: SaeCtx, terms: list[Term], filters: Filters, page: int, page_size: int
+            ) -> tuple[list[dict[str, Any]], int, int]:
+    """One page of matches, the number of matches, and how many match every term.
+
+    The matches are materialised once; the page is taken from them before the features table
+    is joined (24 rows), unless filters or the sort need feature columns for every match."""
     params: list[Any] = []
 
     def arg(value: Any) -> str:
@@ -120,44 +152,22 @@ def _match_sql(ctx: SaeCtx, terms: list[Term], filters: Filters) -> tuple[str, l
         return f"${len(params)}"
 
     sae = arg(ctx.sae_id)
-    lookups = []
-    for qi, term in enumerate(terms):
-        for part in term.parts:
-            cond = (f"term >= {arg(part)} AND term < {arg(prefix_upper(part))} AND NOT contains(term, ' ')"
-                    if term.prefix else f"term = {arg(part)}")
-            lookups.append(f"SELECT {qi} AS qi, {arg(part)} AS part, {len(term.parts)} AS need, feature_id, name_weight, "
-                           f"concept_weight, ranks, sample_weight FROM search_terms WHERE sae_id = {sae} AND {cond}")
-    sql = f"""
-    WITH m AS ({" UNION ALL ".join(lookups)}),
-    per_part AS (SELECT qi, part, any_value(need) AS need, feature_id, max(name_weight) AS nw, max(concept_weight) AS cw,
-                        bit_or(ranks) AS r, sum(sample_weight) AS sw FROM m GROUP BY qi, part, feature_id),
-    per_term AS (SELECT qi, feature_id, min(nw) AS nw, min(cw) AS cw, bit_and(r) AS r, min(sw) AS sw
-                 FROM per_part GROUP BY qi, feature_id HAVING count(*) = any_value(need)),
-    hits AS (SELECT feature_id, count(*) AS terms, bit_count(bit_or(r)) AS matches,
-                    sum({NAME_WEIGHT} * nw + {CONCEPT_WEIGHT} * cw + CASE WHEN r = 0 THEN 0 ELSE sw END) AS score
-             FROM per_term WHERE nw > 0 OR cw > 0 OR r <> 0 GROUP BY feature_id)
-    SELECT {", ".join("f." + c for c in FEATURE_COLS.split(", "))}, hits.terms, hits.matches, round(hits.score, 6) AS score
-    FROM hits JOIN features f ON f.sae_id = {sae} AND f.feature_id = hits.feature_id
-    WHERE {filters.sql(arg)}"""
-    return sql, params
-
-
-def _ranked(db: Index, ctx: SaeCtx, terms: list[Term], filters: Filters, page: int, page_size: int
-            ) -> tuple[list[dict[str, Any]], int, int]:
-    """One page of matches, the number of matches, and how many match every term."""
-    sql, params = _match_sql(ctx, terms, filters)
-    k = len(params)  # then $k+1: number of terms, $k+2: limit, $k+3: offset
-    n_all_sql = f"sum((terms = ${k + 1})::INT)"
+    hits = _hits_sql(terms, arg, sae)
+    cols = ", ".join("f." + c for c in FEATURE_COLS.split(", "))
+    if filters.narrows or filters.sort in ("density", "max_act"):
+        hits = (f"SELECT h.*, f.density, f.max_act FROM ({hits}) h JOIN features f ON f.sae_id = {sae} "
+                f"AND f.feature_id = h.feature_id WHERE {filters.sql(arg)}")
     order = SORTS[filters.sort]
-    rows = db.all(f"SELECT *, count(*) OVER () AS total, {n_all_sql} OVER () AS n_all FROM ({sql}) "
-                  f"ORDER BY {order} LIMIT ${k + 2} OFFSET ${k + 3}",
-                  [*params, len(terms), page_size, (page - 1) * page_size])
-    if rows:
-        return rows, int(rows[0]["total"]), int(rows[0]["n_all"])
-    if page > 1:  # past the end: the counts say where the last page is
-        tot = db.one(f"SELECT count(*) AS total, {n_all_sql} AS n_all FROM ({sql})", [*params, len(terms)])
-        return [], int(tot["total"]), int(tot["n_all"] or 0)
-    return [], 0, 0
+    n_terms, limit, offset = arg(len(terms)), arg(page_size), arg((page - 1) * page_size)
+    rows = db.all(f"""
+        WITH hits AS MATERIALIZED ({hits}),
+        pg AS (SELECT feature_id, terms, matches, score FROM hits ORDER BY {order} LIMIT {limit} OFFSET {offset}),
+        counts AS (SELECT count(*) AS total, coalesce(sum((terms = {n_terms})::INT), 0) AS n_all FROM hits)
+        SELECT {cols}, pg.terms, pg.matches, pg.score, counts.total, counts.n_all
+        FROM counts LEFT JOIN (pg JOIN features f ON f.sae_id = {sae} AND f.feature_id = pg.feature_id) ON true
+        ORDER BY {order.replace("density", "f.density").replace("max_act", "f.max_act")}""", params)
+    total, n_all = int(rows[0]["total"]), int(rows[0]["n_all"])
+    return ([r for r in rows if r["feature_id"] is not None], total, n_all)
 
 
 def _id_view(db: Index, ctx: SaeCtx, fid: int, base: dict[str, Any]) -> SearchView:
