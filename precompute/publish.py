@@ -174,19 +174,23 @@ def render_pages(cfg: PublishConfig, job: _Job, writer: SiteWriter, tasks: list[
     else:
         pool = mp.get_context("spawn").Pool(n, initializer=_init_worker, initargs=(job,))
         results = pool.imap_unordered(_render_chunk, tasks)
+    ok = False
     try:
         for n_done, records, refs in results:
             for rec in records:
                 writer.record(*rec)
             thumbs |= refs
             bar.update(n_done)
+        ok = True
     finally:
         bar.close()
         if n == 1:
             _STATE.pop("r").close()
-        else:
+        elif ok:
             pool.close()
             pool.join()
+        else:  # a page failed: stop the workers now instead of rendering the rest first
+            pool.terminate()
     return thumbs
 
 

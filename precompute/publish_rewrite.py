@@ -11,6 +11,7 @@ for their URL fields (relative to the site root); the app's scripts for their pa
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from urllib.parse import unquote
 
 STATIC_MARKER = "saescope-static"
@@ -38,6 +39,7 @@ def page_depth(url_path: str) -> int:
     return rel.count("/") + 1 if rel else 0
 
 
+@lru_cache(maxsize=1 << 16)  # pages repeat their links (samples, neighbours, thumbnails): ~400 per feature page
 def relative_link(path: str) -> str:
     """'/sae/x?sel=1' -> 'sae/x/?sel=1'; files keep their names; the root becomes './'."""
     cut = min((i for i in (path.find("?"), path.find("#")) if i >= 0), default=len(path))
