@@ -140,11 +140,13 @@ def bench_config(libs, d_in: int, d_sae: int, k: int, batch: int, args) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--steps", type=int, default=20, help="timed steps of each kind, interleaved (the median is reported)")
+    p.add_argument("--rounds", type=int, default=1, help="repeat the timed steps this many times (bench/gpu_session.sh passes 3)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--sparsify", action="store_true", help="also time EleutherAI sparsify (pip install eai-sparsify)")
     p.add_argument("--gpu-shape", action="store_true", help="on CPU: only the d=1024, 65,536-latent, k=32 shape, at batch 256")
     p.add_argument("--only", default="", help="only configurations whose name contains this")
     args = p.parse_args()
+    args.steps *= args.rounds
     configs = GPU_CONFIGS if torch.device(args.device).type == "cuda" else [GPU_SHAPE_ON_CPU] if args.gpu_shape else CPU_CONFIGS
     libs = [("saescope", saescope_step_fn)] + ([("sparsify", sparsify_step_fn)] if args.sparsify else [])
     rows = []
