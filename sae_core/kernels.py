@@ -142,7 +142,7 @@ class SparseTopKEncode(torch.autograd.Function):
             if need_x:
                 grad_x = grad_x + (g_dead @ W_enc.index_select(1, dead).t().float()).to(x_c.dtype)
             if need_w:
-                grad_w.index_add_(1, dead, (x_c.t().float() @ g_dead).to(grad_w.dtype))
+                grad_w.t().index_add_(0, dead, (g_dead.t() @ x_c.float()).to(grad_w.dtype))  # rows of the [d_sae, d_in] base
             if grad_pre_sum is not None:
                 grad_pre_sum.index_add_(0, dead, g_dead.sum(0))
         # b_dec's gradient is minus the row sum of the input gradient, which is W_enc @ (the
