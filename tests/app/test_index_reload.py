@@ -173,3 +173,33 @@ def test_in_place_overwrite_never_gives_500(served, indexes):
     assert traffic.codes and set(traffic.codes) <= {200, 503}
     assert 500 not in traffic.codes
     assert {_get(f"{base}/sae/{POOLED}/feature/5.json").status_code for _ in range(8)} == {200}
+
+
+def test_caches_are_dropped_with_the_old_index(tmp_path, indexes):
+    """Cached views (feature pages, map points, SAE rows) belong to the index they came from."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    path = tmp_path / "served.duckdb"
+    shutil.copy(indexes[0], path)
+    changed = tmp_path / "changed.duckdb"
+    shutil.copy(indexes[0], changed)
+    con = duckdb.connect(str(changed))
+    con.execute("UPDATE index_meta SET value = 'fixture-C' WHERE key = 'inputs_hash'")
+    con.execute("UPDATE feature_page SET page = json_merge_patch(page, '{\"feature\": {\"name\": \"renamed\"}}') "
+                "WHERE sae_id = ? AND feature_id = 3", [POOLED])
+    con.execute("UPDATE features SET x = x + 100 WHERE sae_id = ?", [POOLED])
+    con.execute("CHECKPOINT")
+    con.close()
+    app = create_app(Settings(index=path, secret="t"))
+    with TestClient(app) as c:
+        before = c.get(f"/sae/{POOLED}/feature/3.json").json()["feature"]["name"]
+        points = c.get(f"/sae/{POOLED}/points/features.bin").content
+        assert before != "renamed"
+        os.replace(changed, path)
+        _wait(lambda: c.get("/health").json()["inputs_hash"] == "fixture-C", "the app did not reload")
+        assert c.get(f"/sae/{POOLED}/feature/3.json").json()["feature"]["name"] == "renamed"
+        assert c.get(f"/sae/{POOLED}/points/features.bin").content != points
+        assert app.state.index.inputs_hash == "fixture-C"
