@@ -118,7 +118,7 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
         st_vals[first - lo : first - lo + n], st_ids[first - lo : first - lo + n] = v.cpu().numpy(), i.cpu().numpy()
         bar.update(n)
     bar.close()
-    co = None if coact is None else np.sum(distributed.all_gather_arrays(coact.counts[None]), axis=0)[0]
+    co = None if coact is None else np.sum(distributed.all_gather_arrays(coact.matrix()[None]), axis=0)[0]
     if not d.enabled:
         return ScanResult(best_v.cpu().numpy(), best_i.cpu().numpy(), n_fired.cpu().numpy(), sum_s.cpu().numpy(),
                           max_s.cpu().numpy(), st_ids, st_vals, ids_all, acc.result(), co)

@@ -141,13 +141,15 @@ def test_coactivation_equals_brute_force_jaccard(tmp_path):
     rng = np.random.default_rng(1)
     fires = rng.random((50, 6)) < 0.3
     fires[:, 5] = fires[:, 0]  # 0 and 5 co-fire exactly
-    acc = CoactivationCounts(6, "cpu")
-    for lo in range(0, 50, 16):  # chunked like the scan
-        rows, feats = np.nonzero(fires[lo : lo + 16])
-        acc.update(SampleCode(torch.as_tensor(rows), torch.as_tensor(feats), torch.ones(len(rows))), len(fires[lo : lo + 16]))
     both = fires.T.astype(int) @ fires.astype(int)
-    np.testing.assert_array_equal(acc.counts.numpy(), both)
-    f, r, g, jac, n_both = top_coactivation(acc.counts.numpy(), 3)
+    for budget in (1 << 24, 7, 1):  # rows in one group, in several, and rows whose pairs alone exceed the budget
+        acc = CoactivationCounts(6, "cpu")
+        acc.PAIR_BUDGET = budget
+        for lo in range(0, 50, 16):  # chunked like the scan
+            rows, feats = np.nonzero(fires[lo : lo + 16])
+            acc.update(SampleCode(torch.as_tensor(rows), torch.as_tensor(feats), torch.ones(len(rows))), len(fires[lo : lo + 16]))
+        np.testing.assert_array_equal(acc.matrix().numpy(), both)
+    f, r, g, jac, n_both = top_coactivation(acc.matrix().numpy(), 3)
     for fi, gi, j, nb in zip(f, g, jac, n_both):
         union = (fires[:, fi] | fires[:, gi]).sum()
         assert j == pytest.approx(both[fi, gi] / union) and nb == both[fi, gi]
