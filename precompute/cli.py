@@ -56,13 +56,16 @@ def _serve(index: str, host: str, port: int, workers: int = 1, live: bool = True
 
     check_host(host)  # before the app's imports: a typo costs no start-up time
     check_workers(workers)
+    from app.db import Index
     from app.errors import IndexSchemaError
-    from app.main import serve
+    from app.main import check_port_free, serve
     from precompute.cli_live import resolve_live_url
 
     if not Path(index).is_file():
         raise SaescopeError(f"{index}: no such index; build one with `saescope index` or `saescope demo`")
     try:
+        check_port_free(host, port)  # a taken port or a bad index fails before a worker is started
+        Index(Path(index)).close()
         serve(index, host=host, port=port, workers=workers, live_url=resolve_live_url(index, live, live_url))
     except IndexSchemaError as e:
         raise SaescopeError(str(e)) from None

@@ -19,7 +19,10 @@ const state = {
   edits: parseEdits(params.get('edits')),
   steerRegion: params.get('steer_region') === '1',
   imgUrl: null,
+  expanded: new Set(),   // SAE lists shown in full
+  titles: new Map(),     // feature id -> title, for edits of features that do not fire on the input
 };
+const LIST_FIRST = 12;
 
 function parseCells(text) {
   if (!text) return null;
@@ -73,7 +76,7 @@ function inputForm() {
 async function inspect() {
   showError('');
   const form = inputForm();
-  form.append('limit', '60');
+  form.append('limit', '200');
   const also = [...root.querySelectorAll('[data-also]:checked')].map((c) => c.value);
   if (also.length) form.append('with', also.join(','));
   root.classList.add('busy');
@@ -189,8 +192,17 @@ function renderList(result, isMain) {
   const ol = document.createElement('ol');
   ol.className = 'live-features';
   ol.dataset.liveFeatures = result.sae.sae_id;
-  feats.slice(0, 60).forEach((f) => ol.append(featureItem(f, result, isMain)));
+  const shown = state.expanded.has(result.sae.sae_id) ? feats.length : Math.min(feats.length, LIST_FIRST);
+  feats.slice(0, shown).forEach((f) => ol.append(featureItem(f, result, isMain)));
   box.append(h, sub, ol);
+  if (shown < feats.length) {
+    const more = document.createElement('button');
+    more.type = 'button'; more.className = 'more';
+    const total = isMain && state.region ? feats.length : result.n_firing;
+    more.textContent = total > feats.length ? `Show the top ${feats.length} of ${total}` : `Show all ${feats.length}`;
+    more.addEventListener('click', () => { state.expanded.add(result.sae.sae_id); refreshLists(); });
+    box.append(more);
+  }
   return box;
 }
 
@@ -336,7 +348,7 @@ function setupInputs() {
 // ---- steering -----------------------------------------------------------------------------
 function titleOf(fid) {
   const f = state.result && state.result.results[0].features.find((x) => x.feature_id === fid);
-  return f ? f.title : `feature ${fid}`;
+  return f ? f.title : (state.titles.get(fid) || `feature ${fid}`);
 }
 
 function addEdit(fid) {
@@ -436,6 +448,8 @@ function thumbRow(title, rows) {
 
 function renderSteer(r) {
   const out = $('[data-steer-out]');
+  for (const f of (r.after.features || [])) if (f.title) state.titles.set(f.feature_id, f.title);
+  if ((r.after.features || []).some((f) => f.title)) renderEdits();
   const parts = [];
   if (r.compare) parts.push(classBars(r));
   if (r.before.neighbors) {

@@ -216,3 +216,14 @@ def test_saes_of_one_model_share_one_forward(engine):
         for h in handles:
             h.remove()
     assert len(calls) == 1, "both layers come from one pass through the stem and blocks"
+
+
+def test_a_target_the_model_lacks_is_refused_when_asked(engine, monkeypatch):
+    """CLIP-like models have no classes: asking for them is a clear error; by default they are left out."""
+    pooled, _ = _sae_ids(engine)
+    acts = engine.activations([pooled], [engine.sample(pooled, 1)])[0][pooled]
+    monkeypatch.setattr(engine, "tail", lambda sae_id: None)
+    out = steer(engine, pooled, acts, [Edit(1, "add", 1.0)], "raw")
+    assert "classes" not in out["targets"] and "neighbors" in out["targets"]
+    with pytest.raises(ConfigError, match="no classifier"):
+        steer(engine, pooled, acts, [Edit(1, "add", 1.0)], "raw", targets=["classes"])

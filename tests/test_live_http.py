@@ -111,7 +111,7 @@ def _bomb_png(w: int = 30000, h: int = 30000) -> bytes:
     ({"files": {"image": ("a.png", b"", "image/png")}}, 400, "empty"),
     ({"files": {"image": ("a.png", _png()[:200], "image/png")}}, 400, "truncated"),
     ({"files": {"image": ("bomb.png", _bomb_png(), "image/png")}}, 413, "MP"),
-    ({"data": {"text": "   "}}, 422, "exactly one input"),
+    ({"data": {"text": "   "}}, 400, "empty"),
     ({"data": {"text": "x" * 2001}}, 422, "2000"),
     ({"data": {"text": "a dog"}}, 422, "image inputs"),
     ({"data": {"sample_id": "100000"}}, 404, "does not exist"),
@@ -133,6 +133,7 @@ def test_bad_inspect_input(servers, saes, payload, status, words):
     ("not json", {}, 400, "JSON"),
     (json.dumps([{"feature_id": 1, "op": "add", "value": 1}] * 65), {}, 400, "at most"),
     ('[{"feature_id": 1, "op": "add", "value": 1}]', {"patches": "16"}, 422, "outside"),
+    ('[{"feature_id": 1, "op": "add", "value": 1}]', {"targets": "logits"}, 400, "target"),
 ])
 def test_bad_steer_input(servers, saes, edits, extra, status, words):
     r = _post(servers, f"/sae/{saes['patch']}/steer.json", data={"sample_id": "3", "edits": edits, **extra})
@@ -218,3 +219,57 @@ def test_worker_down_or_dying_leaves_the_explorer_working(small_demo, saes, tmp_
     with explorer(index, tmp_path, None) as (aurl, _):  # --no-live
         r = httpx.post(f"{aurl}/sae/{saes['patch']}/inspect.json", data={"sample_id": "1"}, timeout=30)
         assert r.status_code == 503 and "live inspection is off" in r.json()["message"]
+
+
+def test_worker_on_a_unix_socket(small_demo, saes, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from live_servers import REPO
+
+    _, index = small_demo
+    sock = tmp_path / "w.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "precompute.cli", "worker", str(index), "--uds", str(sock)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            if sock.exists():
+                break
+            time.sleep(0.2)
+        with explorer(index, tmp_path, f"unix:{sock}") as (aurl, _):
+            r = httpx.post(f"{aurl}/sae/{saes['pooled']}/inspect.json", data={"sample_id": "8"}, timeout=60)
+            assert r.status_code == 200 and r.json()["features"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_steer_cli_end_to_end(small_demo, saes, tmp_path):
+    import subprocess
+    import sys
+
+    from live_servers import REPO
+
+    _, index = small_demo
+    with duckdb.connect(str(index), read_only=True) as con:
+        fid = con.execute("SELECT feature_id FROM features WHERE sae_id = ? ORDER BY max_act DESC LIMIT 1", [saes["pooled"]]).fetchone()[0]
+    out = tmp_path / "steer.json"
+    cmd = [sys.executable, "-m", "precompute.cli", "steer", "--index", str(index), "--sae", saes["pooled"], "--sample-id", "6",
+           "--edit", f"{fid}=+1", "--sweep", "0,4", "--out", str(out)]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert [run["strength"] for run in report["runs"]] == [0.0, 4.0]
+    zero, four = report["runs"]
+    assert zero["edits"][0]["value"] == 0.0 and four["edits"][0]["value"] > 0
+    assert zero["targets"]["classes"]["before"] == zero["targets"]["classes"]["after"]  # strength 0 adds nothing
+    assert four["targets"]["classes"]["after"] != four["targets"]["classes"]["before"]
+    png = Image.open(report["grid_png"])
+    assert png.size[1] == 2 * (96 + 28)  # one row per strength
+    bad = subprocess.run(cmd[:-2] + ["--edit", "999999=+1", "--out", str(tmp_path / "x.json")], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    no_index = subprocess.run([sys.executable, "-m", "precompute.cli", "steer", "--sae", str(tmp_path), "--image", "x.png",
+                               "--edit", "1=+1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert no_index.returncode == 2 and "--units max needs --index" in no_index.stderr

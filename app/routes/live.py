@@ -87,7 +87,9 @@ async def steer_json(request: Request, db: DbDep, sae: SaeDep, settings: Setting
                      text: TextField = None, sample_id: SampleField = None,
                      edits: Annotated[str, Form(max_length=20000, description='JSON list [{"feature_id", "op", "value"}]')] = "[]",
                      units: Annotated[str, Form(pattern="^(max|raw)$")] = "max",
-                     patches: Annotated[str | None, Form(max_length=20000, description="grid cells the edits apply to")] = None):
+                     patches: Annotated[str | None, Form(max_length=20000, description="grid cells the edits apply to")] = None,
+                     targets: Annotated[str | None, Form(max_length=200, description="comma-separated subset of classes, neighbors, features "
+                                                         "(default: every target the model has)")] = None):
     """Edit features of the input and return the model's targets before and after. Also accepts a JSON body
     `{"sample_id", "edits", "units", "patches"}`."""
     try:
@@ -95,10 +97,11 @@ async def steer_json(request: Request, db: DbDep, sae: SaeDep, settings: Setting
             body = await _json_body(request)
             sample_id, edits, units, patches = (body.get("sample_id"), json.dumps(body.get("edits", [])),
                                                 body.get("units", "max"), ",".join(str(p) for p in body.get("patches") or []))
+            targets = ",".join(body.get("targets") or []) or None
             text = body.get("text")
         form, files = await _input_form(settings, image, text, sample_id)
         cells = parse_cells(patches, sae, "patches")
-        form.update({"edits": edits, "units": units, "patches": ",".join(map(str, cells or []))})
+        form.update({"edits": edits, "units": units, "patches": ",".join(map(str, cells or [])), "targets": targets or ""})
         response = await _threaded(_live(request).steer, sae.sae_id, form, files)
     except LiveError as e:
         return _error_json(e)

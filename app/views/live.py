@@ -101,6 +101,12 @@ def steer_view(db: Index, ctx: SaeCtx, response: dict) -> SteerView:
         if name == "neighbors":
             b, a = _neighbor_refs(db, ctx, b), _neighbor_refs(db, ctx, a)
         before[name], after[name] = b, a
+    if "features" in before:
+        rows = _feature_rows(db, ctx.sae_id, [f["feature_id"] for f in before["features"]])
+        for side in (before, after):
+            side["features"] = [{**f, "title": feature_title(f["feature_id"], rows.get(f["feature_id"], {}).get("name"),
+                                                             rows.get(f["feature_id"], {}).get("name_score"))}
+                                for f in side["features"]]
     compare = targets.get("classes", {}).get("compare")
     return SteerView(sae=ctx.summary, input=_input(db, ctx, response["input"]), units=response.get("units", "max"),
                      patches=response.get("patches") or [], edits=response.get("edits", []), before=before, after=after,

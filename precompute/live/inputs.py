@@ -58,7 +58,9 @@ def decode_image(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int
             return im.convert("RGB")
     except InputError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"the image has far more pixels than the {max_pixels / 1e6:.0f} MP limit", status=413) from None
+    except UnidentifiedImageError:
         raise InputError("the upload is not an image Pillow can read; use PNG, JPEG, WebP or GIF") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise InputError(f"the image could not be decoded ({str(e).splitlines()[0] if str(e) else 'truncated'}); "

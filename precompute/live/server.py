@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from precompute.live.batcher import Batcher, QueueFull
 from precompute.live.engine import LiveEngine
 from precompute.live.inputs import MAX_UPLOAD_BYTES, InputError, LiveInput, check_text, decode_image
+from precompute.live.schema import InspectResponse, SteerResponse, WorkerHealth
 from precompute.live.steer import steer
 from sae_core.errors import SaescopeError
 from sae_core.steering import Edit
@@ -56,7 +57,7 @@ def create_worker_app(engine: LiveEngine, max_batch: int = 8, max_queue: int = 6
             raise _Busy() from None
         return await asyncio.wait_for(asyncio.wrap_future(fut), REQUEST_TIMEOUT_S)
 
-    @app.get("/health")
+    @app.get("/health", response_model=WorkerHealth)
     def health() -> dict:
         return {"status": "ok", "index": str(engine.index_fpath), "device": str(engine.device),
                 "saes": {sid: {"model": s.model, "layer": s.layer, "token_selection": s.token_selection,
@@ -65,7 +66,7 @@ def create_worker_app(engine: LiveEngine, max_batch: int = 8, max_queue: int = 6
                 "loaded": engine.loaded_models(), "queue": {"pending": batcher.pending, "max": max_queue},
                 "batches": batcher.n_batches, "requests": batcher.n_jobs}
 
-    @app.post("/inspect")
+    @app.post("/inspect", response_model=InspectResponse)
     async def inspect(sae_id: Annotated[list[str], Form()], image: Annotated[UploadFile | None, File()] = None,
                       text: Annotated[str | None, Form()] = None, sample_id: Annotated[int | None, Form(ge=0)] = None) -> dict:
         """Features of one input for one or more SAEs (of the same model: one forward)."""
@@ -76,7 +77,7 @@ def create_worker_app(engine: LiveEngine, max_batch: int = 8, max_queue: int = 6
         codes = (await run(("codes", tuple(ids)), [item], lambda items: engine.codes(ids, items)))[0]
         return {"input": _describe(item), "results": {sid: _code_json(engine, c) for sid, c in codes.items()}}
 
-    @app.post("/steer")
+    @app.post("/steer", response_model=SteerResponse)
     async def steer_route(sae_id: Annotated[str, Form()], edits: Annotated[str, Form()] = "[]",
                           units: Annotated[str, Form()] = "max", patches: Annotated[str, Form()] = "",
                           targets: Annotated[str, Form()] = "", image: Annotated[UploadFile | None, File()] = None,

@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from sae_core.contract import resolve_recorded
 from sae_core.errors import FormatError
 
 
@@ -57,14 +58,8 @@ class LiveSae:
 
 
 def resolve_path(value: str, index_fpath: Path) -> Path:
-    """Index paths are absolute, or relative to the data root (the index folder's parent)."""
-    p = Path(value)
-    if p.is_absolute():
-        return p
-    for base in (index_fpath.resolve().parent.parent, index_fpath.resolve().parent):
-        if (base / p).exists():
-            return base / p
-    return index_fpath.resolve().parent.parent / p
+    """Index paths are absolute, or relative to the index file's folder (docs/data-contract.md, Paths)."""
+    return resolve_recorded(value, Path(index_fpath).resolve().parent)
 
 
 def read_specs(index_fpath: Path) -> dict[str, LiveSae]:
@@ -78,8 +73,7 @@ def read_specs(index_fpath: Path) -> dict[str, LiveSae]:
     for (sae_id, title, model, layer, tokens, gh, gw, d_in, d_sae, ckpt, store, dataset_id, modality) in rows:
         store_dpath = resolve_path(store, index_fpath)
         manifest = _store_manifest(store_dpath)
-        ds = manifest.get("dataset_dpath") or ""
-        ds_dpath = Path(ds) if Path(ds).is_absolute() else store_dpath / ds
+        ds_dpath = resolve_recorded(manifest.get("dataset_dpath") or "", store_dpath)
         specs[sae_id] = LiveSae(
             sae_id=sae_id, title=title, model=model, layer=layer, token_selection=tokens,
             grid=(int(gh), int(gw)) if gh else None, d_in=int(d_in), d_sae=int(d_sae),
@@ -118,12 +112,11 @@ def spec_from_checkpoint(sae_dpath: Path) -> LiveSae:
     store = (cfg.get("store") or {}).get("dpath")
     if not store:
         raise FormatError(f"{cfg_fpath}: the SAE does not name its activation store; give --index with an index that holds it")
-    store_dpath = Path(store) if Path(store).is_absolute() else (sae_dpath / store).resolve()
+    store_dpath = resolve_recorded(store, sae_dpath)
     m = _store_manifest(store_dpath)
     if not m:
         raise FormatError(f"{store_dpath}: the SAE's activation store is missing; it is needed to rebuild the extraction")
-    ds = Path(m.get("dataset_dpath") or "")
-    ds = ds if ds.is_absolute() else store_dpath / ds
+    ds = resolve_recorded(m.get("dataset_dpath") or "", store_dpath)
     modality = "text" if m.get("model") == "minilm" else "image"
     try:
         modality = json.loads((ds / "manifest.json").read_text()).get("modality", modality)
