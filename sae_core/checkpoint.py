@@ -91,7 +91,12 @@ def store_dpath(dpath: str | Path, cfg: dict | None = None) -> Path | None:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
-    """Load a saescope checkpoint, or one saved by SAELens, sparsify, saev or dictionary_learning."""
+    """Load a saescope checkpoint, or one saved by SAELens, sparsify, saev or dictionary_learning
+    (a local path, or `hf://owner/repo[/subfolder]` through the Hugging Face cache)."""
+    if str(path).startswith("hf://"):
+        from sae_core.hub import resolve_hub_path
+
+        path = resolve_hub_path(str(path))
     path = Path(path)
     found = detect(path)
     if found is None:
