@@ -35,19 +35,26 @@ def _page(db: Index, ctx: SaeCtx, fid: int) -> dict[str, Any]:
     return json.loads(raw)
 
 
-def _refs(ctx: SaeCtx, items: list[dict[str, Any]], heat: list[tuple[bytes | None, float | None]] | None = None) -> list[SampleRef]:
-    return [sample_ref(ctx, it["sample_id"], it["activation"], it["caption"], it["label"],
-                       decode_heatmap(*heat[i]) if heat else None) for i, it in enumerate(items)]
+Heat = dict[tuple[int, int, int], tuple[bytes | None, float | None]]
 
 
-def _heatmaps(db: Index, ctx: SaeCtx, fid: int, n_top: int) -> tuple[list, list]:
-    """Patch maps of the shown top rows and of the quantile rows, in page order (patch SAEs only)."""
+def _refs(ctx: SaeCtx, items: list[dict[str, Any]], heat: Heat | None = None, kind: int = 0) -> list[SampleRef]:
+    """Gallery tiles; patch maps are joined by key (kind, bin, sample_id), never by position."""
+    def hm(it: dict[str, Any]):
+        got = heat.get((kind, int(it.get("bin", 0)), int(it["sample_id"]))) if heat else None
+        return decode_heatmap(*got) if got else None
+    return [sample_ref(ctx, it["sample_id"], it["activation"], it["caption"], it["label"], hm(it)) for it in items]
+
+
+def _heatmaps(db: Index, ctx: SaeCtx, fid: int, n_top: int) -> Heat:
+    """Patch maps of the shown top rows (kind 0, bin 0) and of the quantile rows (kind 1), keyed by
+    (kind, bin, sample_id): a sample is in a feature's top list once and in one bin (patch SAEs only)."""
     rows = db.cursor().execute(
-        "SELECT 0 AS kind, 0 AS bin, rank, heatmap, heatmap_scale FROM feature_top "
+        "SELECT 0 AS kind, 0 AS bin, sample_id, heatmap, heatmap_scale FROM feature_top "
         "WHERE sae_id = ? AND feature_id = ? AND rank < ? UNION ALL "
-        "SELECT 1, bin, rank, heatmap, heatmap_scale FROM feature_quantiles WHERE sae_id = ? AND feature_id = ? "
-        "ORDER BY kind, bin, rank", [ctx.sae_id, fid, n_top, ctx.sae_id, fid]).fetchall()
-    return [(r[3], r[4]) for r in rows if r[0] == 0], [(r[3], r[4]) for r in rows if r[0] == 1]
+        "SELECT 1, bin, sample_id, heatmap, heatmap_scale FROM feature_quantiles WHERE sae_id = ? AND feature_id = ?",
+        [ctx.sae_id, fid, n_top, ctx.sae_id, fid]).fetchall()
+    return {(int(k), int(b), int(sid)): (h, sc) for k, b, sid, h, sc in rows}
 
 
 def feature_view(db: Index, ctx: SaeCtx, fid: int) -> FeatureView:
@@ -59,11 +66,9 @@ def _feature_view(db: Index, ctx: SaeCtx, fid: int) -> FeatureView:
     page = _page(db, ctx, fid)
     sid = ctx.sae_id
     top_items, q_items = page["top"][:N_TOP_SHOWN], page["quantiles"]
-    top_heat = q_heat = None
-    if ctx.summary.is_patch and (top_items or q_items):
-        top_heat, q_heat = _heatmaps(db, ctx, fid, N_TOP_SHOWN)
+    heat = _heatmaps(db, ctx, fid, N_TOP_SHOWN) if ctx.summary.is_patch and (top_items or q_items) else None
     bins: dict[int, list[SampleRef]] = {}
-    for it, ref in zip(q_items, _refs(ctx, q_items, q_heat), strict=True):
+    for it, ref in zip(q_items, _refs(ctx, q_items, heat, kind=1), strict=True):
         bins.setdefault(int(it["bin"]), []).append(ref)
     n_bins = _quantile_bins(db)
     max_act = page["feature"].get("max_act") or 0.0
@@ -77,7 +82,7 @@ def _feature_view(db: Index, ctx: SaeCtx, fid: int) -> FeatureView:
         n_both=n["n_both"], url=f"/sae/{sid}/feature/{n['feature_id']}", thumbs=_refs(ctx, n["thumbs"]))
         for n in page.get("coactivation", [])]
     return FeatureView.model_construct(
-        sae=ctx.summary, feature=feature_summary(sid, page["feature"]), top=_refs(ctx, top_items, top_heat),
+        sae=ctx.summary, feature=feature_summary(sid, page["feature"]), top=_refs(ctx, top_items, heat),
         quantiles=[QuantileBin.model_construct(bin=b, samples=s, lo=max_act * b / n_bins if n_bins else None,
                                                hi=max_act * (b + 1) / n_bins if n_bins else None)
                    for b, s in sorted(bins.items())],

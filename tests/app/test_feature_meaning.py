@@ -102,3 +102,19 @@ def test_neuron_alignment_on_the_feature_page_and_dashboard(client, index_path):
     dash = client.get(f"/sae/{PATCH}/dashboard").text
     assert "Ultra-low-density cluster" in dash and "nearly one direction" in dash and f'/sae/{PATCH}/feature/61"' in dash
     assert client.get(f"/sae/{POOLED}/dashboard.json").json()["low_density"] is None
+
+
+def test_heatmaps_are_joined_to_their_own_samples(client, index_path):
+    from make_fixture_index import PATCH
+
+    from app.views.common import decode_heatmap
+
+    con = duckdb.connect(str(index_path), read_only=True)
+    j = client.get(f"/sae/{PATCH}/feature/3.json").json()
+    top = {s: decode_heatmap(h, sc) for s, h, sc in con.execute(
+        "SELECT sample_id, heatmap, heatmap_scale FROM feature_top WHERE sae_id = ? AND feature_id = 3", [PATCH]).fetchall()}
+    assert j["top"] and all(t["heatmap"] == pytest.approx(top[t["sample_id"]]) for t in j["top"])
+    quant = {(b, s): decode_heatmap(h, sc) for b, s, h, sc in con.execute(
+        "SELECT bin, sample_id, heatmap, heatmap_scale FROM feature_quantiles WHERE sae_id = ? AND feature_id = 3", [PATCH]).fetchall()}
+    shown = [(q["bin"], t) for q in j["quantiles"] for t in q["samples"]]
+    assert shown and all(t["heatmap"] == pytest.approx(quant[(b, t["sample_id"])]) for b, t in shown)
