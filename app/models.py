@@ -87,7 +87,8 @@ class FeatureCard(FeatureSummary):
     """Hover card on the map: stats plus a few top samples."""
 
     top: list[SampleRef]
-    top_label_fraction: float | None = Field(default=None, description="share of the top samples carrying top_label (home page examples)")
+    top_label_fraction: float | None = Field(default=None, description="home page examples: share of the 16 top samples "
+                                             "carrying top_label (then their most common label)")
 
 
 class FeatureTable(BaseModel):

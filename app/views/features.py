@@ -128,33 +128,40 @@ def feature_card(db: Index, ctx: SaeCtx, fid: int) -> FeatureCard:
 
 N_EXAMPLES = 6
 MIN_PURITY = 0.5
-"""A first-look feature's most common label covers at least half of its top samples."""
+"""A first-look feature's most common label covers at least half of its PURITY_TOP top samples."""
+PURITY_TOP = 16
+"""Purity is measured on the samples a name describes (precompute.naming.NAME_TOP), not on all top-N."""
 
 
 def example_features(db: Index, ctx: SaeCtx) -> list[FeatureCard]:
-    """A first look at an SAE, by a stated purity rule: firing features whose top label covers at
-    least MIN_PURITY of their top samples, purest first (then lowest label entropy, best name
-    score), at most one per feature-map cluster and per top label so the examples differ. Without
-    labels: the best-named features, then the strongest."""
-    rank = "purity DESC NULLS LAST, label_entropy NULLS LAST, name_score DESC NULLS LAST, max_act DESC, feature_id"
+    """A first look at an SAE, by a stated purity rule: firing features whose most common label
+    covers at least MIN_PURITY of their PURITY_TOP most activating samples, purest first (then
+    best name score, strongest), at most one per feature-map cluster and per label so the examples
+    differ. Without labels: the best-scored names, then the strongest."""
+    rank = "purity DESC NULLS LAST, name_score DESC NULLS LAST, max_act DESC, feature_id"
 
     def pick() -> list[FeatureCard]:
         # A feature pure on 4 samples is luck, not meaning: ask for ~20 where the dataset allows.
         min_fired = max(N_CARD_THUMBS, min(20, (ctx.summary.n_samples or 0) // 50))
         rows = db.all(
-            f"""WITH p AS (SELECT feature_id, max(fraction) AS purity FROM feature_labels WHERE sae_id = ? GROUP BY feature_id),
-                cand AS (SELECT f.*, p.purity FROM features f LEFT JOIN p USING (feature_id)
+            f"""WITH lab AS (SELECT t.feature_id, s.label, count(*) AS c FROM feature_top t
+                             JOIN samples s ON s.dataset_id = ? AND s.sample_id = t.sample_id
+                             WHERE t.sae_id = ? AND t.rank < ? AND s.label IS NOT NULL GROUP BY t.feature_id, s.label),
+                p AS (SELECT feature_id, arg_max(label, c) AS lab, max(c) / sum(c) AS purity FROM lab GROUP BY feature_id),
+                cand AS (SELECT f.*, p.purity, p.lab FROM features f LEFT JOIN p USING (feature_id)
                          WHERE f.sae_id = ? AND f.n_fired >= ? AND (p.purity IS NULL OR p.purity >= ?))
-                SELECT feature_id, purity FROM (
+                SELECT feature_id, purity, lab FROM (
                   SELECT * FROM cand
                   QUALIFY row_number() OVER (PARTITION BY CASE WHEN cluster_id >= 0 THEN cluster_id ELSE -1 - feature_id END
                                              ORDER BY {rank}) = 1)
-                QUALIFY row_number() OVER (PARTITION BY coalesce(top_label, feature_id::VARCHAR) ORDER BY {rank}) = 1
-                ORDER BY {rank} LIMIT ?""", [ctx.sae_id, ctx.sae_id, min_fired, MIN_PURITY, N_EXAMPLES])
+                QUALIFY row_number() OVER (PARTITION BY coalesce(lab, feature_id::VARCHAR) ORDER BY {rank}) = 1
+                ORDER BY {rank} LIMIT ?""",
+            [ctx.dataset_id, ctx.sae_id, PURITY_TOP, ctx.sae_id, min_fired, MIN_PURITY, N_EXAMPLES])
         cards = []
         for r in rows:
             card = feature_card(db, ctx, r["feature_id"])
-            card.top_label_fraction = r["purity"]
+            if r["purity"] is not None:
+                card.top_label, card.top_label_fraction = r["lab"], r["purity"]
             cards.append(card)
         return cards
     return db.cached(("examples", ctx.sae_id), pick)
