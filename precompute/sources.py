@@ -456,7 +456,8 @@ class EmojiSource(Source):
 def open_source(spec: str, **kwargs) -> Source:
     """Open a dataset spec.
 
-    - `emoji` / `emoji:N`: packaged Noto emoji; `wordnet` / `wordnet:N`: WordNet definitions;
+    - `emoji` / `emoji:N`: packaged Noto emoji; `emoji-styles[:N]` / `emoji:noto,google,twitter[:N]`:
+      the same emoji in several art styles (precompute.sources_emoji); `wordnet` / `wordnet:N`: WordNet definitions;
     - `text:FILE`: one text sample per line;
     - a table file (.csv .tsv .parquet .jsonl .json) with image paths relative to it, or (Hub-style
       Parquet) the images themselves as bytes or `{bytes, path}` structs;
@@ -467,10 +468,12 @@ def open_source(spec: str, **kwargs) -> Source:
 
     Table keyword arguments (`image_col`, `caption_col`, `label_col`) also apply to HF folders.
     """
+    if spec == "emoji-styles" or spec.startswith("emoji-styles:") or (spec.startswith("emoji:") and not spec[6:].isdigit()):
+        from precompute.sources_emoji import open_emoji_styles
+
+        return open_emoji_styles(spec)
     if spec == "emoji" or spec.startswith("emoji:"):
         arg = spec.split(":", 1)[1] if ":" in spec else "0"
-        if not arg.isdigit():
-            raise DataError(f"{spec}: use emoji or emoji:N (the first N emoji)")
         return EmojiSource(limit=int(arg))
     if spec == "wordnet" or spec.startswith("wordnet:"):
         arg = spec.split(":", 1)[1] if ":" in spec else "0"

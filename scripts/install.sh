@@ -19,6 +19,17 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends $missing >/dev/null
 fi
 
+# Google's and Twitter's emoji (MIT, 64 px PNGs + names and categories) for the multi-style demo;
+# without npm the demo goes on with the Noto set alone.
+npm_pkgs="emoji-datasource-google@16.0.0 emoji-datasource-twitter@16.0.0"
+if command -v npm >/dev/null 2>&1; then
+  [ -f .npm-data/node_modules/emoji-datasource-twitter/emoji.json ] && [ -f .npm-data/node_modules/emoji-datasource-google/emoji.json ] \
+    || { echo "==> npm install --prefix .npm-data $npm_pkgs"; npm install -s --no-audit --no-fund --prefix .npm-data $npm_pkgs \
+         || echo "==> npm install failed: the demo will use the Noto emoji only"; }
+else
+  echo "==> npm not found: the demo will use the Noto emoji only (apt-get install npm, then rerun for Google's and Twitter's)"
+fi
+
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 . .venv/bin/activate
