@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from precompute.cli_args import add_dataclass_args, dataclass_from_args
+from precompute.cli_args import add_config_option, add_dataclass_args, dataclass_from_args, parse_args
 from sae_core.errors import SaescopeError
 
 
@@ -191,11 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     from precompute.publish_cli import add_publish_parser
 
     add_publish_parser(sub)
+    add_config_option(sub)  # every command reads --config FILE.toml
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)  # --config FILE.toml supplies defaults; flags win
     try:
         args.func(args)
     except SaescopeError as e:
