@@ -9,6 +9,7 @@ slices of whole shards and each resumes its own slice (see `sae_core.store.RankS
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -135,7 +136,7 @@ def _extract(cfg: ExtractConfig, d: distributed.Dist) -> ExtractResult:
         return result
     todo = [i for i, complete in enumerate(done) if not complete]
     work = MultiLayerExtractor([extractor.extractors[i] for i in todo])
-    headers = [_header(dataset, ex, revision, cfg) for ex in work.extractors]
+    headers = [_header(dataset, ex, revision, layer_cfgs[i]) for i, ex in zip(todo, work.extractors)]
     if not d.enabled:
         writers = [StoreWriter(dpaths[i], h) for i, h in zip(todo, headers)]
         _run(cfg, dataset, work, writers, 0, n_samples)
@@ -171,6 +172,7 @@ def _header(dataset: PreparedDataset, extractor, revision: str | None, cfg: Extr
         header["image_size"] = info.input_side
     if extractor.generates_images:
         header["thumbs_dpath"] = GENERATED_THUMBS
+    header["config"] = dataclasses.asdict(cfg)  # the resolved options (flags over --config), this layer's alone
     return header
 
 

@@ -42,7 +42,8 @@ def clip_folder(tmp_path_factory):
 
 def _stable(manifest: dict) -> dict:
     """A manifest without what differs between two runs' folders (times, data roots)."""
-    return {k: v for k, v in manifest.items() if k not in VOLATILE | {"dataset_dpath"}}
+    config = {k: v for k, v in manifest["config"].items() if k != "data_root"}
+    return {k: v for k, v in manifest.items() if k not in VOLATILE | {"dataset_dpath", "config"}} | {"config": config}
 
 
 def _rows(dpath):
