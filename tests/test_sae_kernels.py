@@ -136,3 +136,29 @@ def test_sum_by_latent_is_the_sparse_transpose_product():
         for j, w in zip(indices[r].tolist(), weights[r].tolist()):
             truth[j] += w * dense[r]
     torch.testing.assert_close(sum_by_latent(indices, weights, dense, 50), truth, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dead_every", [2, 3])  # sparse and dense AuxK codes
+def test_under_bfloat16_autocast_the_fast_training_loss_matches_plain(monkeypatch, dead_every):
+    """CUDA trains under bfloat16 autocast: the dense AuxK matmul then runs in bfloat16 too, and the
+    fast path's loss and gradients stay within bfloat16 rounding of the plain computation's."""
+    import sae_core.model as model
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 16)
+    results = []
+    for fn, decode in ((topk_encode_plain, _plain_decode), (topk_encode_sparse, sparse_decode)):
+        monkeypatch.setattr(model, "topk_encode", fn)
+        monkeypatch.setattr(model, "sparse_decode", decode)
+        torch.manual_seed(0)
+        sae = SparseAutoencoder(SAEConfig(arch="topk", k=4, d_in=16, d_sae=96))
+        sae.init_from_data(x)
+        dead = torch.zeros(96, dtype=torch.bool)
+        dead[::dead_every] = True
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = sae(x, dead)
+        out.loss.backward()
+        results.append((out.recon.detach(), out.aux.detach(), sae.W_enc.grad.clone(), sae.W_dec.grad.clone()))
+    assert float(results[1][1]) > 0
+    for a, b in zip(*results):
+        torch.testing.assert_close(a.float(), b.float(), rtol=0.05, atol=0.02)
