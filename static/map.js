@@ -97,6 +97,7 @@ function readState() {
     z: z !== null && z > 0 ? clampZoom(z) : null, // zero, negative: default; huge or tiny: the wheel's range
     sel: parseRanges(p.get('sel') || ''),
     sample: /^\d{1,15}$/.test(sample) ? Number(sample) : null,
+    feature: /^\d{1,10}$/.test((p.get('feature') || '').trim()) ? Number(p.get('feature').trim()) : null, // samples map coloured by it
   };
 }
 
@@ -136,6 +137,7 @@ function writeState() {
     const sel = toRanges(selectedIds());
     if (sel && sel.length < 1800) p.set('sel', sel);
     if (state.sample !== null && state.map === 'samples') p.set('sample', state.sample);
+    if (state.feature !== null && state.map === 'samples') p.set('feature', state.feature);
     history.replaceState(null, '', `${location.pathname}?${p}`);
   }, 120);
 }
@@ -302,10 +304,26 @@ function ramp(t) { // viridis-like
   return stops[i].map((v, j) => Math.round(v + (stops[i + 1][j] - v) * f));
 }
 
+// The samples map is coloured by one feature's activation when the URL names it (`feature=N`).
+function colorKey() {
+  if (state.map === 'features') return state.color;
+  return state.feature !== null && pts.act && pts.act.feature === state.feature ? 'act' : 'cluster';
+}
+
+async function loadFeatureActivations() {
+  if (state.map !== 'samples' || state.feature === null || (pts.act && pts.act.feature === state.feature)) return;
+  const res = await fetch(`/sae/${encodeURIComponent(saeId)}/feature/${state.feature}/activations.bin`);
+  if (!res.ok) { statusEl.textContent = `feature ${state.feature}: no activations (${res.status})`; return; }
+  const a = parsePoints(await res.arrayBuffer());
+  if (a.n !== pts.n) return;
+  pts.cols.act = a.cols.act;
+  pts.act = { feature: state.feature, spec: a.header.columns[0], nValued: a.header.n_valued };
+}
+
 function colors() {
   const n = pts.n;
   const out = new Uint8Array(n * 4);
-  const key = state.map === 'features' ? state.color : 'cluster';
+  const key = colorKey();
   const q = pts.cols[key];
   const cl = pts.cols.cluster;
   for (let i = 0; i < n; i++) {
@@ -409,10 +427,10 @@ let legendOpen = false;
 function renderLegend() {
   legendEl.replaceChildren();
   if (!pts) return;
-  const key = state.map === 'features' ? state.color : 'cluster';
-  const spec = pts.header.columns.find((c) => c.name === key);
+  const key = colorKey();
+  const spec = key === 'act' ? pts.act.spec : pts.header.columns.find((c) => c.name === key);
   if (key !== 'cluster' && spec) {
-    legendEl.appendChild(el('div', { class: 'legend-title' }, COLOR_NAMES[key] || key));
+    legendEl.appendChild(el('div', { class: 'legend-title' }, key === 'act' ? `feature #${pts.act.feature} activation` : (COLOR_NAMES[key] || key)));
     const row = el('div', { class: 'legend-ramp' });
     row.appendChild(el('span', {}, fmtTick(spec.min, spec.log10)));
     row.appendChild(el('span', { class: 'ramp-bar', 'aria-hidden': 'true' }));
@@ -420,7 +438,7 @@ function renderLegend() {
     legendEl.appendChild(row);
     const miss = el('div', { class: 'legend-item' });
     miss.appendChild(el('i', { style: `background: rgb(${NOISE.join(',')})` }));
-    miss.appendChild(document.createTextNode(spec.log10 ? 'never fires' : 'no value'));
+    miss.appendChild(document.createTextNode(spec.log10 ? 'never fires' : key === 'act' ? 'not among its strongest features' : 'no value'));
     legendEl.appendChild(miss);
   } else {
     // the largest clusters, and a toggle that lists them all in a scrollable box
@@ -469,6 +487,7 @@ async function loadMap(which) {
   }
   pts = cache[which];
   grid = pts.grid;
+  await loadFeatureActivations();
   const [x0, x1, y0, y1] = pts.bb;
   view.fit = 0.92 / Math.max(x1 - x0, y1 - y0);
   if (R) {

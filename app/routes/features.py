@@ -9,8 +9,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.db import DbDep
 from app.deps import FeatureId, SaeDep
+from app.errors import NotFoundError
 from app.models import FeatureCard, FeatureView
 from app.render import page
+from app.views.feature_map import feature_activations
 from app.views.features import feature_card, feature_view, random_feature_id
 
 router = APIRouter(tags=["features"])
@@ -38,6 +40,16 @@ def feature_json(db: DbDep, sae: SaeDep, fid: FeatureId) -> Response:
 def feature_card_json(db: DbDep, sae: SaeDep, fid: FeatureId) -> Response:
     """Small payload for map hover: stats and a few top samples."""
     return Response(feature_card(db, sae, fid).model_dump_json(), media_type="application/json")
+
+
+@router.get("/sae/{sae_id}/feature/{fid}/activations.bin", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}}})
+def feature_activations_bin(db: DbDep, sae: SaeDep, fid: FeatureId) -> Response:
+    """The feature's activation on every dataset-map sample (the map's 'colour by feature')."""
+    if fid >= sae.d_sae:
+        raise NotFoundError(f"SAE {sae.sae_id!r} has no feature {fid}.")
+    return Response(db.cached(("feature_activations", sae.sae_id, fid), lambda: feature_activations(db, sae.sae_id, fid)),
+                    media_type="application/octet-stream", headers={"Cache-Control": "public, max-age=3600"})
 
 
 @router.get("/sae/{sae_id}/feature/{fid}", response_class=HTMLResponse)
