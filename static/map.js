@@ -557,6 +557,25 @@ function setSelection(indices) {
   renderSelection(indices);
 }
 
+const MAX_TABLE_IDS_CHARS = 12000; // the feature table's `ids` parameter limit
+
+// The whole selection (not only the listed part) opens in the feature table as id ranges; a selection
+// too scattered for one link says so instead of being cut.
+function tableLink(indices) {
+  const li = document.createElement('li');
+  li.className = 'sel-table';
+  const ranges = toRanges(indices.map(idOf));
+  if (ranges.length > MAX_TABLE_IDS_CHARS) {
+    li.textContent = `${indices.length.toLocaleString()} features in too many separate ranges for one link; select fewer`;
+    return li;
+  }
+  const a = document.createElement('a');
+  a.href = `/sae/${encodeURIComponent(saeId)}/features?ids=${ranges}`;
+  a.textContent = `open all ${indices.length.toLocaleString()} in the feature table`;
+  li.appendChild(a);
+  return li;
+}
+
 async function renderSelection(indices) {
   selCount.textContent = indices.length ? `(${indices.length.toLocaleString()})` : '';
   const hint = document.getElementById('sel-hint');
@@ -565,6 +584,7 @@ async function renderSelection(indices) {
   const ids = indices.slice(0, MAX_LIST).map(idOf);
   if (!ids.length) return;
   if (state.map === 'features') {
+    selList.appendChild(tableLink(indices));
     const res = await fetch(`/sae/${encodeURIComponent(saeId)}/features.json?limit=${MAX_LIST}&ids=${toRanges(ids)}`);
     if (!res.ok) return;
     const body = await res.json();

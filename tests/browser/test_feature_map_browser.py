@@ -29,3 +29,14 @@ def test_a_bad_feature_in_the_url_leaves_cluster_colours(page, server):
     page.goto(f"{server}/sae/{POOLED}?map=samples&feature=abc")
     page.wait_for_selector("#explorer[data-ready='samples']", timeout=15000)
     assert "feature #" not in page.inner_text("#legend")
+
+
+def test_a_map_selection_opens_whole_in_the_feature_table(page, server):
+    page.goto(f"{server}/sae/{POOLED}?map=features&sel=1-3,9")
+    link = page.wait_for_selector(".sel-table a", timeout=15000)
+    assert link.get_attribute("href") == f"/sae/{POOLED}/features?ids=1-3,9"
+    assert "open all 4" in link.inner_text()
+    link.click()
+    page.wait_for_selector("table.feature-table")
+    rows = page.eval_on_selector_all("table.feature-table tbody tr", "rs => rs.map(r => r.dataset.feature)")
+    assert rows == ["1", "2", "3", "9"]
