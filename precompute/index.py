@@ -9,6 +9,7 @@ re-running with the same inputs returns at once. Under torchrun the ranks share 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections import Counter
@@ -74,6 +75,7 @@ def build_index(cfg: IndexConfig) -> IndexResult:
         raise ConfigError("no SAE given; pass --sae PATH (a checkpoint folder from `saescope train`)")
     if Path(cfg.out).is_dir():
         raise ConfigError(f"--out {cfg.out} is a folder; name the index file to write, e.g. {Path(cfg.out) / 'explorer.duckdb'}")
+    cfg = local_sae_paths(cfg)
     with distributed.session() as d, _duckdb_errors_are_user_errors(cfg.out):
         result = distributed.broadcast_object(_reused_index(cfg) if d.is_main else None)
         if result is None:
@@ -186,6 +188,15 @@ def _inputs_hash(cfg: IndexConfig) -> str:
     ident = {k: v for k, v in cfg.__dict__.items() if k not in ("out", "device", "chunk_samples")}
     ident["precision"] = _precision(cfg)
     return short_hash({"cfg": ident, "files": stamps, "schema": SCHEMA_VERSION}, 32)
+
+
+def local_sae_paths(cfg: IndexConfig) -> IndexConfig:
+    """`hf://owner/repo/sub` SAEs as their folders in the Hugging Face cache (downloaded when online)."""
+    from sae_core.hub import is_hub_path, resolve_hub_path
+
+    if not any(is_hub_path(s) for s in cfg.saes):
+        return cfg
+    return dataclasses.replace(cfg, saes=tuple(str(resolve_hub_path(s)) if is_hub_path(s) else s for s in cfg.saes))
 
 
 def _precision(cfg: IndexConfig) -> str:

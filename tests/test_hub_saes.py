@@ -54,3 +54,24 @@ def test_hub_errors_are_one_line(hub_cache):
     with pytest.raises(FormatError, match=r"hf://owner/repo\[/subfolder\]"):
         load("hf://justone")
     assert split_hub_path("hf://a/b/c/d@v1") == ("a/b", "c/d", "v1")
+
+
+def test_index_takes_a_hub_sae(hub_cache, tmp_path):
+    """`saescope index --sae hf://owner/saes/blocks.7 --store ...` indexes the cached SAELens export."""
+    import duckdb
+    import numpy as np
+
+    from precompute.cli import main
+    from tests.precompute_helpers import make_dataset, make_store
+
+    rng = np.random.default_rng(0)
+    acts = (rng.standard_normal((60, 8)) * 2).astype(np.float32)
+    store = make_store(tmp_path / "data", acts, dataset_dpath=make_dataset(tmp_path / "data", 60))
+    out = tmp_path / "hub.duckdb"
+    assert main(["index", "--sae", "hf://owner/saes/blocks.7", "--store", str(store), "--out", str(out), "--device", "cpu"]) == 0
+    with duckdb.connect(str(out), read_only=True) as con:
+        d_sae, n = con.execute("SELECT d_sae, n_samples FROM saes").fetchall()[0]
+        fired = con.execute("SELECT sum(n_fired) FROM features").fetchall()[0][0]
+    with torch.no_grad():
+        expected = int((hub_cache.encode(torch.from_numpy(acts)) > 0).sum())
+    assert (d_sae, n) == (24, 60) and fired == expected
