@@ -49,3 +49,31 @@ def test_text_demo_builds_named_features(tmp_path, monkeypatch):
     assert {f[1] for f in features} <= set(WORDNET_LEXNAMES) | {None}
     # a second call reuses every stage
     assert build_text_demo(str(tmp_path), limit=300, epochs=4, d_sae=256, k=8) == fpath
+    _live_text_equals_index(fpath)
+
+
+def _live_text_equals_index(fpath: Path) -> None:
+    """Live inspection of a typed text (the worker's text path) gives the index's features for the
+    dataset sample with that text."""
+    import duckdb
+
+    from precompute.live.engine import LiveEngine
+    from precompute.live.inputs import InputError, LiveInput
+
+    engine = LiveEngine(fpath, "cpu")
+    (sae_id, spec), = engine.specs.items()
+    assert spec.modality == "text"
+    for sample_id in (0, 123):
+        with duckdb.connect(str(fpath), read_only=True) as con:
+            text = con.execute("SELECT caption FROM samples WHERE sample_id = ?", [sample_id]).fetchone()[0]
+        code = engine.codes([sae_id], [LiveInput(text, "text")])[0][sae_id]
+        with duckdb.connect(str(fpath), read_only=True) as con:
+            stored = con.execute("SELECT feature_id, activation FROM sample_top WHERE sae_id = ? AND sample_id = ? ORDER BY rank",
+                                 [sae_id, sample_id]).fetchall()
+        live = [(f, v) for f, v, _ in code.feature_scores()][: len(stored)]
+        assert [f for f, _ in live] == [f for f, _ in stored]
+        assert all(abs(a - b) < 1e-3 for (_, a), (_, b) in zip(live, stored))
+    with pytest.raises(InputError, match="text inputs"):
+        from PIL import Image
+
+        engine.codes([sae_id], [LiveInput(Image.new("RGB", (8, 8)), "image")])
