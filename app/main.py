@@ -22,7 +22,7 @@ from app.routes import features, files, game, home, live, saes, samples, search
 from app.settings import Settings
 
 
-PAGE_THREADS = 4
+PAGE_THREADS = 2
 """Threads per worker for sync handlers (pages, JSON, search). More threads only time-slice the
 GIL, stretching every request and starving the event loop that serves thumbnails; a few keep one
 request on a CPU while another waits on DuckDB (which releases the GIL)."""

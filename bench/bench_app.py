@@ -43,13 +43,14 @@ def build_index(path: Path, n_features: int, n_top: int, n_samples: int, n_big: 
     create_schema(con)
     h = "hash(feature_id * 7919 + r)"  # cheap deterministic pseudo-randomness
     con.execute("INSERT INTO schema_version VALUES (?, 'bench', now()::TIMESTAMP)", [SCHEMA_VERSION])
-    con.execute("INSERT INTO datasets VALUES ('bench-ds', 'image', 'synthetic', ?, NULL, true)", [n_samples])
+    con.execute("INSERT INTO datasets VALUES ('bench-ds', 'image', 'synthetic', ?, 'thumbs', true)", [n_samples])
     con.execute("INSERT INTO samples SELECT 'bench-ds', i, 'img/' || i || '.png', 'a photo of thing ' || (i % 997), "
                 "'class' || (i % 100), 224, 224 FROM range(?) t(i)", [n_samples])
     for sid, d in [(SAE, n_features), (BIG, n_big)]:
         con.execute("INSERT INTO saes VALUES (?, ?, 'bench-ds', 'synthetic', 'blocks.0', 'pooled', 'topk', 1024, ?, 32, "
                     "NULL, NULL, ?, ?, 32, 0.8, 0.2, 0.01, 'x', 'y', '{}')", [sid, sid, d, n_samples, n_samples])
-        con.execute("INSERT INTO features SELECT ?, i, 'feature name ' || i, (hash(i) % 10000 + 1) / 1e6, hash(i) % 1000, "
+        con.execute("INSERT INTO features (sae_id, feature_id, name, density, n_fired, mean_act, max_act, label_entropy, "
+                    "top_label, cluster_id, x, y) SELECT ?, i, 'feature name ' || i, (hash(i) % 10000 + 1) / 1e6, hash(i) % 1000, "
                     "(hash(i * 3) % 1000) / 100.0, (hash(i * 5) % 1000) / 50.0, (hash(i * 7) % 400) / 100.0, "
                     "'class' || (i % 100), CAST(i % 50 AS INTEGER) - 1, "
                     "CAST((i % 50) * 3 + (hash(i * 11) % 1000) / 400.0 AS REAL), "
@@ -63,7 +64,7 @@ def build_index(path: Path, n_features: int, n_top: int, n_samples: int, n_big: 
                 "FROM range(?) t(i), range(5) k(r) ORDER BY i, r", [SAE, n_features])
     con.execute("INSERT INTO feature_neighbors SELECT ?, i, r, (i + r + 1) % ?, CAST(0.9 - r * 0.05 AS REAL) "
                 "FROM range(?) t(i), range(10) k(r) ORDER BY i, r", [SAE, n_features, n_features])
-    con.execute("INSERT INTO clusters SELECT ?, 'features', c, 'cluster ' || c, 100, c % 50 * 3, 0 FROM range(49) t(c)", [SAE])
+    con.execute("INSERT INTO clusters (sae_id, map, cluster_id, name, size, x, y) SELECT ?, 'features', c, 'cluster ' || c, 100, c % 50 * 3, 0 FROM range(49) t(c)", [SAE])
     con.execute("INSERT INTO sample_map SELECT ?, i, CAST((hash(i) % 100000) / 1000.0 AS REAL), "
                 "CAST((hash(i * 3) % 100000) / 1000.0 AS REAL), CAST(i % 20 AS INTEGER) FROM range(?) t(i)", [SAE, n_samples])
     con.execute("INSERT INTO sample_top SELECT ?, i, r, CAST(hash(i * 5 + r) % ? AS INTEGER), CAST(5.0 - r AS REAL) "
@@ -85,39 +86,100 @@ def start_server(index: Path, workers: int) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
+    deadline = time.monotonic() + 180  # a busy machine starts workers slowly
+    while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+            if httpx.get(f"{base}/health", timeout=5).status_code == 200:
                 return proc, base
         except httpx.TransportError:
-            time.sleep(0.1)
+            time.sleep(0.2)
     proc.kill()
     raise RuntimeError("server did not start")
 
 
 async def load(base: str, urls: list[str], concurrency: int) -> tuple[list[float], list[float], float, int]:
     """Client-side latencies, server-side ones (the app's Server-Timing header), wall time, errors."""
-    lat: list[float] = []
-    server: list[float] = []
-    errors = 0
-    queue = list(urls)
+    by_kind, wall = await load_kinds(base, [("all", u) for u in urls], concurrency)
+    lat, server, errors = by_kind["all"]
+    return lat, server, wall, errors
+
+
+async def load_kinds(base: str, jobs: list[tuple[str, str]], concurrency: int) -> tuple[dict, float]:
+    """Run (kind, url) jobs with `concurrency` clients; per kind: client ms, server ms, errors."""
+    out: dict[str, tuple[list[float], list[float], int]] = {}
+    queue = list(jobs)
 
     async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal errors
         while queue:
-            url = queue.pop()
+            kind, url = queue.pop()
+            lat, server, errors = out.setdefault(kind, ([], [], 0))
             t0 = time.perf_counter()
-            r = await client.get(url)
+            try:
+                r = await client.get(url)
+                ok, timing = r.status_code == 200, r.headers.get("server-timing", "")
+            except httpx.TransportError:
+                ok, timing = False, ""
             lat.append((time.perf_counter() - t0) * 1000)
-            errors += r.status_code != 200
-            timing = r.headers.get("server-timing", "")
+            if not ok:
+                out[kind] = (lat, server, errors + 1)
             if "dur=" in timing:
                 server.append(float(timing.split("dur=")[1].split(",")[0]))
 
     t0 = time.perf_counter()
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-    return lat, server, time.perf_counter() - t0, errors
+    return out, time.perf_counter() - t0
+
+
+MIX = (("feature page", 0.30), ("feature JSON", 0.25), ("search", 0.15), ("thumbnail", 0.30))
+"""The issue-14 load mix: shares of requests by kind."""
+SEARCH_WORDS = ["thing", "photo of thing", "class7", "things 12", "name", "feature name 42", "\"photo of\"", "classes"]
+
+
+def mix_jobs(rng: random.Random, n: int, n_features: int, n_thumbs: int, kinds=MIX) -> list[tuple[str, str]]:
+    """n requests drawn from `kinds` by their shares."""
+    def url(kind: str) -> str:
+        if kind == "feature page":
+            return f"/sae/{SAE}/feature/{rng.randrange(n_features)}"
+        if kind == "feature JSON":
+            return f"/sae/{SAE}/feature/{rng.randrange(n_features)}.json"
+        if kind == "search":
+            return f"/sae/{SAE}/search?q={rng.choice(SEARCH_WORDS)}&page={rng.randint(1, 3)}"
+        return f"/thumb/bench-ds/{rng.randrange(n_thumbs)}.webp"
+    names, weights = zip(*kinds, strict=True)
+    return [(k, url(k)) for k in rng.choices(names, weights, k=n)]
+
+
+def write_thumbs(dpath: Path, n: int) -> None:
+    """n small WebP tiles (~1-2 KB, like 64 px thumbnails) named <sample_id>.webp."""
+    from PIL import Image
+
+    dpath.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        if not (dpath / f"{i}.webp").exists():
+            Image.new("RGB", (64, 64), ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)).save(dpath / f"{i}.webp")
+
+
+def run_mix(base: str, args) -> None:
+    """Thumbnails alone, then the 4-kind mix, each with `--mix-clients` clients; one table."""
+    rng = random.Random(1)
+    rows = []
+    for label, kinds in [("thumbnails alone", (("thumbnail", 1.0),)), ("mix", MIX)]:
+        asyncio.run(load_kinds(base, mix_jobs(rng, 200, args.features, args.thumbs, kinds), 8))  # warm up
+        out, wall = asyncio.run(load_kinds(base, mix_jobs(rng, args.requests, args.features, args.thumbs, kinds),
+                                           args.mix_clients))
+        everything = [x for lat, _, _ in out.values() for x in lat]
+        for kind, (lat, server, errors) in sorted(out.items()):
+            rows.append((label, kind, len(lat), errors, pct(lat, 50), pct(lat, 99), pct(server, 50), pct(server, 99), len(lat) / wall))
+        if len(out) > 1:
+            errs = sum(e for _, _, e in out.values())
+            rows.append((label, "all", len(everything), errs, pct(everything, 50), pct(everything, 99), float("nan"),
+                         float("nan"), len(everything) / wall))
+    print(f"\n{args.mix_clients} clients, {args.workers} worker(s), {os.cpu_count()} CPUs; ms")
+    print(f"{'run':<18}{'kind':<14}{'n':>6}{'errors':>7}{'client p50':>11}{'p99':>8}{'server p50':>11}{'p99':>8}{'req/s':>8}")
+    for label, kind, n, err, p50, p99, s50, s99, rps in rows:
+        print(f"{label:<18}{kind:<14}{n:>6}{err:>7}{p50:>11.1f}{p99:>8.1f}{s50:>11.1f}{s99:>8.1f}{rps:>8.0f}")
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -153,6 +215,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--index", type=Path, default=None, help="reuse/build the index here")
     ap.add_argument("--no-browser", action="store_true")
+    ap.add_argument("--mix", action="store_true", help="only the issue-14 mix: thumbnails alone, then pages/JSON/search/thumbnails")
+    ap.add_argument("--mix-clients", type=int, default=50)
+    ap.add_argument("--thumbs", type=int, default=2000, help="thumbnail files written for the mix")
     args = ap.parse_args()
 
     index = args.index or Path(tempfile.mkdtemp()) / "bench.duckdb"
@@ -160,8 +225,12 @@ def main() -> None:
         t0 = time.perf_counter()
         build_index(index, args.features, args.top, args.samples, args.big_map)
         print(f"built {index} ({index.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t0:.1f} s")
+    write_thumbs(index.parent / "thumbs", args.thumbs)
     proc, base = start_server(index, args.workers)
     try:
+        if args.mix:
+            run_mix(base, args)
+            return
         rows = []
         rng = random.Random(0)
         for conc in args.concurrency:

@@ -182,9 +182,16 @@ def _id_view(db: Index, ctx: SaeCtx, fid: int, base: dict[str, Any]) -> SearchVi
 
 
 def search_view(db: Index, ctx: SaeCtx, q: str, page: int, page_size: int, filters: Filters | None = None) -> SearchView:
-    """One page of results; `view.redirect` is set when the HTML page should go elsewhere."""
+    """One page of results; `view.redirect` is set when the HTML page should go elsewhere.
+    Cached per index like every derived view: the same search (often a shared link, or the
+    next page's way back) is answered once."""
     filters = filters or Filters()
     q = q.strip()
+    return db.cached(("search", ctx.sae_id, q, page, page_size, filters),
+                     lambda: _search_view(db, ctx, q, page, page_size, filters))
+
+
+def _search_view(db: Index, ctx: SaeCtx, q: str, page: int, page_size: int, filters: Filters) -> SearchView:
     base = dict(sae=ctx.summary, q=q, page=page, page_size=page_size, filters=filters.params())
     fid = parse_feature_id(q)
     if fid is not None:
