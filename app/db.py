@@ -24,6 +24,7 @@ REQUIRED_TABLES = (
     "schema_version", "datasets", "samples", "saes", "features", "feature_top",
     "feature_quantiles", "feature_hist", "feature_labels", "feature_neighbors", "clusters",
     "sample_map", "sample_top", "training_curve", "feature_page", "search_terms",
+    "feature_coactivation", "feature_concepts", "feature_alignment", "sae_alignment", "low_density_cluster",
 )
 CACHE_SIZE = 128
 """Entries in the per-process LRU of derived views (the index is read-only, so they never go stale).

@@ -26,7 +26,7 @@ from precompute.coactivation import top_coactivation
 from precompute.concepts import feature_concepts
 from precompute.dataset import read_dataset_manifest
 from precompute.heads import load_classifier_tail
-from precompute.index_schema import create_tables, finalize, insert_table
+from precompute.index_schema import DERIVED, TABLES, create_tables, finalize, insert_table
 from precompute.layout import hdbscan_labels, umap_2d
 from precompute.naming import NAME_TOP, ContrastNamer, cluster_name, entropy_bits, words_of
 from precompute.scan import patch_heatmaps, scan_features, scan_quantiles
@@ -187,7 +187,8 @@ def _inputs_hash(cfg: IndexConfig) -> str:
     stamps = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in stamped if f.is_file()]
     ident = {k: v for k, v in cfg.__dict__.items() if k not in ("out", "device", "chunk_samples")}
     ident["precision"] = _precision(cfg)
-    return short_hash({"cfg": ident, "files": stamps, "schema": SCHEMA_VERSION}, 32)
+    # the tables themselves: an index written before a column or table was added is rebuilt, not reused
+    return short_hash({"cfg": ident, "files": stamps, "schema": SCHEMA_VERSION, "tables": {**TABLES, **DERIVED}}, 32)
 
 
 def local_sae_paths(cfg: IndexConfig) -> IndexConfig:

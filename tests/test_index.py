@@ -172,3 +172,15 @@ def test_large_maps_fit_on_a_subset_and_place_the_rest():
     centroid = np.stack([xy[labels == c].mean(0) for c in range(3)])
     nearest = np.argmin(((xy[:, None, :] - centroid[None]) ** 2).sum(-1), axis=1)
     assert (nearest == labels).mean() > 0.95  # transformed points land with their cluster
+
+
+def test_an_index_of_older_tables_is_rebuilt_not_reused(built, monkeypatch):
+    """Same inputs, same schema version, but the code's tables changed (a column added during a
+    version): the old file must not be reused."""
+    from precompute import index_schema
+    from precompute.index import _inputs_hash
+
+    _, cfg, *_ = built
+    before = _inputs_hash(cfg)
+    monkeypatch.setitem(index_schema.TABLES, "features", [*index_schema.TABLES["features"], ("new_column", "DOUBLE")])
+    assert _inputs_hash(cfg) != before
