@@ -142,7 +142,7 @@ class SparseTopKEncode(torch.autograd.Function):
             if need_x:
                 grad_x = grad_x + (g_dead @ W_enc.index_select(1, dead).t().float()).to(x_c.dtype)
             if need_w:
-                grad_w.t().index_add_(0, dead, (g_dead.t() @ x_c.float()).to(grad_w.dtype))  # rows of the [d_sae, d_in] base
+                grad_w.index_add_(1, dead, (x_c.t().float() @ g_dead).to(grad_w.dtype))
             if grad_pre_sum is not None:
                 grad_pre_sum.index_add_(0, dead, g_dead.sum(0))
         # b_dec's gradient is minus the row sum of the input gradient, which is W_enc @ (the
@@ -160,25 +160,42 @@ def _sparse_grads(x_c: Tensor, W_enc: Tensor, indices: Tensor, g: Tensor, need_x
     if need_x:  # rarely: inputs are data
         grad_x = F.embedding_bag(indices, W_enc.t().float().contiguous(), per_sample_weights=g, mode="sum").to(x_c.dtype)
     if need_w:
-        grad_w = sum_by_latent(indices, g, x_c.float(), d_sae).t().to(W_enc.dtype)
+        grad_w = scatter_columns(*sum_by_latent(indices, g, x_c.float()), W_enc)
     if need_sum:
         grad_pre_sum = torch.zeros(d_sae, dtype=torch.float32, device=x_c.device).index_add_(0, flat_idx, flat_g)
     return grad_x, grad_w, grad_pre_sum
 
 
-def sum_by_latent(indices: Tensor, weights: Tensor, dense: Tensor, n_latents: int) -> Tensor:
-    """[n_latents, d]: row j sums weights[r, e] * dense[r] over the entries (r, e) with indices[r, e] == j.
+def sum_by_latent(indices: Tensor, weights: Tensor, dense: Tensor) -> tuple[Tensor, Tensor]:
+    """(latents, sums): the distinct latents in `indices` [batch, n], ascending, and for each the
+    sum of weights[r, e] * dense[r] over its entries (r, e): [n_latents_used, d].
 
     The sparse-transpose-times-dense product of every TopK weight gradient, as one embedding_bag
     over the entries sorted by latent (a bag per latent): on a CPU about as fast as the decode
-    itself, where embedding_bag's own backward or a COO sparse product took 2-3 times longer."""
+    itself, where embedding_bag's own backward or a COO sparse product took 2-3 times longer.
+    Only the latents used get a row, so a wide SAE trained on small batches writes no rows of
+    zeros here; `scatter_rows` / `scatter_columns` place them into the parameter's layout."""
     n = indices.shape[1]
     index_dtype = torch.int32 if indices.numel() < 2**31 else torch.int64
     sorted_latents, order = indices.reshape(-1).to(index_dtype).sort(stable=True)
-    counts = torch.bincount(sorted_latents, minlength=n_latents)
+    latents, counts = torch.unique_consecutive(sorted_latents, return_counts=True)
     offsets = (counts.cumsum(0) - counts).to(index_dtype)
     rows = torch.div(order, n, rounding_mode="floor").to(index_dtype)  # entries are row-major
-    return F.embedding_bag(rows, dense, offsets, per_sample_weights=weights.reshape(-1)[order], mode="sum")
+    sums = F.embedding_bag(rows, dense, offsets, per_sample_weights=weights.reshape(-1)[order], mode="sum")
+    return latents.long(), sums
+
+
+def scatter_rows(latents: Tensor, sums: Tensor, like: Tensor) -> Tensor:
+    """A gradient shaped like `like` [d_sae, d]: `sums` in the rows `latents`, zeros elsewhere."""
+    if latents.numel() == like.shape[0]:  # every latent used: sums already is the whole gradient
+        return sums.to(like.dtype)
+    return like.new_zeros(like.shape).index_copy_(0, latents, sums.to(like.dtype))
+
+
+def scatter_columns(latents: Tensor, sums: Tensor, like: Tensor) -> Tensor:
+    """A gradient shaped like `like` [d, d_sae] (W_enc's layout, so autograd need not re-copy a
+    transposed one): `sums` [n, d] in the columns `latents`."""
+    return like.new_zeros(like.shape).index_copy_(1, latents, sums.t().to(like.dtype))
 
 
 class SparseDecode(torch.autograd.Function):
@@ -200,7 +217,7 @@ class SparseDecode(torch.autograd.Function):
             offsets = torch.arange(0, batch * n, n, device=g.device)
             grad_values = torch.ops.aten._embedding_bag_per_sample_weights_backward(g, W, flat, offsets, rows, 0, -1).view(batch, n)
         if ctx.needs_input_grad[2]:
-            grad_w = sum_by_latent(indices, values, g, W.shape[0])
+            grad_w = scatter_rows(*sum_by_latent(indices, values, g), W)
         return grad_values, None, grad_w
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from sae_core.config import SAEConfig
-from sae_core.kernels import sparse_decode, sum_by_latent, topk_encode_plain, topk_encode_sparse
+from sae_core.kernels import scatter_columns, scatter_rows, sparse_decode, sum_by_latent, topk_encode_plain, topk_encode_sparse
 from sae_core.model import SparseAutoencoder
 
 
@@ -129,13 +129,19 @@ def test_sparse_decode_matches_embedding_bag_values_and_gradients():
 
 def test_sum_by_latent_is_the_sparse_transpose_product():
     gen = torch.Generator().manual_seed(4)
-    indices = torch.randint(0, 50, (20, 15), generator=gen)  # repeats within rows too
+    indices = torch.randint(0, 50, (20, 15), generator=gen)  # repeats within rows too; some latents unused
     weights, dense = torch.randn(20, 15, generator=gen), torch.randn(20, 6, generator=gen)
     truth = torch.zeros(50, 6)
     for r in range(20):
         for j, w in zip(indices[r].tolist(), weights[r].tolist()):
             truth[j] += w * dense[r]
-    torch.testing.assert_close(sum_by_latent(indices, weights, dense, 50), truth, rtol=1e-5, atol=1e-5)
+    latents, sums = sum_by_latent(indices, weights, dense)
+    assert latents.tolist() == sorted(set(indices.flatten().tolist()))
+    torch.testing.assert_close(scatter_rows(latents, sums, torch.empty(50, 6)), truth, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(scatter_columns(latents, sums, torch.empty(6, 50)), truth.t(), rtol=1e-5, atol=1e-5)
+    every = torch.arange(50).repeat(20, 1)  # every latent used: the sums are the gradient itself
+    torch.testing.assert_close(scatter_rows(*sum_by_latent(every, torch.ones(20, 50), dense), torch.empty(50, 6)),
+                               dense.sum(0).expand(50, 6))
 
 
 @pytest.mark.parametrize("dead_every", [2, 3])  # sparse and dense AuxK codes
