@@ -1,5 +1,7 @@
 // Page helpers shared by every view: copy-link, patch heatmap overlays, gallery keyboard nav, shortcuts.
 
+import { PATTERNS } from './urls.js';
+
 function copyLink(btn) {
   const url = window.location.href;
   const done = () => { btn.textContent = 'Copied'; setTimeout(() => { btn.textContent = 'Copy link'; }, 1500); };
@@ -20,6 +22,15 @@ function fallbackCopy(text, done) {
   ta.select();
   try { document.execCommand('copy'); } finally { ta.remove(); }
   done();
+}
+
+// Addresses come from app.urls.PATTERNS (static/urls.js) and are filled in as in Python:
+// each {param} one percent-encoded path segment.
+export function url(name, params = {}, query = null) {
+  const pattern = PATTERNS[name];
+  if (!pattern) throw new Error(`no address named ${name}`);
+  const path = pattern.replace(/\{(\w+)\}/g, (_, key) => encodeURIComponent(String(params[key])));
+  return query ? `${path}?${new URLSearchParams(query)}` : path;
 }
 
 // Heat colour: transparent blue -> opaque red, alpha grows with the value.
