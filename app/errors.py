@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.security import HEADERS as SECURITY_HEADERS
+
 log = logging.getLogger("saescope.app")
 
 
@@ -124,9 +126,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
+        # this response leaves through Starlette's outermost middleware, past SecurityHeaders
+        headers = {k.decode(): v.decode() for k, v in SECURITY_HEADERS}
         if wants_json(request):
             return JSONResponse({"error": "Internal error", "status": 500,
-                                 "message": "Something went wrong on our side."}, status_code=500)
+                                 "message": "Something went wrong on our side."}, status_code=500, headers=headers)
         return HTMLResponse(
             "<!doctype html><title>500 Internal error</title><h1>Internal error</h1>"
-            "<p>Something went wrong on our side.</p><p><a href=\"/\">Home</a></p>", status_code=500)
+            "<p>Something went wrong on our side.</p><p><a href=\"/\">Home</a></p>", status_code=500, headers=headers)
