@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from sae_core.progress import progress
-from sae_core.steering import Edit, apply_edits
 
 N_CONCEPTS = 5
 """Classes kept per feature and direction."""
@@ -46,35 +45,45 @@ def decoder_logit_effects(sae, weight: torch.Tensor, max_act: np.ndarray) -> tor
     return (w_dec @ weight.detach().float().cpu().T) * torch.as_tensor(max_act, dtype=torch.float32)[:, None]
 
 
+ROWS_PER_CALL = 256
+"""(feature, sample) pairs run through the rest of the model in one call."""
+
+
 @torch.no_grad()
 def ablation_logit_effects(sae, tail, store, top_ids: np.ndarray, n_samples: int = ABLATION_SAMPLES,
                            device: str = "cpu") -> torch.Tensor:
     """[d_sae, n_classes] mean logit drop over each feature's first `n_samples` top samples when the
-    feature is set to 0 there (zero rows for features that never fired)."""
+    feature is set to 0 there (zero rows for features that never fired). Removing feature f from x
+    is `apply_edits(sae, x, [Edit(f, "set", 0)])`: x - z_f(x) W_dec[f] / input_scale on every token,
+    done here for many (feature, sample) pairs per call of the rest of the model."""
     T = store.tokens_per_sample
     pos_of = {int(s): p for p, s in enumerate(store.sample_ids())}
     sae = sae.to(device).eval()
     d_sae = top_ids.shape[1]
-    effects: torch.Tensor | None = None
+    pairs = [(f, int(s)) for f in range(d_sae) for s in top_ids[:n_samples, f] if s >= 0]
+    effects = torch.zeros((d_sae, len(tail.class_names)))
+    n_pairs = torch.zeros(d_sae)
     base: dict[int, torch.Tensor] = {}
-    bar = progress(total=d_sae, desc="concepts", unit="feat")
-    for f in range(d_sae):
-        ids = [int(s) for s in top_ids[:n_samples, f] if s >= 0]
-        bar.update(1)
-        if not ids:
-            continue
-        rows = np.concatenate([np.arange(pos_of[s] * T, pos_of[s] * T + T) for s in ids])
-        acts = store.rows(rows).to(device).float().view(len(ids), T, -1)
-        for s, a in zip(ids, acts):
-            if s not in base:
-                base[s] = tail.logits(a[None])[0].cpu()
-        ablated = tail.logits(apply_edits(sae, acts, [Edit(f, "set", 0.0)])).cpu()
-        drop = (torch.stack([base[s] for s in ids]) - ablated).mean(0)
-        if effects is None:
-            effects = torch.zeros((d_sae, drop.shape[0]))
-        effects[f] = drop
+    bar = progress(total=len(pairs), desc="concepts", unit="pair")
+    for i in range(0, len(pairs), ROWS_PER_CALL):
+        fs = torch.as_tensor([f for f, _ in pairs[i : i + ROWS_PER_CALL]])
+        ss = [s for _, s in pairs[i : i + ROWS_PER_CALL]]
+        rows = np.concatenate([np.arange(pos_of[s] * T, pos_of[s] * T + T) for s in ss])
+        acts = store.rows(rows).to(device).float().view(len(ss), T, -1)
+        new = sorted(set(ss) - base.keys())
+        if new:
+            first = {s: j for j, s in reversed(list(enumerate(ss)))}
+            for s, lg in zip(new, tail.logits(acts[[first[s] for s in new]]).cpu()):
+                base[s] = lg
+        z = sae.encode(acts.reshape(-1, acts.shape[-1])).view(len(ss), T, -1)
+        z_f = z[torch.arange(len(ss)), :, fs.to(device)]  # [pairs, T]
+        ablated = acts - z_f[..., None] * (sae.W_dec[fs.to(device)] / sae.input_scale)[:, None, :]
+        drop = torch.stack([base[s] for s in ss]) - tail.logits(ablated).cpu()
+        effects.index_add_(0, fs, drop)
+        n_pairs.index_add_(0, fs, torch.ones(len(ss)))
+        bar.update(len(ss))
     bar.close()
-    return effects if effects is not None else torch.zeros((d_sae, len(tail.class_names)))
+    return effects / n_pairs.clamp_min(1)[:, None]
 
 
 def top_concepts(effects: torch.Tensor, class_names: list[str], live: np.ndarray, method: str,

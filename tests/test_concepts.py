@@ -16,6 +16,7 @@ from precompute.concepts import N_CONCEPTS, ablation_logit_effects, decoder_logi
 from precompute.heads import ClassifierTail
 from precompute.index import IndexConfig, build_index
 from sae_core.checkpoint import load
+from sae_core.steering import Edit, apply_edits
 from sae_core.store import ActivationStore
 from tests.precompute_helpers import make_dataset, make_sae, make_store
 
@@ -87,6 +88,7 @@ def test_ablation_equals_removing_the_feature_by_hand(files):
             continue
         # removing feature f subtracts its decoded contribution z_f W_dec[f] / scale from each token
         x_ablated = x[ids] - z[ids][:, :, f, None] * sae.W_dec[f].detach() / sae.input_scale
+        np.testing.assert_allclose(x_ablated.numpy(), apply_edits(sae, x[ids], [Edit(f, "set", 0.0)]).numpy(), atol=1e-5)
         logits = lambda a: torch.relu(a).mean(1) @ W.T + b  # noqa: E731
         np.testing.assert_allclose(got[f].numpy(), (logits(x[ids]) - logits(x_ablated)).mean(0).numpy(), rtol=1e-4, atol=1e-5)
 
