@@ -58,6 +58,7 @@ class TrainConfig:
     resample_every_tokens: int = field(default=0, metadata={"help": "resample dead latents of relu/jumprelu/gated SAEs this often (0: 4 times in the first half)"})
     b_dec_init: Literal["geometric_median", "mean", "zero"] = field(default="geometric_median", metadata={"help": "b_dec initialisation"})
     log_every: int = field(default=20, metadata={"help": "steps between metric log lines"})
+    log: str = field(default="", metadata={"help": "also send the metric rows to wandb or tensorboard (imported only then)"})
     checkpoint_every_tokens: int = field(default=0, metadata={"help": "tokens between resumable checkpoints (0: 10 per run)"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
     precision: Literal["auto", "float32", "bfloat16"] = field(default="auto", metadata={
@@ -80,11 +81,15 @@ class TrainConfig:
         check_numbers(self, positive=("log_every",), non_negative=(
             "weight_decay", "grad_clip", "seed", "dead_after_tokens", "resample_every_tokens", "checkpoint_every_tokens"))
         resolve_precision(self.precision, "cpu")  # refuses unknown names early
+        if self.log:
+            from sae_core.log_sinks import check_available
+
+            check_available(self.log)  # before any file is written
 
     def identity(self) -> dict:
         """What defines the run's result: everything but where files live and the device."""
         d = dataclasses.asdict(self)
-        for key in ("out", "device", "log_every", "checkpoint_every_tokens", "name", "keep_state"):
+        for key in ("out", "device", "log_every", "checkpoint_every_tokens", "name", "keep_state", "log"):
             d.pop(key)
         return d
 
@@ -274,12 +279,16 @@ class _Trainer:
             _truncate_log(log_fpath, self.step)
         bar = progress(total=self.n_steps * self.cfg.batch_size, initial=self.step * self.cfg.batch_size,
                        desc="train", unit="tok", disable=self.dist.rank != 0)
+        from sae_core.log_sinks import open_sink
+
+        self.sink = open_sink(self.cfg.log if self.dist.rank == 0 else "", self.run_dpath, dataclasses.asdict(self.cfg))
         batches = _Prefetcher(self._load_batch, self.step, self.n_steps, threaded=self.device.type == "cuda")
         try:
             self._steps(batches, bar, log_fpath)
         finally:
             batches.close()
             bar.close()
+            self.sink.close()
         self._save_state()
         metrics = self.evaluate()
         self._check_diverged(0.0, metrics.get("fvu"))
@@ -323,6 +332,7 @@ class _Trainer:
                 if self.dist.rank == 0:
                     with open(log_fpath, "a") as f:
                         f.write(json.dumps(row) + "\n")
+                    self.sink.log(row, self.step)
             if self.step % self.ckpt_every_steps == 0 and self.step < self.n_steps:
                 self._save_state()
 
