@@ -138,7 +138,7 @@ def test_sample_page(client):
     assert acts == sorted(acts, reverse=True) and len(acts) >= 1
     assert any(f["heatmap"] and len(f["heatmap"]) == 16 for f in j["features"])
     html = client.get(f"/sae/{PATCH}/sample/3").text
-    assert "Features that fire on it" in html and j["features"][0]["url"] in html
+    assert "most active features" in html and "Every feature that fires on it" in html and j["features"][0]["url"] in html
 
 
 def test_search_by_index_redirects(client):
