@@ -47,7 +47,10 @@ def _load_classifier(path: str) -> nn.Module | None:
         return None
     if not any(a.endswith("ForImageClassification") for a in (config.architectures or [])):
         return None
-    return transformers.AutoModelForImageClassification.from_pretrained(path)
+    from precompute.extractors.quiet import quiet_loaders
+
+    with quiet_loaders():
+        return transformers.AutoModelForImageClassification.from_pretrained(path)
 
 
 def _linear_of(head: nn.Module) -> tuple[Tensor, Tensor] | None:
