@@ -9,7 +9,7 @@ on the last block's 4x4 feature map (heatmaps). Every stage is reused on a secon
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from precompute.extract import ExtractConfig, extract
@@ -23,26 +23,59 @@ from sae_core.validate import check_numbers, check_port
 @dataclass(frozen=True)
 class DemoConfig:
     data_root: str = field(default="data", metadata={"help": "where datasets, stores, SAEs and the index go"})
-    limit: int = field(default=0, metadata={"help": "use only the first N emoji (0: all ~1,370) or N WordNet definitions with --text"})
+    limit: int = field(default=0, metadata={"help": "use only the first N emoji (0: all ~1,370; with --styles N concepts in each style) or N WordNet definitions with --text"})
+    styles: str = field(default="", metadata={"help": "emoji art styles, e.g. noto,google,twitter (Google's and Twitter's from npm, see scripts/install.sh); empty: Noto alone"})
     text: bool = field(default=False, metadata={"help": "build the text demo instead: MiniLM embeddings of WordNet definitions"})
-    epochs: float = field(default=60.0, metadata={"help": "training passes over the pooled store"})
+    epochs: float = field(default=0.0, metadata={"help": "training passes over the pooled store (0: 60 for Noto alone, fewer over several styles)"})
     image_size: int = field(default=128, metadata={"help": "input resolution of EfficientNet-Lite0"})
     serve: bool = field(default=True, metadata={"help": "start the explorer when the index is built"})
     host: str = field(default="127.0.0.1", metadata={"help": "address to serve on"})
     port: int = field(default=8000, metadata={"help": "port to serve on"})
 
     def __post_init__(self) -> None:
-        check_numbers(self, positive=("epochs", "image_size"), non_negative=("limit",))
+        check_numbers(self, positive=("image_size",), non_negative=("limit", "epochs"))
+        if self.styles:
+            from precompute.sources_emoji import parse_styles
+
+            parse_styles(self.styles)
         if self.image_size < 32:
             raise ConfigError(f"image_size={self.image_size} is too small; use at least 32")
         check_port(self.port)
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Sizes and training lengths of the two demo SAEs (k = 16 both)."""
+
+    head_latents: int
+    head_epochs: float
+    patch_latents: int
+    patch_epochs: float
+
+
+NOTO_PLAN = DemoPlan(head_latents=512, head_epochs=60.0, patch_latents=1024, patch_epochs=7.5)
+STYLES_PLAN = DemoPlan(head_latents=512, head_epochs=20.0, patch_latents=1024, patch_epochs=3.0)
+"""Several styles give ~4x the images: fewer passes see more tokens and memorise less."""
+
+
+def demo_plan(cfg: DemoConfig) -> tuple[str, DemoPlan]:
+    """The dataset spec and SAE plan for a config; `epochs` set by hand scales both SAEs' passes."""
+    if cfg.styles:
+        dataset = f"emoji:{cfg.styles}" + (f":{cfg.limit}" if cfg.limit else "")
+        plan = STYLES_PLAN
+    else:
+        dataset = f"emoji:{cfg.limit}" if cfg.limit else "emoji"
+        plan = NOTO_PLAN
+    if cfg.epochs:
+        plan = replace(plan, head_epochs=cfg.epochs, patch_epochs=max(4.0, cfg.epochs / 8))
+    return dataset, plan
 
 
 def build_demo(cfg: DemoConfig) -> Path:
     """Build (or reuse) the demo index and return its path."""
     t0 = time.perf_counter()
     root = Path(cfg.data_root)
-    dataset = f"emoji:{cfg.limit}" if cfg.limit else "emoji"
+    dataset, plan = demo_plan(cfg)
     common = dict(dataset=dataset, model="efficientnet-lite0", image_size=cfg.image_size, data_root=str(root), batch_size=64)
     # one pass fills both stores (the same folders two single-layer runs would write)
     stores = extract(ExtractConfig(layer="head,blocks.15", tokens="pooled,patches", **common))
@@ -51,10 +84,10 @@ def build_demo(cfg: DemoConfig) -> Path:
     pooled_batch = min(256, max(32, n // 8))
     sae_head = train(TrainConfig(
         store=str(head_dpath), out=str(root / "saes"), name="emoji-head",
-        sae=SAEConfig(arch="topk", k=16, d_sae=512), lr=1e-3, batch_size=pooled_batch, n_epochs=cfg.epochs, log_every=10))
+        sae=SAEConfig(arch="topk", k=16, d_sae=plan.head_latents), lr=1e-3, batch_size=pooled_batch, n_epochs=plan.head_epochs, log_every=10))
     sae_patch = train(TrainConfig(
         store=str(patches_dpath), out=str(root / "saes"), name="emoji-patches",
-        sae=SAEConfig(arch="topk", k=16, d_sae=1024), lr=1e-3, batch_size=512, n_epochs=max(4.0, cfg.epochs / 8), log_every=10))
+        sae=SAEConfig(arch="topk", k=16, d_sae=plan.patch_latents), lr=1e-3, batch_size=512, n_epochs=plan.patch_epochs, log_every=10))
     index = build_index(IndexConfig(saes=(str(sae_head.run_dpath), str(sae_patch.run_dpath)),
                                     out=str(root / "index" / "demo.duckdb")))
     print(f"demo index ready in {time.perf_counter() - t0:.1f} s: {index.fpath}")

@@ -105,7 +105,10 @@ def parse_styles(text: str) -> tuple[str, ...]:
 
 
 class EmojiStylesSource(Source):
-    """Emoji of several art styles; `limit` keeps the first N concepts in Unicode order, in every style."""
+    """Emoji of several art styles; `limit` keeps the first N concepts in Unicode order, in every style.
+
+    Records come concept by concept (each concept's styles together), concepts in a fixed
+    hash order, so the held-out tail of a store is whole concepts of every category."""
 
     def __init__(self, styles: tuple[str, ...] = STYLES, limit: int = 0):
         self.styles = tuple(s for s in styles if not self._notice_missing(s))
@@ -120,6 +123,10 @@ class EmojiStylesSource(Source):
             keep = sorted({(c.rank, d.key) for c, d in drawings})[:limit]
             kept = {key for _, key in keep}
             drawings = [(c, d) for c, d in drawings if d.key in kept]
+        # a concept's drawings stay together, concepts in a stable shuffled order: the samples a
+        # trainer holds out at the end are whole unseen concepts from every category, not the flags
+        order = {style: i for i, style in enumerate(self.styles)}
+        drawings.sort(key=lambda cd: (hashlib.sha1(cd[1].key.encode()).hexdigest(), order[cd[1].style]))
         self._drawings = [d for _, d in drawings]
         self.records = [SampleRecord(f"{d.style}/{d.key}", c.name, f"{d.style} / {c.category} / {c.subcategory}")
                         for c, d in drawings]
