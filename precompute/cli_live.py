@@ -85,12 +85,12 @@ def _cmd_steer(args: argparse.Namespace) -> None:
 
 def live_problem(index: str) -> str | None:
     """Why no worker can run the index's models on this machine, or None when one can."""
-    try:
-        import torch  # noqa: F401
+    import importlib.util
 
-        from precompute.live.specs import read_specs
-    except ImportError as e:
-        return f"torch is not installed ({e.name})"
+    if importlib.util.find_spec("torch") is None:  # found, not imported: `serve` stays quick to start
+        return "torch is not installed"
+    from precompute.live.specs import read_specs
+
     try:
         specs = read_specs(Path(index))
     except (SaescopeError, OSError) as e:

@@ -58,7 +58,7 @@ def test_served_explorer_answers_with_real_features(demo_index):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
+        for _ in range(600):  # `serve` also starts the live worker
             try:
                 _get(base + "/health")
                 break

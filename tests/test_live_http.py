@@ -18,6 +18,7 @@ import duckdb
 import httpx
 import pytest
 from live_servers import explorer, worker
+from PIL import Image
 
 
 @pytest.fixture(scope="module")

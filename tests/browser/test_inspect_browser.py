@@ -4,6 +4,7 @@ to rank that region, follow a feature link; steer with a slider and see the clas
 from __future__ import annotations
 
 import io
+from urllib.parse import unquote
 
 import duckdb
 import pytest
@@ -59,7 +60,7 @@ def test_upload_rank_heatmap_region_and_follow_link(page, live_app, emoji_png):
     page.mouse.click(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.1)  # the top-left patch
     page.wait_for_function("() => document.querySelector('.flist .hint').textContent.includes('selected 1 patch')")
     assert page.inner_text(".flist .hint") != whole
-    assert "region=0" in page.url
+    assert "region=0" in unquote(page.url)
     first = page.locator(f"[data-live-features='{saes['patch']}'] li a.fname").first
     fid = first.get_attribute("href").rsplit("/", 1)[1]
     first.click()
@@ -77,7 +78,7 @@ def test_slider_moves_the_predicted_classes(page, live_app):
     slider = page.locator("[data-edits] input[type=range]").first
     slider.evaluate("(s) => { s.value = '9'; s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change')); }")
     page.wait_for_function("(prev) => document.querySelector('[data-classes]').innerText !== prev", arg=before, timeout=60000)
-    assert "edits=" in page.url and ":add:9" in page.url
+    assert ":add:9" in unquote(page.url)
     rows = page.locator("[data-classes] .cbar").count()
     assert rows >= 5
     page.locator("[data-edits] button", has_text="clamp 0").first.click()
