@@ -195,6 +195,8 @@ def scatter_rows(latents: Tensor, sums: Tensor, like: Tensor) -> Tensor:
 def scatter_columns(latents: Tensor, sums: Tensor, like: Tensor) -> Tensor:
     """A gradient shaped like `like` [d, d_sae] (W_enc's layout, so autograd need not re-copy a
     transposed one): `sums` [n, d] in the columns `latents`."""
+    if latents.numel() == like.shape[1]:  # every latent used: one transposing copy
+        return sums.t().to(like.dtype).contiguous()
     return like.new_zeros(like.shape).index_copy_(1, latents, sums.t().to(like.dtype))
 
 
