@@ -78,7 +78,9 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    ctx = browser.new_context(viewport={"width": 1200, "height": 800})
+    # Playwright's string predicates (wait_for_function) run through eval, which the app's CSP
+    # forbids; tests/browser/test_csp.py checks the policy itself with a context that keeps it.
+    ctx = browser.new_context(viewport={"width": 1200, "height": 800}, bypass_csp=True)
     pg = ctx.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))

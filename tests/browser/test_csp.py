@@ -13,6 +13,18 @@ PAGES = ["/", f"/sae/{POOLED}", f"/sae/{POOLED}/feature/1", f"/sae/{PATCH}/featu
          f"/sae/{TEXT}/feature/1", f"/sae/{POOLED}/inspect", "/nope"]
 
 
+@pytest.fixture
+def page(browser):
+    """A page that enforces the CSP (the shared fixture bypasses it for Playwright's eval)."""
+    ctx = browser.new_context(viewport={"width": 1200, "height": 800})
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    ctx.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
 @pytest.mark.parametrize("path", PAGES)
 def test_page_runs_without_csp_violations(server, page, path):
     violations: list[str] = []
