@@ -227,3 +227,26 @@ def test_a_target_the_model_lacks_is_refused_when_asked(engine, monkeypatch):
     assert "classes" not in out["targets"] and "neighbors" in out["targets"]
     with pytest.raises(ConfigError, match="no classifier"):
         steer(engine, pooled, acts, [Edit(1, "add", 1.0)], "raw", targets=["classes"])
+
+
+def test_samples_without_their_source_use_the_stored_activations(small_demo, monkeypatch):
+    """A data folder copied without the original images: dataset samples still inspect, from the store."""
+    import precompute.live.engine as engine_mod
+
+    _, index = small_demo
+
+    def gone(spec):
+        raise InputError("the samples cannot be loaded", status=422)
+
+    monkeypatch.setattr(engine_mod, "_open_dataset", gone)
+    eng = LiveEngine(index, "cpu")
+    ids = list(_sae_ids(eng))
+    item = eng.sample(ids[0], 33)
+    assert item.kind == "stored" and item.value is None
+    codes = eng.codes(ids, [item])[0]
+    for sae_id in ids:
+        stored = _index_top(index, sae_id, 33)
+        live = [(f, v) for f, v, _ in codes[sae_id].feature_scores()][: len(stored)]
+        assert [f for f, _ in live] == [f for f, _ in stored]
+    with pytest.raises(InputError, match="not in this SAE's activation store"):
+        eng.sample(ids[0], 10_000)

@@ -25,6 +25,7 @@ from precompute.live.specs import LiveSae, read_max_acts, read_specs
 from sae_core import distributed
 from sae_core.checkpoint import load
 from sae_core.errors import ConfigError
+from sae_core.store import ActivationStore
 
 
 class UnknownSaeError(InputError):
@@ -80,8 +81,9 @@ class LiveEngine:
         self._extractors: dict[tuple, Extractor] = {}
         self._tails: dict[str, ClassifierTail | None] = {}
         self._max_acts: dict[str, np.ndarray] = {}
-        self._datasets: dict[str, DatasetSamples] = {}
+        self._datasets: dict[str, DatasetSamples | None] = {}
         self._retrieval: dict[str, Retrieval] = {}
+        self._stores: dict[Path, tuple[ActivationStore, dict[int, int]]] = {}
         self._load_lock = threading.RLock()
 
     # ---- what is served ------------------------------------------------------------------
@@ -148,13 +150,35 @@ class LiveEngine:
             return self._retrieval[sae_id]
 
     def sample(self, sae_id: str, sample_id: int) -> LiveInput:
-        """A dataset sample, loaded from its original source as extraction loaded it."""
+        """A dataset sample, loaded from its original source as extraction loaded it; when that source
+        is not on this machine (a copied data folder), its stored activations stand in (kind `stored`)."""
         spec = self.spec(sae_id)
         with self._load_lock:
             if spec.dataset_id not in self._datasets:
-                self._datasets[spec.dataset_id] = _open_dataset(spec)
-        value = self._datasets[spec.dataset_id].load(sample_id)
-        return LiveInput(value, "sample", sample_id)
+                try:
+                    self._datasets[spec.dataset_id] = _open_dataset(spec)
+                except InputError:
+                    self._datasets[spec.dataset_id] = None
+        samples = self._datasets[spec.dataset_id]
+        if samples is not None:
+            try:
+                return LiveInput(samples.load(sample_id), "sample", sample_id)
+            except OSError:  # the source file moved or vanished since extraction
+                pass
+        self._stored_rows(spec, sample_id)  # raises for an unknown sample
+        return LiveInput(None, "stored", sample_id)
+
+    def _stored_rows(self, spec: LiveSae, sample_id: int) -> torch.Tensor:
+        """The store's activations of one sample [tokens, d_in] (exactly what the index scanned)."""
+        with self._load_lock:
+            if spec.store not in self._stores:
+                store = ActivationStore(spec.store)
+                self._stores[spec.store] = (store, {int(s): i for i, s in enumerate(store.sample_ids())})
+        store, position = self._stores[spec.store]
+        if sample_id not in position:
+            raise InputError(f"sample {sample_id} is not in this SAE's activation store", status=404)
+        first = position[sample_id] * store.tokens_per_sample
+        return store.rows(np.arange(first, first + store.tokens_per_sample))
 
     # ---- forwards --------------------------------------------------------------------------
     def activations(self, sae_ids: list[str], inputs: list[LiveInput]) -> list[dict[str, torch.Tensor]]:
@@ -162,16 +186,24 @@ class LiveEngine:
         specs = [self.spec(s) for s in sae_ids]
         for spec in specs:
             want = "text" if spec.modality == "text" else "image"
-            bad = [i for i in inputs if (i.kind == "text") != (want == "text") and i.kind != "sample"]
+            bad = [i for i in inputs if (i.kind == "text") != (want == "text") and i.kind not in ("sample", "stored")]
             if bad:
                 raise InputError(f"SAE {spec.sae_id} reads {want} inputs, not {'text' if want == 'image' else 'images'}", status=422)
+        run = [i for i in inputs if i.kind != "stored"]
         by_layer: dict[tuple, torch.Tensor] = {}
-        for model_key in dict.fromkeys(s.model_key for s in specs):
+        for model_key in dict.fromkeys(s.model_key for s in specs) if run else ():
             layer_specs = list({s.layer_key: s for s in specs if s.model_key == model_key}.values())
             multi = MultiLayerExtractor([self.extractor(s) for s in layer_specs])  # one forward for all its layers
-            for s, acts in zip(layer_specs, multi.activations(multi.prepare([i.value for i in inputs]))):
+            for s, acts in zip(layer_specs, multi.activations(multi.prepare([i.value for i in run]))):
                 by_layer[s.layer_key] = acts.float().cpu()
-        return [{s.sae_id: by_layer[s.layer_key][row] for s in specs} for row in range(len(inputs))]
+        out, row = [], 0
+        for item in inputs:
+            if item.kind == "stored":
+                out.append({s.sae_id: self._stored_rows(s, item.sample_id) for s in specs})
+            else:
+                out.append({s.sae_id: by_layer[s.layer_key][row] for s in specs})
+                row += 1
+        return out
 
     def codes(self, sae_ids: list[str], inputs: list[LiveInput]) -> list[dict[str, SaeCode]]:
         out = []

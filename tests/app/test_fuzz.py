@@ -33,6 +33,17 @@ def api_schema(index_path):
     return schema
 
 
+LIVE_PATHS = ("/sae/{sae_id}/inspect.json", "/sae/{sae_id}/steer.json")
+
+
+def no_server_error_live_off(ctx, response, case):
+    """This app has no live worker: its live twins answer 503 "unavailable" (with a message), which
+    is correct; any other 5xx, there or elsewhere, is a bug."""
+    if case.path in LIVE_PATHS and response.status_code == 503 and response.json().get("error") == "Live worker unavailable":
+        return None
+    return not_a_server_error(ctx, response, case)
+
+
 def test_no_server_errors(api_schema):
     """Every operation, 30 generated cases each (schemathesis' pytest plugin predates pytest 9)."""
     n_ops = 0
@@ -44,7 +55,7 @@ def test_no_server_errors(api_schema):
         @settings(max_examples=30, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
         def run(case):
-            case.call_and_validate(checks=[not_a_server_error])
+            case.call_and_validate(checks=[no_server_error_live_off])
 
         run()
     assert n_ops >= 15
