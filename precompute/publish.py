@@ -29,7 +29,7 @@ from sae_core.progress import progress
 
 REPO = Path(__file__).resolve().parent.parent
 STATIC_DPATH = REPO / "static"
-GITHUB_PAGES_LIMIT = 1 << 30
+GITHUB_PAGES_LIMIT = 10**9  # "Published GitHub Pages sites may be no larger than 1 GB"
 CHUNK = 256
 
 
@@ -49,7 +49,7 @@ class PublishConfig:
     game_rounds: int = field(default=20, metadata=_help("precomputed rounds of the guessing game per SAE (0: no game)"))
     base_url: str | None = field(default=None, metadata=_help("absolute site URL for <base> (default: relative links)"))
     workers: int = field(default=0, metadata=_help("processes rendering feature and sample pages (0: one per core, at most 8)"))
-    size_limit: int = field(default=GITHUB_PAGES_LIMIT, metadata=_help("warn above this many bytes (GitHub Pages: 1 GiB)"))
+    size_limit: int = field(default=GITHUB_PAGES_LIMIT, metadata=_help("warn above this many bytes (GitHub Pages: 1 GB)"))
 
     def __post_init__(self) -> None:
         if self.top_samples is not None and self.top_samples < 0:
