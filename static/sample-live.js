@@ -31,6 +31,13 @@ function item(f, thumb, gw, gh) {
 
 async function load() {
   const status = box.querySelector('[data-live-all-status]');
+  try {  // ask first, so an explorer without a worker makes no failing request
+    const live = await (await fetch('/live/status.json', { headers: { Accept: 'application/json' } })).json();
+    if (!live.ok) { status.textContent = `Not available: ${live.message}`; return; }
+  } catch (e) {
+    status.textContent = 'Not available: the explorer did not answer';
+    return;
+  }
   const form = new FormData();
   form.append('sample_id', box.dataset.sample);
   form.append('limit', '200');

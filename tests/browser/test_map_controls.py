@@ -192,7 +192,7 @@ def test_two_pointer_pinch_zooms_about_the_fingers(page, server):
 
 def test_touch_pinch_and_page_scroll_on_a_phone(browser, server):
     """Real touch input (CDP) on a 390 px phone: two fingers zoom the map, one finger scrolls the page."""
-    ctx = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True, bypass_csp=True)
     pg = ctx.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
@@ -244,7 +244,7 @@ def test_touch_pinch_and_page_scroll_on_a_phone(browser, server):
 
 
 def test_help_mentions_pinch_and_buttons_at_phone_width(browser, server):
-    ctx = browser.new_context(viewport={"width": 390, "height": 844})
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, bypass_csp=True)
     pg = ctx.new_page()
     open_map(pg, server)
     text = pg.inner_text(".map-help")
@@ -274,7 +274,7 @@ def watch_network(pg):
 
 @pytest.mark.parametrize("which", ["features", "samples"])
 def test_invalid_view_in_url_falls_back_to_defaults(browser, server, which):
-    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
     pg = ctx.new_page()
     bad = watch_network(pg)
     open_map(pg, server, f"?map={which}")
