@@ -41,7 +41,7 @@ def test_text_demo_builds_named_features(tmp_path, monkeypatch):
     lemmas = _wordnet_lemmas()
     lexnames = {x.lower() for x in WORDNET_LEXNAMES}
     named = [f for f in features if f[0]]
-    assert len(named) > 0.8 * len(features)
+    assert len(named) > 0.4 * len(features)  # names are earned (scored, contrasted with the corpus): weak features stay unnamed
     words = [w for name, _, _ in named for w in name.split(", ")]
     assert all(w in corpus_words or w in lexnames for w in words), words[:20]
     plain = [w for w in words if w not in lexnames]
