@@ -31,6 +31,9 @@ REPO = Path(__file__).resolve().parent.parent
 STATIC_DPATH = REPO / "static"
 GITHUB_PAGES_LIMIT = 10**9  # "Published GitHub Pages sites may be no larger than 1 GB"
 CHUNK = 256
+MAX_FEATURE_MAP_SAMPLES = 20_000
+"""Up to this many dataset-map samples, each feature gets its activations.bin (a byte per sample), so
+'where does it fire' colours the map; above it, 65k features would add gigabytes."""
 
 
 def _help(text: str) -> dict:
@@ -133,10 +136,13 @@ def _init_worker(job: _Job) -> None:
 
 def _page_files(r: Renderer, job: _Job, kind: str, sae_id: str, i: int) -> dict[str, bytes]:
     ctx = r.sae(sae_id)
-    url = f"/sae/{sae_id}/{kind}/{i}"
-    if kind == "feature":
+    url = f"/sae/{sae_id}/{kind.split('+')[0]}/{i}"
+    if kind.startswith("feature"):
         html, twin, card = r.feature(ctx, i, job.top_samples)
         extra = {f"sae/{sae_id}/feature/{i}/card.json": rewrite_json(card.decode()).encode()}
+        if kind == "feature+map":  # 'where does it fire': one byte per dataset-map sample
+            extra[f"sae/{sae_id}/feature/{i}/activations.bin"] = r.activations(sae_id, i)
+        kind = "feature"
     else:
         html, twin = r.sample(ctx, i)
         extra = {}
@@ -266,7 +272,8 @@ def publish(cfg: PublishConfig) -> PublishResult:
             sae_pages(ps, sid, cfg.game_rounds, cfg.index.name)
             fids = r.feature_ids(sid, list(cfg.features) if cfg.features is not None else None)
             ps.files.update(search_files(r.db, r.sae(sid), fids))
-            tasks += [("feature", sid, fids[i:i + CHUNK]) for i in range(0, len(fids), CHUNK)]
+            kind = "feature+map" if r.n_map_samples(sid) <= MAX_FEATURE_MAP_SAMPLES else "feature"
+            tasks += [(kind, sid, fids[i:i + CHUNK]) for i in range(0, len(fids), CHUNK)]
             sids = r.sample_ids(sid)
             tasks += [("sample", sid, sids[i:i + CHUNK]) for i in range(0, len(sids), CHUNK)]
         thumbs: set = set()

@@ -55,6 +55,8 @@ def sae_pages(ps: PageSet, sae_id: str, n_rounds: int, index_name: str) -> None:
     ps.served(base + "/points/features.bin", ps.raw)
     ps.served(base + "/points/samples.bin", ps.raw)
     ps.served(base + "/search")
+    ps.served(base + "/features")  # the feature table's first page (its sorting and filters need the server)
+    ps.served(base + "/features.csv", ps.raw)
     ps.html(base + "/feature/random", ps.r.message_page(
         base + "/feature/random", ctx, "Random feature", "Opening a random feature…"))
     if n_rounds:

@@ -67,6 +67,14 @@ class Renderer:
         html = page(self._request(url), "feature.html", view).body
         return html, view.model_dump_json().encode(), card_of(full).model_dump_json().encode()
 
+    def activations(self, sae_id: str, fid: int) -> bytes:
+        from app.views.feature_map import feature_activations
+
+        return feature_activations(self.db, sae_id, fid)
+
+    def n_map_samples(self, sae_id: str) -> int:
+        return int(self.db.scalar("SELECT count(*) FROM sample_map WHERE sae_id = ?", [sae_id]))
+
     def sample(self, ctx: SaeCtx, sample_id: int) -> tuple[bytes, bytes]:
         view = sample_view(self.db, ctx, sample_id)
         html = page(self._request(f"/sae/{ctx.sae_id}/sample/{sample_id}"), "sample.html", view).body
@@ -98,8 +106,7 @@ class Renderer:
 
     def live_routes(self) -> list[str]:
         """App pages under /sae/{sae_id}/ that need the model at run time (inspection, steering)."""
-        known = {"", "dashboard", "search", "game", "features.json", "points", "feature", "sample", "game.json",
-                 "dashboard.json", "search.json"}
+        known = {"", "dashboard", "search", "game", "features", "points", "feature", "sample"}
         out = []
         for route in self.app.routes:
             path = getattr(route, "path", "")

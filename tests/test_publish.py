@@ -139,8 +139,8 @@ def test_json_twins_are_the_served_ones_with_site_relative_urls(site, client):
 
 
 def test_binary_points_and_thumbnails_are_the_served_bytes(site, client):
-    for kind in ("features", "samples"):
-        url = f"/sae/{PATCH}/points/{kind}.bin"
+    for url in [f"/sae/{PATCH}/points/features.bin", f"/sae/{PATCH}/points/samples.bin",
+                f"/sae/{PATCH}/feature/12/activations.bin", f"/sae/{PATCH}/features.csv"]:
         assert (site / url.lstrip("/")).read_bytes() == client.get(url).content
     thumbs = sorted((site / "thumb" / IMG_DS).iterdir())
     assert len(thumbs) == 40  # every sample is some page's tile

