@@ -102,7 +102,7 @@ def cpu_bench(index: Path, n: int) -> list[list]:
             edits = f'[{{"feature_id": {top[sae]}, "op": "add", "value": {1 + i % 3}}}]'
             return client.post(f"{base}/sae/{sae}/steer.json", data={"sample_id": str(i % 90), "edits": edits})
 
-        for fn, label in ((lambda i: inspect(i), "inspect: upload, both SAEs (one forward each layer)"),
+        for fn, label in ((lambda i: inspect(i), "inspect: upload, both SAEs (one forward for both layers)"),
                           (lambda i: steer(head, i), "steer head SAE (classes + neighbours)"),
                           (lambda i: steer(patch, i), "steer patch SAE (rest of EfficientNet + neighbours)")):
             for i in range(3):  # warm: models load on first use
