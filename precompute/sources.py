@@ -471,7 +471,10 @@ def open_source(spec: str, **kwargs) -> Source:
     if spec == "emoji-styles" or spec.startswith("emoji-styles:") or (spec.startswith("emoji:") and not spec[6:].isdigit()):
         from precompute.sources_emoji import open_emoji_styles
 
-        return open_emoji_styles(spec)
+        try:
+            return open_emoji_styles(spec)
+        except DataError as e:  # `emoji:abc` or `emoji:-5` is as likely a mistyped emoji:N as a style list
+            raise DataError(f"{spec}: use emoji, emoji:N (the first N emoji) or emoji:STYLES[:N] ({e})") from None
     if spec == "emoji" or spec.startswith("emoji:"):
         arg = spec.split(":", 1)[1] if ":" in spec else "0"
         return EmojiSource(limit=int(arg))

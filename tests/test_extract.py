@@ -80,10 +80,14 @@ def test_image_folder_extraction_skips_corrupt_images_and_is_reused(tmp_path):
 def test_killed_extraction_resumes_to_the_same_store(tmp_path):
     folder = _image_folder(tmp_path / "imgs", 24, corrupt=0)
     args = dict(dataset=str(folder), layer="head", tokens="pooled", image_size=96, shard_samples=4, batch_size=2)
-    whole = extract(ExtractConfig(data_root=str(tmp_path / "a"), **args))
     code = ("import sys; from precompute.extract import ExtractConfig, extract; "
             f"extract(ExtractConfig(data_root={str(tmp_path / 'b')!r}, **{args!r}))")
     env = {**os.environ, "SAESCOPE_PROGRESS": "0"}
+    # the uninterrupted reference runs in a fresh process too: this test process's torch thread
+    # count depends on the tests before it, and convolutions round differently with other counts
+    subprocess.run([sys.executable, "-c", code.replace(str(tmp_path / "b"), str(tmp_path / "a"))], cwd=ROOT, env=env, check=True)
+    whole = extract(ExtractConfig(data_root=str(tmp_path / "a"), **args))
+    assert whole.reused
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
     deadline = time.time() + 120
     stores = tmp_path / "b" / "stores"
@@ -95,7 +99,9 @@ def test_killed_extraction_resumes_to_the_same_store(tmp_path):
     assert not partial.manifest["complete"] and partial.n_samples < 24
     with pytest.raises(DataError, match="has not finished"):
         ActivationStore(partial.dpath)
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)  # resumes after the last shard
     resumed = extract(ExtractConfig(data_root=str(tmp_path / "b"), **args))
+    assert resumed.reused
     a, b = ActivationStore(whole.store_dpath), ActivationStore(resumed.store_dpath)
     np.testing.assert_array_equal(a.sample_ids(), b.sample_ids())
     torch.testing.assert_close(a.rows(np.arange(a.n_tokens)), b.rows(np.arange(b.n_tokens)), rtol=0, atol=0)
