@@ -279,6 +279,8 @@ class SearchView(BaseModel):
     data: list[SearchHit]
     n_terms: int = Field(default=0, description="distinct words searched (0 for an id)")
     n_all: int = Field(default=0, description="results matching every word; they come first")
+    filters: dict[str, str | float | int] = Field(default_factory=dict, description="the filters and sort in use "
+                                                  "(min_density, max_density, cluster, label, sort), as in the URL")
     redirect: str | None = Field(default=None, description="where the HTML page redirects: the feature page "
                                                            "for an id, or the last page when `page` is past the end")
 
@@ -293,8 +295,6 @@ class GameView(BaseModel):
 class GameAnswer(BaseModel):
     sae: SaeSummary
     correct: bool
-    filters: dict[str, str | float | int] = Field(default_factory=dict, description="the filters and sort in use "
-                                                  "(min_density, max_density, cluster, label, sort), as in the URL")
     pick: int
     answer: SampleRef
     next_url: str
