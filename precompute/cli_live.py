@@ -109,11 +109,12 @@ def start_worker(index: str, device: str = "auto") -> str:
     proc = subprocess.Popen([sys.executable, "-m", "precompute.cli", "worker", str(index), "--port", str(port), "--device", device,
                              "--parent-pid", str(os.getpid())],
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    atexit.register(_stop, proc)
+    atexit.register(stop_process, proc)
     return f"http://127.0.0.1:{port}"
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate, then kill after 10 s (a worker busy in a forward may not answer SIGTERM at once)."""
     if proc.poll() is None:
         proc.terminate()
         try:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from precompute.cli_live import stop_process
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -45,12 +47,7 @@ def process(args: list[str], health: str, log: Path, env: dict | None = None):
             wait_up(health, proc)
             yield proc
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_process(proc)
 
 
 @contextmanager
