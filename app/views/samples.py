@@ -18,7 +18,7 @@ def sample_view(db: Index, ctx: SaeCtx, sample_id: int) -> SampleView:
         raise NotFoundError(f"Dataset {ctx.dataset_id!r} has no sample {sample_id}.")
     sample = sample_refs(db, ctx, [{"sample_id": sample_id}])[0]
     rows = db.all(
-        "SELECT t.rank, t.feature_id, t.activation, f.name FROM sample_top t LEFT JOIN features f "
+        "SELECT t.rank, t.feature_id, t.activation, f.name, f.name_score FROM sample_top t LEFT JOIN features f "
         "ON f.sae_id = t.sae_id AND f.feature_id = t.feature_id "
         "WHERE t.sae_id = ? AND t.sample_id = ? ORDER BY t.rank", [ctx.sae_id, sample_id])
     fids = [int(r["feature_id"]) for r in rows]
@@ -34,7 +34,7 @@ def sample_view(db: Index, ctx: SaeCtx, sample_id: int) -> SampleView:
             heat.setdefault(int(h["feature_id"]), decode_heatmap(h["heatmap"], h["heatmap_scale"]))
     thumbs = top_thumbs(db, ctx, fids, 3)
     feats = [SampleFeature(rank=r["rank"], feature_id=r["feature_id"],
-                           title=feature_title(r["feature_id"], r["name"]), activation=r["activation"],
+                           title=feature_title(r["feature_id"], r["name"], r["name_score"]), activation=r["activation"],
                            url=f"/sae/{ctx.sae_id}/feature/{r['feature_id']}",
                            heatmap=heat.get(int(r["feature_id"])), thumbs=thumbs.get(int(r["feature_id"]), []))
              for r in rows]
