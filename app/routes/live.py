@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from app.db import DbDep
 from app.deps import SaeDep, SettingsDep
@@ -154,6 +155,5 @@ async def _json_body(request: Request) -> dict:
 
 
 async def _threaded(fn, *args):
-    from starlette.concurrency import run_in_threadpool
-
+    """Worker calls and index queries block: keep them off the event loop."""
     return await run_in_threadpool(fn, *args)

@@ -34,9 +34,13 @@ def patch_mask(patches: Sequence[int] | None, n_tokens: int, grid: tuple[int, in
 
 
 def steer(engine, sae_id: str, acts: torch.Tensor, edits: Sequence[Edit], units: str = "max",
-          patches: Sequence[int] | None = None, targets: Sequence[str] = TARGETS, n_classes: int = 5,
+          patches: Sequence[int] | None = None, targets: Sequence[str] | None = None, n_classes: int = 5,
           n_neighbors: int = 8) -> dict:
-    """acts [tokens, d_in] of one input -> {edits (raw units), targets: {name: {before, after}}}."""
+    """acts [tokens, d_in] of one input -> {edits (raw units), targets: {name: {before, after}}}.
+
+    `targets` None: every target this model has; named targets it lacks are an error."""
+    asked = targets is not None
+    targets = list(targets) if asked else list(TARGETS)
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise ConfigError(f"target {unknown[0]!r} is unknown; choose from {list(TARGETS)}")
@@ -51,7 +55,7 @@ def steer(engine, sae_id: str, acts: torch.Tensor, edits: Sequence[Edit], units:
     if "classes" in targets:
         tail = engine.tail(sae_id)
         if tail is None:
-            if list(targets) != list(TARGETS):  # asked for explicitly
+            if asked:
                 raise ConfigError(f"the model {spec.model} has no classifier after layer {spec.layer}, so there are no classes to show")
         else:
             out["targets"]["classes"] = _classes(tail, acts, steered, n_classes, engine.device)
