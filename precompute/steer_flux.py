@@ -32,7 +32,7 @@ from precompute.extractors.flux import (
 from precompute.extractors.module import get_module
 from sae_core.errors import ConfigError
 from sae_core.progress import progress
-from sae_core.steering import Edit, apply_edits, check_edits, check_mask
+from sae_core.steering import Edit, apply_edits, cells_mask, check_edits, check_mask
 
 REDUX = "redux"
 """Edit site name for the SigLIP -> Redux embedder hook (the alternative is a FLUX block layer)."""
@@ -86,15 +86,7 @@ def siglip_grid(prior: Any) -> tuple[int, int]:
 
 def patch_mask(patches: Sequence[int] | None, grid: tuple[int, int]) -> Tensor | None:
     """Cells of the grid (row-major ids) -> a boolean token mask; None edits every token."""
-    if patches is None:
-        return None
-    n = grid[0] * grid[1]
-    bad = sorted({p for p in patches if not 0 <= p < n})
-    if bad or not patches:
-        raise ConfigError(f"patch {bad[0] if bad else '(none)'} is not a cell of the {grid[0]}x{grid[1]} grid; choose ids 0..{n - 1}")
-    mask = torch.zeros(n, dtype=torch.bool)
-    mask[list(patches)] = True
-    return mask
+    return cells_mask(patches, grid[0] * grid[1], grid)
 
 
 def _device_of(module: nn.Module) -> torch.device:

@@ -109,6 +109,21 @@ def edit_code(z: Tensor, edits: Sequence[Edit], token_mask: Tensor | None = None
     return edited
 
 
+def cells_mask(cells: Sequence[int] | None, n_tokens: int, grid: tuple[int, int] | None) -> Tensor | None:
+    """Chosen cells of the input's grid (row-major ids) -> a boolean token mask; None edits every token."""
+    if cells is None:
+        return None
+    if grid is None and n_tokens == 1:
+        raise ConfigError("this SAE reads one pooled vector per input; it has no patches to mask")
+    where = f"the {grid[0]}x{grid[1]} grid" if grid else f"the input's {n_tokens} tokens"
+    bad = sorted({c for c in cells if not 0 <= c < n_tokens})
+    if bad or not cells:
+        raise ConfigError(f"patch {bad[0] if bad else '(none)'} is not a cell of {where} (it lies outside cells 0..{n_tokens - 1})")
+    mask = torch.zeros(n_tokens, dtype=torch.bool)
+    mask[list(cells)] = True
+    return mask
+
+
 def check_mask(token_mask: Tensor | None, n_tokens: int, grid: tuple[int, int] | None) -> None:
     """A mask must have one entry per token of the input (the grid's cells for patch SAEs)."""
     if token_mask is None:

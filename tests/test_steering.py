@@ -98,3 +98,16 @@ def test_bad_edits_are_refused(sae):
         Edit(1, "boost", 1.0)
     with pytest.raises(ConfigError, match="mask"):
         check_mask(torch.ones(5, dtype=torch.bool), 16, (4, 4))
+
+
+def test_cells_mask():
+    from sae_core.steering import cells_mask
+
+    assert cells_mask(None, 16, (4, 4)) is None
+    assert cells_mask([0, 5], 16, (4, 4)).nonzero().flatten().tolist() == [0, 5]
+    with pytest.raises(ConfigError, match=r"patch 16 is not a cell of the 4x4 grid .*outside cells 0..15"):
+        cells_mask([3, 16], 16, (4, 4))
+    with pytest.raises(ConfigError, match="none"):
+        cells_mask([], 16, (4, 4))
+    with pytest.raises(ConfigError, match="no patches"):
+        cells_mask([0], 1, None)

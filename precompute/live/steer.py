@@ -13,24 +13,9 @@ from collections.abc import Sequence
 import torch
 
 from sae_core.errors import ConfigError
-from sae_core.steering import Edit, apply_edits, check_edits, check_mask, resolve_units
+from sae_core.steering import Edit, apply_edits, cells_mask, check_edits, resolve_units
 
 TARGETS = ("classes", "neighbors", "features")
-
-
-def patch_mask(patches: Sequence[int] | None, n_tokens: int, grid: tuple[int, int] | None) -> torch.Tensor | None:
-    """Token indices (row-major grid cells) -> a boolean mask, or None for every token."""
-    if not patches:
-        return None
-    if grid is None and n_tokens == 1:
-        raise ConfigError("this SAE reads one pooled vector per input; it has no patches to mask")
-    bad = [p for p in patches if not 0 <= p < n_tokens]
-    if bad:
-        shape = f"a {grid[0]}x{grid[1]} grid" if grid else f"{n_tokens} tokens"
-        raise ConfigError(f"patch {bad[0]} is outside this SAE's input ({shape}: cells 0..{n_tokens - 1})")
-    mask = torch.zeros(n_tokens, dtype=torch.bool)
-    mask[list(patches)] = True
-    return mask
 
 
 def steer(engine, sae_id: str, acts: torch.Tensor, edits: Sequence[Edit], units: str = "max",
@@ -48,8 +33,7 @@ def steer(engine, sae_id: str, acts: torch.Tensor, edits: Sequence[Edit], units:
     check_edits(edits, sae.cfg.d_sae)
     max_act = engine.max_acts(sae_id)
     raw = resolve_units(edits, units, {e.feature_id: float(max_act[e.feature_id]) for e in edits})
-    mask = patch_mask(patches, acts.shape[0], spec.grid)
-    check_mask(mask, acts.shape[0], spec.grid)
+    mask = cells_mask(patches or None, acts.shape[0], spec.grid)
     steered = apply_edits(sae, acts.to(sae.W_enc.device), raw, mask).cpu()
     out = {"edits": [{"feature_id": e.feature_id, "op": e.op, "value": e.value} for e in raw], "targets": {}}
     if "classes" in targets:
