@@ -27,6 +27,19 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "browser: needs /usr/bin/chromium and a real server (slow)")
 
 
+def webgl_pixels_drawn(page) -> int:
+    """Pixels of the map's WebGL buffer (not only the compositor's copy) that are not white."""
+    return page.evaluate(WEBGL_DRAWN_JS)
+
+
+WEBGL_DRAWN_JS = """() => {
+        const c = document.getElementById('map'); const gl = c.getContext('webgl');
+        const px = new Uint8Array(c.width * c.height * 4);
+        gl.readPixels(0, 0, c.width, c.height, gl.RGBA, gl.UNSIGNED_BYTE, px);
+        let n = 0; for (let i = 0; i < px.length; i += 4) if (px[i] < 250 || px[i+1] < 250 || px[i+2] < 250) n++;
+        return n; }"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,6 +6,7 @@ import io
 import re
 
 import pytest
+from conftest import webgl_pixels_drawn
 from make_fixture_index import PATCH, POOLED
 from PIL import Image
 
@@ -33,12 +34,7 @@ def test_map_canvas_draws_points(page, server):
     png = page.locator("#map").screenshot()
     assert coloured_pixels(png) > 200  # 64 coloured discs of ~9 px
     # the WebGL buffer itself (not only the compositor) holds the drawing
-    drawn = page.evaluate("""() => {
-        const c = document.getElementById('map'); const gl = c.getContext('webgl');
-        const px = new Uint8Array(c.width * c.height * 4);
-        gl.readPixels(0, 0, c.width, c.height, gl.RGBA, gl.UNSIGNED_BYTE, px);
-        let n = 0; for (let i = 0; i < px.length; i += 4) if (px[i] < 250 || px[i+1] < 250 || px[i+2] < 250) n++;
-        return n; }""")
+    drawn = webgl_pixels_drawn(page)
     assert drawn > 200
 
 

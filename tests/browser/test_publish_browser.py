@@ -12,7 +12,7 @@ import time
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import free_port, webgl_pixels_drawn
 from fastapi.testclient import TestClient
 from make_fixture_index import PATCH, POOLED, build_fixture_index
 
@@ -74,12 +74,7 @@ def test_home_and_links_between_pages(site_page, static_site):
     page.wait_for_selector("#explorer[data-restored='true']", timeout=15000)
     assert page.url.startswith(f"{static_site}/site/sae/{POOLED}/")
     assert page.eval_on_selector("#explorer", "e => e.dataset.n") == "64"
-    drawn = page.evaluate("""() => {
-        const c = document.getElementById('map'); const gl = c.getContext('webgl');
-        const px = new Uint8Array(c.width * c.height * 4);
-        gl.readPixels(0, 0, c.width, c.height, gl.RGBA, gl.UNSIGNED_BYTE, px);
-        let n = 0; for (let i = 0; i < px.length; i += 4) if (px[i] < 250 || px[i+1] < 250 || px[i+2] < 250) n++;
-        return n; }""")
+    drawn = webgl_pixels_drawn(page)
     assert drawn > 200
     page.click("nav[aria-label='SAE'] >> text=Dashboard")
     page.wait_for_url(f"{static_site}/site/sae/{POOLED}/dashboard/")
