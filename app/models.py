@@ -285,6 +285,31 @@ class SearchView(BaseModel):
                                                            "for an id, or the last page when `page` is past the end")
 
 
+class SearchGroup(BaseModel):
+    """One SAE's first results in a search across SAEs."""
+
+    sae: SaeSummary
+    count: int = Field(description="results in this SAE")
+    n_all: int = Field(default=0, description="of them, results matching every word")
+    data: list[SearchHit] = Field(description="the first results, ranked as on the SAE's own search page")
+    more_url: str = Field(description="this SAE's own search, same words and filters, for every result")
+
+
+class GlobalSearchView(BaseModel):
+    """A search across every SAE of the index (or those of one arch and/or model)."""
+
+    q: str
+    filters: dict[str, str | float | int] = Field(default_factory=dict, description="the filters and sort in use "
+                                                  "(arch, model, min_density, max_density, label, sort), as in the URL")
+    archs: list[str] = Field(description="architectures the index's SAEs have (the arch filter's choices)")
+    models: list[str] = Field(description="models the index's SAEs were trained on (the model filter's choices)")
+    n_saes: int = Field(description="SAEs searched (those passing arch and model)")
+    n_saes_all: int = Field(description="SAEs in the index")
+    count: int = Field(description="results over all groups")
+    n_terms: int = Field(default=0, description="distinct words searched (0 for an id)")
+    groups: list[SearchGroup] = Field(description="SAEs with results, best answering first")
+
+
 class GameView(BaseModel):
     sae: SaeSummary
     token: str

@@ -25,6 +25,10 @@ PATTERNS: dict[str, str] = {
     "sample_json": "/sae/{sae_id}/sample/{sample_id}.json",
     "thumb": "/thumb/{dataset_id}/{sample_id}.webp",
     "points": "/sae/{sae_id}/points/{kind}.bin",
+    "activations": "/sae/{sae_id}/feature/{feature_id}/activations.bin",
+    "features": "/sae/{sae_id}/features",
+    "inspect": "/sae/{sae_id}/inspect",
+    "global_search": "/search",
 }
 
 
@@ -56,6 +60,11 @@ def search_url(sae_id: str, q: str, page: int = 1, filters: dict[str, Any] | Non
     if page != 1:
         query["page"] = page
     return url("search", query, sae_id=sae_id)
+
+
+def global_search_url(q: str, filters: dict[str, Any] | None = None) -> str:
+    """The search across SAEs; default filters are left out, as in search_url."""
+    return url("global_search", {"q": q, **(filters or {})})
 
 
 MAX_ECHOED_PARAMS = 10

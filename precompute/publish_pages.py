@@ -42,6 +42,9 @@ def home_pages(ps: PageSet) -> None:
     ps.served("/")
     ps.served("/index.json", ps.json)
     ps.served("/openapi.json", ps.raw)
+    ps.html("/search", ps.r.message_page("/search", None, "Search all SAEs", (  # the home page's search box
+        "Searching every SAE at once needs a running saescope (saescope serve); each SAE's own search "
+        "works here: open an SAE, then use its search box.")))
 
 
 def sae_pages(ps: PageSet, sae_id: str, n_rounds: int, index_name: str) -> None:

@@ -13,5 +13,9 @@ export const PATTERNS = {
   "sample": "/sae/{sae_id}/sample/{sample_id}",
   "sample_json": "/sae/{sae_id}/sample/{sample_id}.json",
   "thumb": "/thumb/{dataset_id}/{sample_id}.webp",
-  "points": "/sae/{sae_id}/points/{kind}.bin"
+  "points": "/sae/{sae_id}/points/{kind}.bin",
+  "activations": "/sae/{sae_id}/feature/{feature_id}/activations.bin",
+  "features": "/sae/{sae_id}/features",
+  "inspect": "/sae/{sae_id}/inspect",
+  "global_search": "/search"
 };

@@ -14,8 +14,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.db import DbDep
 from app.deps import SaeDep, SettingsDep
-from app.models import SearchView
+from app.errors import InvalidParamError
+from app.models import GlobalSearchView, SearchView
 from app.render import page as render_page
+from app.views.global_search import GlobalFilters, empty_view, global_search_view
 from app.views.search import Filters, NoSuchFeatureError, not_found_view, search_view
 
 MAX_QUERY = 200
@@ -37,6 +39,17 @@ def search_filters(min_density: Density = None, max_density: Density = None, clu
 
 
 FiltersDep = Annotated[Filters, Depends(search_filters)]
+Arch = Annotated[str | None, Query(max_length=100, description="only SAEs of this architecture, as the index's saes "
+                                   "table records it (topk, batchtopk, relu, jumprelu, gated, ...)")]
+Model = Annotated[str | None, Query(max_length=200, description="only SAEs trained on this model's activations")]
+
+
+def global_filters(arch: Arch = None, model: Model = None, min_density: Density = None, max_density: Density = None,
+                   label: Label = None, sort: Sort = "relevance") -> GlobalFilters:
+    return GlobalFilters(arch or None, model or None, Filters(min_density, max_density, None, label or None, sort))
+
+
+GlobalFiltersDep = Annotated[GlobalFilters, Depends(global_filters)]
 
 
 @router.get("/sae/{sae_id}/search.json", response_model=SearchView,
@@ -57,3 +70,22 @@ def search_page(request: Request, db: DbDep, sae: SaeDep, settings: SettingsDep,
     if view.redirect:
         return RedirectResponse(view.redirect, status_code=303)
     return render_page(request, "search.html", view, notice=None)
+
+
+@router.get("/search.json", response_model=GlobalSearchView,
+            responses={422: {"description": "arch or model names no SAE of the index, or a bad filter value"}})
+def global_search_json(db: DbDep, filters: GlobalFiltersDep, q: Q = "") -> GlobalSearchView:
+    """Every SAE's first results for q, grouped by SAE; each group links to its SAE's full search."""
+    return global_search_view(db, q, filters)
+
+
+@router.get("/search", response_class=HTMLResponse)
+def global_search_page(request: Request, db: DbDep, filters: GlobalFiltersDep, q: Q = "") -> Response:
+    """A filter value no SAE has is answered on the search page itself (the form, the message, 422)."""
+    try:
+        view = global_search_view(db, q, filters)
+    except InvalidParamError as exc:
+        resp = render_page(request, "global_search.html", empty_view(db, q, filters), notice=exc.message)
+        resp.status_code = exc.status_code
+        return resp
+    return render_page(request, "global_search.html", view, notice=None)
