@@ -15,6 +15,7 @@ PATTERNS: dict[str, str] = {
     "sae": "/sae/{sae_id}",
     "dashboard": "/sae/{sae_id}/dashboard",
     "game": "/sae/{sae_id}/game",
+    "game_answer": "/sae/{sae_id}/game/answer",
     "search": "/sae/{sae_id}/search",
     "feature": "/sae/{sae_id}/feature/{feature_id}",
     "feature_json": "/sae/{sae_id}/feature/{feature_id}.json",
@@ -28,6 +29,8 @@ PATTERNS: dict[str, str] = {
     "activations": "/sae/{sae_id}/feature/{feature_id}/activations.bin",
     "features": "/sae/{sae_id}/features",
     "inspect": "/sae/{sae_id}/inspect",
+    "inspect_json": "/sae/{sae_id}/inspect.json",
+    "steer_json": "/sae/{sae_id}/steer.json",
     "global_search": "/search",
 }
 

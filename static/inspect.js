@@ -1,7 +1,7 @@
 // Live inspection and steering: upload/paste/drop an image (or pick a sample, or type text), rank the
 // SAE features that fire, show each one's patch heatmap, rank a clicked or boxed region, and steer.
 // State that can be shared (sample, region, shown heatmap, edits) lives in the URL.
-import { heatColor } from './app.js';
+import { heatColor, url } from './app.js';
 
 const root = document.querySelector('[data-inspect]');
 const $ = (sel) => root.querySelector(sel);
@@ -84,7 +84,7 @@ async function inspect() {
   const before = status.textContent;
   status.textContent = 'Running the model on this input… (the first request also loads it)';
   try {
-    state.result = await post(`/sae/${encodeURIComponent(saeId)}/inspect.json`, form);
+    state.result = await post(url('inspect_json', { sae_id: saeId }), form);
     status.textContent = before.startsWith('live worker') ? before : 'live worker ready';
     status.className = 'live-status ok';
   } catch (e) {
@@ -116,7 +116,7 @@ function ranked(result, region) {
   }
   const byId = new Map(result.features.map((f) => [f.feature_id, f]));
   return [...best.entries()]
-    .map(([fid, b]) => ({ ...(byId.get(fid) || { feature_id: fid, title: `feature ${fid}`, url: `/sae/${saeId}/feature/${fid}`, thumbs: [] }), activation: b.activation, token: b.token,
+    .map(([fid, b]) => ({ ...(byId.get(fid) || { feature_id: fid, title: `feature ${fid}`, url: url('feature', { sae_id: saeId, feature_id: fid }), thumbs: [] }), activation: b.activation, token: b.token,
       relative: byId.get(fid) && byId.get(fid).max_act ? b.activation / byId.get(fid).max_act : null }))
     .sort((a, b) => b.activation - a.activation || a.feature_id - b.feature_id);
 }
@@ -363,7 +363,7 @@ function renderEdits() {
     const li = document.createElement('li');
     li.dataset.edit = e.feature_id;
     const label = document.createElement('a');
-    label.href = `/sae/${saeId}/feature/${e.feature_id}`;
+    label.href = url('feature', { sae_id: saeId, feature_id: e.feature_id });
     label.textContent = `#${e.feature_id} ${titleOf(e.feature_id)}`;
     const slider = document.createElement('input');
     slider.type = 'range'; slider.min = '-10'; slider.max = '10'; slider.step = '0.1';
@@ -398,7 +398,7 @@ async function steer() {
   const outBox = $('[data-steer-out]');
   outBox.classList.add('busy');
   try {
-    const r = await post(`/sae/${encodeURIComponent(saeId)}/steer.json`, form);
+    const r = await post(url('steer_json', { sae_id: saeId }), form);
     if (seq === steerSeq) renderSteer(r);
   } catch (e) {
     if (seq === steerSeq) showError(e.message);

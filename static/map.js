@@ -1,6 +1,6 @@
 // SAE explorer map: a small WebGL point renderer (gl.POINTS), pan/zoom, CPU picking on a grid,
 // lasso selection, cluster labels, and view state kept in the query string.
-import { drawHeat } from './app.js';
+import { drawHeat, url } from './app.js';
 
 const root = document.getElementById('explorer');
 const saeId = root.dataset.sae;
@@ -312,7 +312,7 @@ function colorKey() {
 
 async function loadFeatureActivations() {
   if (state.map !== 'samples' || state.feature === null || (pts.act && pts.act.feature === state.feature)) return;
-  const res = await fetch(`/sae/${encodeURIComponent(saeId)}/feature/${state.feature}/activations.bin`);
+  const res = await fetch(url('activations', { sae_id: saeId, feature_id: state.feature }));
   if (!res.ok) { statusEl.textContent = `feature ${state.feature}: no activations (${res.status})`; return; }
   const a = parsePoints(await res.arrayBuffer());
   if (a.n !== pts.n) return;
@@ -477,8 +477,7 @@ async function loadMap(which) {
   const t0 = performance.now();
   statusEl.textContent = 'loading…';
   if (!cache[which]) {
-    const url = which === 'features' ? root.dataset.featuresBin : root.dataset.samplesBin;
-    const res = await fetch(url);
+    const res = await fetch(which === 'features' ? root.dataset.featuresBin : root.dataset.samplesBin);
     if (!res.ok) { statusEl.textContent = `could not load points (${res.status})`; return; }
     const p = parsePoints(await res.arrayBuffer());
     p.bb = bbox(p.cols.x, p.cols.y, p.n);
@@ -570,7 +569,7 @@ function tableLink(indices) {
     return li;
   }
   const a = document.createElement('a');
-  a.href = `/sae/${encodeURIComponent(saeId)}/features?ids=${ranges}`;
+  a.href = `${url('features', { sae_id: saeId })}?ids=${ranges}`; // ranges: digits, '-' and ',' only
   a.textContent = `open all ${indices.length.toLocaleString()} in the feature table`;
   li.appendChild(a);
   return li;
@@ -585,7 +584,7 @@ async function renderSelection(indices) {
   if (!ids.length) return;
   if (state.map === 'features') {
     selList.appendChild(tableLink(indices));
-    const res = await fetch(`/sae/${encodeURIComponent(saeId)}/features.json?limit=${MAX_LIST}&ids=${toRanges(ids)}`);
+    const res = await fetch(`${url('features_json', { sae_id: saeId })}?limit=${MAX_LIST}&ids=${toRanges(ids)}`);
     if (!res.ok) return;
     const body = await res.json();
     for (const f of body.data) {
@@ -600,7 +599,7 @@ async function renderSelection(indices) {
     for (const id of ids) {
       const li = document.createElement('li');
       const a = document.createElement('a');
-      a.href = `/sae/${encodeURIComponent(saeId)}/sample/${id}`;
+      a.href = url('sample', { sae_id: saeId, sample_id: id });
       a.textContent = `sample ${id}`;
       li.appendChild(a);
       selList.appendChild(li);
@@ -645,10 +644,10 @@ async function card(i) {
   const id = idOf(i);
   const key = `${state.map}:${id}`;
   if (!cards.has(key)) {
-    const url = state.map === 'features'
-      ? `/sae/${encodeURIComponent(saeId)}/feature/${id}/card.json`
-      : `/sae/${encodeURIComponent(saeId)}/sample/${id}.json`;
-    cards.set(key, fetch(url).then((r) => (r.ok ? r.json() : null)));
+    const addr = state.map === 'features'
+      ? url('feature_card', { sae_id: saeId, feature_id: id })
+      : url('sample_json', { sae_id: saeId, sample_id: id });
+    cards.set(key, fetch(addr).then((r) => (r.ok ? r.json() : null)));
   }
   return cards.get(key);
 }
@@ -686,7 +685,7 @@ function fmt(v) { return v === null || v === undefined ? '–' : Number(v).toPre
 async function openSample(id) {
   state.sample = id;
   writeState();
-  const res = await fetch(`/sae/${encodeURIComponent(saeId)}/sample/${id}.json`);
+  const res = await fetch(url('sample_json', { sae_id: saeId, sample_id: id }));
   if (!res.ok) { state.sample = null; writeState(); return; }
   const v = await res.json();
   samplePanel.replaceChildren();
@@ -709,7 +708,7 @@ async function openSample(id) {
     ol.appendChild(li);
   }
   samplePanel.appendChild(ol);
-  samplePanel.appendChild(el('a', { href: `/sae/${encodeURIComponent(saeId)}/sample/${id}` }, 'open sample page'));
+  samplePanel.appendChild(el('a', { href: url('sample', { sae_id: saeId, sample_id: id }) }, 'open sample page'));
   samplePanel.hidden = false;
 }
 
@@ -816,7 +815,7 @@ function pointerEnd(e) {
   const [x, y] = localXY(e);
   const i = pickAt(x, y);
   if (i < 0) { if (nSelected) setSelection([]); return; }
-  if (state.map === 'features') window.location.href = `/sae/${encodeURIComponent(saeId)}/feature/${idOf(i)}`;
+  if (state.map === 'features') window.location.href = url('feature', { sae_id: saeId, feature_id: idOf(i) });
   else openSample(idOf(i));
 }
 canvas.addEventListener('pointerup', pointerEnd);

@@ -1,6 +1,6 @@
 // Sample page: every feature that fires on the sample, from the live worker (the index stores only
 // the most active few), each with its patch heatmap over the sample's thumbnail.
-import { drawHeat } from './app.js';
+import { drawHeat, url } from './app.js';
 
 const box = document.querySelector('[data-live-all]');
 
@@ -42,7 +42,7 @@ async function load() {
   form.append('sample_id', box.dataset.sample);
   form.append('limit', '200');
   try {
-    const r = await fetch(`/sae/${encodeURIComponent(box.dataset.sae)}/inspect.json`, { method: 'POST', body: form, headers: { Accept: 'application/json' } });
+    const r = await fetch(url('inspect_json', { sae_id: box.dataset.sae }), { method: 'POST', body: form, headers: { Accept: 'application/json' } });
     const body = await r.json();
     if (!r.ok) throw new Error(body.message || `HTTP ${r.status}`);
     const res = body.results[0];

@@ -4,6 +4,7 @@ export const PATTERNS = {
   "sae": "/sae/{sae_id}",
   "dashboard": "/sae/{sae_id}/dashboard",
   "game": "/sae/{sae_id}/game",
+  "game_answer": "/sae/{sae_id}/game/answer",
   "search": "/sae/{sae_id}/search",
   "feature": "/sae/{sae_id}/feature/{feature_id}",
   "feature_json": "/sae/{sae_id}/feature/{feature_id}.json",
@@ -17,5 +18,7 @@ export const PATTERNS = {
   "activations": "/sae/{sae_id}/feature/{feature_id}/activations.bin",
   "features": "/sae/{sae_id}/features",
   "inspect": "/sae/{sae_id}/inspect",
+  "inspect_json": "/sae/{sae_id}/inspect.json",
+  "steer_json": "/sae/{sae_id}/steer.json",
   "global_search": "/search"
 };

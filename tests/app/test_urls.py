@@ -35,3 +35,14 @@ def test_pages_link_through_the_patterns(client):
     html = client.get(f"/sae/{POOLED}/feature/1").text
     for name in ("sae", "dashboard", "game", "search"):
         assert f'="{urls.url(name, sae_id=POOLED)}"' in html, name
+
+
+def test_no_template_or_script_builds_an_sae_address_by_hand():
+    """Every /sae/ address comes from PATTERNS (urls.url in templates, url() in scripts)."""
+    from app.render import TEMPLATES_DPATH
+
+    hand = re.compile(r"""["'`]/sae/|['"]/sae/['"]""")
+    offenders = [f"{p.name}:{i + 1}" for d, glob in ((TEMPLATES_DPATH, "*.html"), (STATIC_DPATH, "*.js"))
+                 for p in sorted(d.glob(glob)) if p.name not in ("urls.js", "publish-search.js")
+                 for i, line in enumerate(p.read_text().splitlines()) if hand.search(line)]
+    assert offenders == []
