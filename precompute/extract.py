@@ -39,7 +39,7 @@ class ExtractConfig:
     dataset: str = field(default="emoji", metadata={"help": "image folder, table (.csv/.tsv/.parquet/.jsonl), WebDataset tars ('shards-{00000..00009}.tar'), a save_to_disk folder, text:FILE, wordnet[:N] or emoji[:N]"})
     model: str = field(default="efficientnet-lite0", metadata={
         "help": "efficientnet-lite0, minilm, hf:<name or folder> (CLIP, SigLIP, SigLIP2, ViT, DINOv2, ConvNeXt, ResNet and their "
-                "image classifiers), diffusers:<name or folder>"})
+                "image classifiers), diffusers:<name or folder>, open_clip:<architecture or folder> (with --pretrained)"})
     layer: str = field(default="head", metadata={"help": "layer to read (e.g. head, blocks.15, -2 for CLIP's penultimate block); "
                                                           "several, comma-separated (--layer=-2,-8,-14), fill one store each from one pass"})
     tokens: str = field(default="pooled", metadata={"help": "token selection: pooled, cls, patches, all or registers (DINOv2); "
@@ -64,6 +64,9 @@ class ExtractConfig:
     revision: str = field(default="", metadata={
         "help": "hub branch, tag or commit of an hf:/diffusers: hub model (default: the commit 'main' resolves to; "
                 "local folders are identified by a hash of their files)"})
+    pretrained: str = field(default="", metadata={
+        "help": "open_clip:<architecture> weights: a pretrained tag (e.g. laion2b_s34b_b79k) or a checkpoint file "
+                "(a file is identified by its hash)"})
     verbose: bool = field(default=False, metadata={"help": "show the model libraries' loading reports and download bars"})
 
     def __post_init__(self) -> None:
@@ -180,7 +183,8 @@ def _load_extractor(cfg: ExtractConfig, layers: list[tuple[str, str]], modality:
     """The model with a hook per layer, or a one-line error for a bad model, layer, token selection or input kind."""
     with contextlib.redirect_stdout(io.StringIO()):  # some model packages print on load
         extractors = build_extractors(cfg.model, layers, device=device, image_size=cfg.image_size or None, modality=modality,
-                                      dtype=getattr(torch, _model_dtype(cfg)), revision=cfg.revision or None, verbose=cfg.verbose)
+                                      dtype=getattr(torch, _model_dtype(cfg)), revision=cfg.revision or None, verbose=cfg.verbose,
+                                      pretrained=cfg.pretrained or None)
     if extractors[0].info.modality != modality:
         raise ConfigError(f"model {cfg.model} takes {extractors[0].info.modality} inputs but dataset {cfg.dataset} is {modality}")
     return MultiLayerExtractor(extractors)

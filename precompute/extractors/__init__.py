@@ -1,7 +1,8 @@
 """Model registry: turns a model spec from the command line into an `Extractor`.
 
 Specs: `efficientnet-lite0` (packaged weights), `hf:<name or folder>` (transformers CLIP/SigLIP),
-`diffusers:<name or folder>` (FLUX, optional extra). Heavy libraries load only when named.
+`diffusers:<name or folder>` (FLUX, optional extra), `open_clip:<architecture or folder>` (open_clip
+ViT image towers, optional extra; weights from `pretrained`). Heavy libraries load only when named.
 """
 
 from __future__ import annotations
@@ -16,14 +17,23 @@ __all__ = ["Extractor", "ExtractorError", "ExtractorInfo", "build_extractor", "b
 
 def build_extractor(spec: str, layer: str, token_selection: str, *, device: str = "cpu",
                     image_size: int | None = None, modality: str = "image", dtype=None,
-                    revision: str | None = None, verbose: bool = False) -> Extractor:
+                    revision: str | None = None, verbose: bool = False, pretrained: str | None = None) -> Extractor:
     """`dtype` (a torch dtype) applies to hf: towers; None keeps float32. `revision`: a hub
-    branch, tag or commit (hf:/diffusers: hub names only). The libraries' loading reports and
+    branch, tag or commit (hf:/diffusers: hub names only). `pretrained`: an open_clip tag or
+    checkpoint file (open_clip: architectures only). The libraries' loading reports and
     download bars show only when `verbose`."""
     if revision and not spec.startswith(("hf:", "diffusers:")):
         raise ExtractorError(f"--revision {revision!r} applies to hf:/diffusers: hub models, not {spec!r}")
     if revision and local_folder(spec) is not None:
         raise ExtractorError(f"--revision {revision!r}: {spec} is a local folder, whose files' hash is its revision; drop --revision")
+    if pretrained and not spec.startswith("open_clip:"):
+        raise ExtractorError(f"--pretrained {pretrained!r} applies to open_clip: architectures, not {spec!r}")
+    if spec.startswith("open_clip:"):
+        from precompute.extractors.open_clip_vit import build_open_clip_extractor
+
+        with quiet_loaders(verbose):
+            return build_open_clip_extractor(canonical_spec(spec), layer, token_selection, pretrained=pretrained or None,
+                                             device=device, image_size=image_size, modality=modality)
     with quiet_loaders(verbose):
         return _build(canonical_spec(spec), layer, token_selection, device=device, image_size=image_size,
                       modality=modality, dtype=dtype, revision=revision or None)
@@ -82,4 +92,5 @@ def _build(spec: str, layer: str, token_selection: str, *, device: str, image_si
         except (OSError, ValueError) as e:  # the libraries' own loaders: missing files, no network, bad config
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ExtractorError(f"cannot load {spec}: {first} (offline, give a local folder written by save_pretrained)") from None
-    raise ExtractorError(f"model {spec!r} is unknown; use efficientnet-lite0, hf:<name or folder> or diffusers:<name or folder>")
+    raise ExtractorError(f"model {spec!r} is unknown; use efficientnet-lite0, hf:<name or folder>, diffusers:<name or folder> "
+                         "or open_clip:<architecture or folder>")

@@ -4,6 +4,8 @@ A store's folder id hashes the model's identity. For `hf:` and `diffusers:` mode
 (canonical spec, weights revision): a local folder's spec is its resolved absolute path and its
 revision a content hash of the folder's files, so re-saved weights get a new store and
 `hf:clip` / `hf:/abs/clip` share one; a hub name's revision is the commit it resolved to.
+`open_clip:` follows the same rules: a folder by its files' hash, an architecture by the
+revision its `--pretrained` resolves to (a checkpoint file's hash, or `tag@commit`).
 Packaged models (`efficientnet-lite0`, `minilm`) are pinned by their package versions.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-HUB_PREFIXES = ("hf:", "diffusers:")
+HUB_PREFIXES = ("hf:", "diffusers:", "open_clip:")
 SKIPPED_SUFFIXES = (".md", ".txt.lock", ".lock")
 """Files that never change a model's outputs (model cards, download locks)."""
 
