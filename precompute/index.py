@@ -24,6 +24,7 @@ import torch
 from precompute.alignment import MAX_STORED_COSINES, align, hooked_layer, neuron_vectors, ultra_low_density_cluster
 from precompute.coactivation import top_coactivation
 from precompute.concepts import feature_concepts
+from precompute.concepts_joint import store_joint_concepts
 from precompute.dataset import read_dataset_manifest
 from precompute.heads import load_classifier_tail
 from precompute.index_schema import DERIVED, TABLES, create_tables, finalize, insert_table
@@ -348,24 +349,35 @@ def _insert_neighbors(con, sae_id: str, w_dec: torch.Tensor, k: int) -> None:
 
 
 def _insert_coactivation(con, sae_id: str, scan, k: int) -> None:
-    """Co-activation neighbours from the pair counts the scan kept (none for SAEs too large to keep them)."""
+    """Co-activation neighbours from the pair counts the scan kept, and how far their n_both may be
+    low (index_meta `coactivation_undercount`: JSON {sae_id: bound}, 0 = exact; `precompute.coactivation`)."""
     if scan.co_counts is None:
         return
+    row = con.execute("SELECT value FROM index_meta WHERE key = 'coactivation_undercount'").fetchone()
+    bounds = (json.loads(row[0]) if row else {}) | {sae_id: int(scan.co_counts.undercount)}
+    con.execute("DELETE FROM index_meta WHERE key = 'coactivation_undercount'")
+    con.execute("INSERT INTO index_meta VALUES ('coactivation_undercount', ?)", [json.dumps(bounds, sort_keys=True)])
     f, r, g, jac, both = top_coactivation(scan.co_counts, k)
     insert_table(con, "feature_coactivation", {"sae_id": [sae_id] * len(f), "feature_id": f, "rank": r, "neighbor_id": g,
                                                "jaccard": jac, "n_both": both})
 
 
 def _insert_concepts(con, inp: _Inputs, scan, device: str) -> None:
-    """feature_concepts, for stores of classifiers whose hooked layer feeds the classes (`precompute.heads`)."""
+    """feature_concepts, for stores of classifiers whose hooked layer feeds the classes (`precompute.heads`)
+    and, method `joint`, of CLIP/SigLIP image towers (`precompute.concepts_joint`)."""
     m = inp.store.manifest
     tail = load_classifier_tail(m.get("model") or "", m.get("layer") or "", m.get("token_selection") or "", device)
-    if tail is None:
-        return
-    rows = feature_concepts(inp.sae, tail, inp.store, scan.top_ids, scan.max_scores, device)
+    if tail is not None:
+        _insert_concept_rows(con, inp.sae_id, feature_concepts(inp.sae, tail, inp.store, scan.top_ids, scan.max_scores, device))
+    joint = store_joint_concepts(inp.sae, m, scan.max_scores > 0, device, inp.ds_manifest.get("modality") or "image")
+    if joint is not None:
+        _insert_concept_rows(con, inp.sae_id, joint)
+
+
+def _insert_concept_rows(con, sae_id: str, rows) -> None:
     n = len(rows.feature_id)
     insert_table(con, "feature_concepts", {
-        "sae_id": [inp.sae_id] * n, "feature_id": np.asarray(rows.feature_id, np.int32), "kind": rows.kind,
+        "sae_id": [sae_id] * n, "feature_id": np.asarray(rows.feature_id, np.int32), "kind": rows.kind,
         "rank": np.asarray(rows.rank, np.int32), "concept": rows.concept, "score": np.asarray(rows.score, np.float32),
         "method": [rows.method] * n})
 

@@ -27,7 +27,8 @@ def _columns(con, table: str) -> set[str]:
 
 def _concepts_sql(con) -> str:
     """Concept terms weighted by the concept's score over the feature's best (kinds that say
-    what the feature means: promotes, ablation); no rows when the index has no concepts."""
+    what the feature means: promotes, ablation, closest words in CLIP/SigLIP space); no rows when
+    the index has no concepts."""
     if not {"concept", "score", "kind"} <= _columns(con, "feature_concepts"):
         return "SELECT NULL::VARCHAR AS sae_id, NULL::VARCHAR AS term, NULL::INTEGER AS feature_id, 0.0 AS concept_weight WHERE false"
     return f"""
@@ -35,7 +36,7 @@ def _concepts_sql(con) -> str:
       SELECT sae_id, feature_id, unnest({terms_sql("words")}) AS term, w FROM (
         SELECT sae_id, feature_id, {words_sql('concept')} AS words,
                greatest(score, 0) / nullif(max(score) OVER (PARTITION BY sae_id, feature_id), 0) AS w
-        FROM feature_concepts WHERE kind IN ('promotes', 'ablation')))
+        FROM feature_concepts WHERE kind IN ('promotes', 'ablation', 'closest')))
     WHERE w > 0 GROUP BY ALL"""
 
 
