@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import machine, print_table  # noqa: E402
 from sae_core.config import SAEConfig  # noqa: E402
 from sae_core.model import SparseAutoencoder  # noqa: E402
+from sae_core.training import make_optimizer  # noqa: E402
 
 CPU_CONFIGS = [("demo head", 1280, 512, 16, 256), ("demo patches", 320, 1024, 16, 512), ("d=768 x8, k=32", 768, 6144, 32, 4096)]
 GPU_CONFIGS = [("d=1024, 65,536, k=32", 1024, 65536, 32, 8192), ("d=768, 24,576, k=64", 768, 24576, 64, 8192),
@@ -58,8 +59,9 @@ def _update(loss: torch.Tensor, sae: torch.nn.Module, opt, project_grad, renorma
 
 
 def _step_setup(sae: torch.nn.Module, d_sae: int, device: str, auxk: bool):
-    """What both libraries' steps share: AdamW, half the latents marked dead (for AuxK), autocast."""
-    opt = torch.optim.AdamW(sae.parameters(), lr=3e-4)
+    """What both libraries' steps share: saescope train's optimizer (fused AdamW), half the latents
+    marked dead (for AuxK), autocast."""
+    opt = make_optimizer(sae.parameters(), lr=3e-4)
     dead = torch.zeros(d_sae, dtype=torch.bool, device=device)
     dead[: d_sae // 2] = auxk
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if torch.device(device).type == "cuda" else torch.autocast("cpu", enabled=False)

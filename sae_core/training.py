@@ -148,6 +148,14 @@ def memory_needed(sae_cfg: SAEConfig, batch_size: int) -> int:
     return 4 * (4 * n_params + 4 * batch_size * sae_cfg.d_sae)
 
 
+def make_optimizer(params, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
+    """AdamW with its fused kernel (CPU and CUDA): one pass over each parameter per step instead
+    of a dozen elementwise ops (on the 2-core CPU 1.4 -> 0.65 ms a step at demo patches; on a GPU
+    it also keeps the step counters on the device, so no host sync). bench_train.py gives both
+    libraries this optimizer."""
+    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay, fused=True)
+
+
 def check_memory(sae_cfg: SAEConfig, batch_size: int, device: torch.device) -> None:
     """Refuse, before anything is written, a size the device could never hold (`--expansion 100000`)."""
     need, have = memory_needed(sae_cfg, batch_size), _device_memory(device)
@@ -187,7 +195,7 @@ class _Trainer:
 
         torch.manual_seed(cfg.seed)
         self.sae = SparseAutoencoder(self.sae_cfg).to(self.device)
-        self.opt = torch.optim.AdamW(self.sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+        self.opt = make_optimizer(self.sae.parameters(), cfg.lr, cfg.weight_decay)
         self.tokens_since_fired = torch.zeros(self.sae_cfg.d_sae, dtype=torch.long, device=self.device)
         self.step = 0
         if not self._load_state():
@@ -242,8 +250,8 @@ class _Trainer:
         if not self._state_fpath.exists():
             return False
         try:
-            # On the CPU first: load_state_dict moves tensors to the parameters' device, and Adam's
-            # `step` counters must stay on the CPU (on a GPU they cost host syncs every step).
+            # On the CPU first: load_state_dict moves tensors to the parameters' device (fused
+            # AdamW's `step` counters too; unfused ones stay on the CPU, sparing host syncs).
             state = torch.load(self._state_fpath, map_location="cpu", weights_only=True)
         except Exception as e:  # damaged files raise RuntimeError, EOFError, UnpicklingError, KeyError, ...
             raise FormatError(f"{self._state_fpath}: corrupt training state ({e}); delete it to restart") from None
