@@ -18,8 +18,8 @@ from fastapi import Depends, Request
 
 from app.errors import IndexSchemaError, IndexUnavailableError
 
-SCHEMA_VERSION = 5  # sae_core.contract.SCHEMA_VERSION (the app does not import sae_core)
-INDEX_FORMAT_SINCE = 5  # sae_core.contract.FORMAT_SINCE["index"]: the oldest index this app reads
+SCHEMA_VERSION = 6  # sae_core.contract.SCHEMA_VERSION (the app does not import sae_core)
+INDEX_FORMAT_SINCE = 6  # sae_core.contract.FORMAT_SINCE["index"]: the oldest index this app reads
 REQUIRED_TABLES = (
     "schema_version", "datasets", "samples", "saes", "features", "feature_top",
     "feature_quantiles", "feature_hist", "feature_labels", "feature_neighbors", "clusters",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from precompute.coactivation import COACT_MAX_FEATURES, CoactivationCounts
+from precompute.coactivation import PairCounts, SparsePairCounts, pair_counter
 from precompute.encoding import ChunkEncoder, SampleCode
 from sae_core import distributed
 from sae_core.metrics import MetricsAccumulator
@@ -43,8 +43,8 @@ class ScanResult:
     sample_ids: np.ndarray
     """[n_samples] in store order."""
     metrics: dict
-    co_counts: np.ndarray | None = None
-    """[d_sae, d_sae] int32 samples on which both features fire (None above COACT_MAX_FEATURES)."""
+    co_counts: PairCounts | None = None
+    """Samples on which two features both fire (`precompute.coactivation`), every rank's merged."""
 
 
 DENSE_BUDGET = 1 << 27
@@ -92,7 +92,7 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
     st_ids = np.zeros((hi - lo, m), dtype=np.int32)
     st_vals = np.zeros((hi - lo, m), dtype=np.float32)
     acc = MetricsAccumulator(d_sae)
-    coact = CoactivationCounts(d_sae, device) if d_sae <= COACT_MAX_FEATURES else None
+    coact = pair_counter(d_sae, device)
     parts: list[tuple] = []  # per-chunk float sums, folded in store order at the end (torchrun only; on the CPU)
     bar = progress(total=hi - lo, desc="scan", unit="img")
     for first, acts in _sample_chunks(store, chunk_samples, lo, hi, device):
@@ -103,8 +103,7 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
         chunk_acc.update_counts(acts * sae.input_scale, x_hat * sae.input_scale, fire)
         counts = torch.bincount(code.feats, minlength=d_sae)
         chunk_sum = feature_sums(code, counts)
-        if coact is not None:
-            coact.update(code, n)
+        coact.update(code, n)
         if d.enabled:
             chunk_acc.sum_x = chunk_acc.sum_x.cpu()  # fire_counts are on the CPU already
             parts.append((chunk_acc, chunk_sum.cpu()))
@@ -118,7 +117,7 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
         st_vals[first - lo : first - lo + n], st_ids[first - lo : first - lo + n] = v.cpu().numpy(), i.cpu().numpy()
         bar.update(n)
     bar.close()
-    co = None if coact is None else np.sum(distributed.all_gather_arrays(coact.matrix()[None]), axis=0)[0]
+    co = _merged_pairs(coact.pairs())
     if not d.enabled:
         return ScanResult(best_v.cpu().numpy(), best_i.cpu().numpy(), n_fired.cpu().numpy(), sum_s.cpu().numpy(),
                           max_s.cpu().numpy(), st_ids, st_vals, ids_all, acc.result(), co)
@@ -133,6 +132,16 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
     acc = distributed.fold_in_rank_order(MetricsAccumulator(d_sae), [p[0] for p in parts], MetricsAccumulator.add)
     return ScanResult(best_v.numpy(), best_i.numpy(), n_fired, total.numpy(), max_s, np.concatenate(gather(st_ids)),
                       np.concatenate(gather(st_vals)), ids_all, acc.result(), co)
+
+
+def _merged_pairs(own: PairCounts) -> PairCounts:
+    """Every rank's pair counts summed (integers: the same table as one process while no rank had
+    to drop rare pairs), kept within the sparse counter's pair limit."""
+    gather = distributed.all_gather_arrays
+    keys, counts = gather(own.keys), gather(own.counts)
+    fired, under = gather(own.fired[None]), gather(np.array([own.undercount]))
+    parts = [PairCounts(own.d_sae, k, c, f[0], int(u[0])) for k, c, f, u in zip(keys, counts, fired, under)]
+    return PairCounts.merge(parts, SparsePairCounts.MAX_PAIRS)
 
 
 def feature_sums(code: SampleCode, counts: torch.Tensor) -> torch.Tensor:

@@ -17,10 +17,10 @@ from typing import Any
 
 from sae_core.errors import FormatError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Bump together with the version line of docs/data-contract.md on every format change."""
 
-FORMAT_SINCE = {"dataset": 3, "activation_store": 3, "activation_store_part": 3, "sae": 3, "index": 5}
+FORMAT_SINCE = {"dataset": 3, "activation_store": 3, "activation_store_part": 3, "sae": 3, "index": 6}
 """Per kind of file, the schema version that last changed its format. Readers accept any version
 from there up to SCHEMA_VERSION and folder names hash it, so a change to one kind (say, the
 index) neither orphans nor re-keys the others (stores can cost GPU hours)."""

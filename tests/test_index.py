@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -50,7 +51,8 @@ def test_tables_and_columns_are_the_contract(built):
     assert sorted(r[0] for r in con.execute("SELECT sae_id FROM saes").fetchall()) == ["a", "b"]
     meta = dict(con.execute("SELECT key, value FROM index_meta").fetchall())
     documented = [row for row in DOC.splitlines() if row.startswith("| index_meta |")][0]
-    assert set(meta) == {"inputs_hash", "encoder_precision", "quantile_bins"}
+    assert set(meta) == {"inputs_hash", "encoder_precision", "quantile_bins", "coactivation_undercount"}
+    assert json.loads(meta["coactivation_undercount"]) == {"a": 0, "b": 0}  # small SAEs: exact pair counts
     assert set(meta) <= set(re.findall(r"`(\w+)`", documented.split("|")[3]))
     assert meta["quantile_bins"] == str(cfg.quantile_bins)
     assert meta["encoder_precision"] == "float32"  # auto on a CPU
