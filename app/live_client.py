@@ -89,6 +89,11 @@ class LiveClient:
     def steer(self, sae_id: str, form: dict, files: dict | None) -> dict:
         return self._call("POST", "/steer", data={**form, "sae_id": sae_id}, files=files)
 
+    def concept_search(self, sae_id: str, text: str, k: int, timeout: float) -> dict:
+        """Features of a CLIP/SigLIP SAE nearest `text` in the joint space; no start-up grace (search
+        pages do not wait for a worker that is still starting)."""
+        return self._call("POST", "/concept_search", timeout=timeout, grace=0.0, data={"sae_id": sae_id, "text": text, "k": str(k)})
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()

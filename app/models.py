@@ -147,12 +147,13 @@ class CoNeighbor(BaseModel):
 
 
 class Concept(BaseModel):
-    """A class the model's later layers read from the feature (concept projection)."""
+    """A class the model's later layers read from the feature, or a word near it in CLIP/SigLIP space (concept projection)."""
 
-    kind: str = Field(description="promotes or suppresses")
-    concept: str = Field(description="the classifier's class name")
-    score: float = Field(description="decoder: logit change from 0 to max activation; ablation: mean logit drop when the feature is removed from its top samples")
-    method: str = Field(description="decoder or ablation")
+    kind: str = Field(description="promotes or suppresses (classifiers); closest (method joint)")
+    concept: str = Field(description="the classifier's class name, or (joint) an ImageNet class name or a word of the shipped list")
+    score: float = Field(description="decoder: logit change from 0 to max activation; ablation: mean logit drop when the feature is "
+                                     "removed from its top samples; joint: cosine with the word's text embedding in the joint space")
+    method: str = Field(description="decoder, ablation or joint")
 
 
 class FeatureView(BaseModel):
@@ -164,7 +165,7 @@ class FeatureView(BaseModel):
     labels: list[LabelCount]
     neighbors: list[Neighbor]
     coactivation: list[CoNeighbor] = Field(default_factory=list, description="empty for SAEs above 8,192 features")
-    concepts: list[Concept] = Field(default_factory=list, description="empty unless the model is a classifier")
+    concepts: list[Concept] = Field(default_factory=list, description="empty unless the model is a classifier or a CLIP/SigLIP image tower")
     alignment: FeatureAlignment | None = Field(default=None, description="None unless the hooked layer's neurons are known")
     prev_url: str | None
     next_url: str | None
@@ -269,6 +270,15 @@ class SearchHit(FeatureSummary):
     top: list[SampleRef] = Field(default_factory=list, description="the feature's first top samples")
 
 
+class MeaningResults(BaseModel):
+    """Features ranked by meaning: the cosine between the query's text embedding and their decoder
+    directions carried into CLIP/SigLIP's joint space (asked of the live worker)."""
+
+    space: str = Field(description="CLIP or SigLIP")
+    prompt: str = Field(description="what was embedded: the query in the vocabulary's prompt template")
+    data: list[SearchHit] = Field(description="nearest features that fired, highest cosine first (`score` is the cosine); filters do not apply")
+
+
 class SearchView(BaseModel):
     sae: SaeSummary
     q: str
@@ -283,6 +293,8 @@ class SearchView(BaseModel):
                                                   "(min_density, max_density, cluster, label, sort), as in the URL")
     redirect: str | None = Field(default=None, description="where the HTML page redirects: the feature page "
                                                            "for an id, or the last page when `page` is past the end")
+    meaning: MeaningResults | None = Field(default=None, description="first page of word searches on CLIP/SigLIP SAEs "
+                                           "while the live worker is up: features nearest the words by meaning; else null")
 
 
 class SearchGroup(BaseModel):

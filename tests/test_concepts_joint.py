@@ -252,3 +252,42 @@ def test_index_on_a_clip_store_gains_joint_concepts(clip_index, clip_dir):
     want = cj.joint_concepts(sae, space, cj.vocabulary(), np.isin(np.arange(16), live))
     assert [(f, r, c) for f, r, c, _ in rows] == list(zip(want.feature_id, want.rank, want.concept))
     assert [s for *_, s in rows] == pytest.approx(want.score, abs=1e-5)
+
+
+def test_worker_ranks_features_by_meaning_and_search_shows_them(clip_index, clip_dir, tmp_path):
+    """Real uvicorn: the worker's /concept_search equals the numpy cosines; the explorer's search
+    lists the planted feature first 'by meaning', and without a worker the word results stand alone."""
+    import httpx
+    from live_servers import explorer, free_port, worker
+
+    fpath, sae_id, sae = clip_index
+    dirs = sae.W_dec.detach().numpy().astype(np.float64) @ _hand_carry(clip_dir, "-2").T
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    hand = dirs @ _text_features(clip_dir, ["a photo of a teapot."])[0]
+    with duckdb.connect(str(fpath), read_only=True) as con:
+        live = {f for (f,) in con.execute("SELECT feature_id FROM features WHERE sae_id = ? AND max_act > 0", [sae_id]).fetchall()}
+    want = sorted((f for f in range(16) if f in live), key=lambda f: -hand[f])[:5]
+    with worker(fpath, tmp_path) as (wurl, _):
+        r = httpx.post(wurl + "/concept_search", data={"sae_id": sae_id, "text": " teapot ", "k": "5"}, timeout=120)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["space"] == "CLIP" and body["prompt"] == "a photo of a teapot." and body["text"] == "teapot"
+        assert [h["feature_id"] for h in body["features"]] == want and want[0] == 7
+        assert [h["cosine"] for h in body["features"]] == pytest.approx([hand[f] for f in want], abs=1e-4)
+        empty = httpx.post(wurl + "/concept_search", data={"sae_id": sae_id, "text": "  "}, timeout=60)
+        unknown = httpx.post(wurl + "/concept_search", data={"sae_id": "nope", "text": "cat"}, timeout=60)
+        assert empty.status_code == 400 and "empty" in empty.json()["detail"]
+        assert unknown.status_code == 404 and "no SAE 'nope'" in unknown.json()["detail"]
+        with explorer(fpath, tmp_path, wurl, {"SAESCOPE_LIVE_CONNECT_GRACE_S": "0"}) as (aurl, _):
+            s = httpx.get(f"{aurl}/sae/{sae_id}/search.json", params={"q": "teapot"}, timeout=60).json()
+            html = httpx.get(f"{aurl}/sae/{sae_id}/search", params={"q": "teapot"}, timeout=60).text
+            page = httpx.get(f"{aurl}/sae/{sae_id}/feature/7", timeout=60).text
+    assert s["meaning"]["space"] == "CLIP" and [h["feature_id"] for h in s["meaning"]["data"]][:5] == want
+    assert s["meaning"]["data"][0]["score"] == pytest.approx(hand[7], abs=1e-4)
+    assert 7 in [h["feature_id"] for h in s["data"]]  # the stored concept word matches too
+    assert "By meaning in CLIP space" in html and 'data-space="CLIP"' in html
+    assert "Closest words in CLIP space" in page and "<td>teapot</td>" in page
+    with explorer(fpath, tmp_path, f"http://127.0.0.1:{free_port()}", {"SAESCOPE_LIVE_CONNECT_GRACE_S": "0"}) as (aurl, _):
+        off = httpx.get(f"{aurl}/sae/{sae_id}/search.json", params={"q": "teapot"}, timeout=60)
+    assert off.status_code == 200 and off.json()["meaning"] is None
+    assert [h["feature_id"] for h in off.json()["data"]] == [h["feature_id"] for h in s["data"]]

@@ -18,7 +18,7 @@ from app.errors import InvalidParamError
 from app.models import GlobalSearchView, SearchView
 from app.render import page as render_page
 from app.views.global_search import GlobalFilters, empty_view, global_search_view
-from app.views.search import Filters, NoSuchFeatureError, not_found_view, search_view
+from app.views.search import Filters, NoSuchFeatureError, meaning_results, not_found_view, search_view
 
 MAX_QUERY = 200
 
@@ -54,8 +54,9 @@ GlobalFiltersDep = Annotated[GlobalFilters, Depends(global_filters)]
 
 @router.get("/sae/{sae_id}/search.json", response_model=SearchView,
             responses={404: {"description": "q names a feature id the SAE does not have"}})
-def search_json(db: DbDep, sae: SaeDep, settings: SettingsDep, filters: FiltersDep, q: Q = "", page: Page = 1) -> SearchView:
-    return search_view(db, sae, q, page, settings.page_size, filters)
+def search_json(request: Request, db: DbDep, sae: SaeDep, settings: SettingsDep, filters: FiltersDep, q: Q = "",
+                page: Page = 1) -> SearchView:
+    return _with_meaning(request, db, sae, search_view(db, sae, q, page, settings.page_size, filters))
 
 
 @router.get("/sae/{sae_id}/search", response_class=HTMLResponse)
@@ -69,7 +70,14 @@ def search_page(request: Request, db: DbDep, sae: SaeDep, settings: SettingsDep,
         return resp
     if view.redirect:
         return RedirectResponse(view.redirect, status_code=303)
-    return render_page(request, "search.html", view, notice=None)
+    return render_page(request, "search.html", _with_meaning(request, db, sae, view), notice=None)
+
+
+def _with_meaning(request: Request, db, sae, view: SearchView) -> SearchView:
+    """The cached word results plus, when the live worker answers, the features nearest by meaning
+    (asked per request: the worker comes and goes, the index does not)."""
+    meaning = meaning_results(db, sae, request.app.state.live, view)
+    return view.model_copy(update={"meaning": meaning}) if meaning else view
 
 
 @router.get("/search.json", response_model=GlobalSearchView,

@@ -11,6 +11,10 @@ Rank: features matching every word come first; then the score, summed over words
 name's strength (name_score) when the name holds the word, 5 x the concept's strength when a
 concept the feature promotes holds it, plus the top samples holding it, each weighted by its
 activation as a share of the feature's top activation.
+
+On CLIP/SigLIP SAEs (the index holds `joint` concepts) the first page also asks the live worker
+for the features nearest the words by meaning (`meaning_results`); without a worker, or when it
+fails, that section is simply absent.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from typing import Any
 
 from app.db import Index
 from app.errors import InvalidParamError, NotFoundError
-from app.models import SearchHit, SearchView
+from app.live_client import LiveClient, LiveError
+from app.models import MeaningResults, SearchHit, SearchView
 from app.search_text import STOP_WORDS, prefix_upper, words
 from app.urls import search_url
 from app.views.common import FEATURE_COLS, SaeCtx, feature_summary, top_thumbs
@@ -32,6 +37,9 @@ MAX_WORD = 100
 NAME_WEIGHT = 10.0  # a strong name hit outranks a few caption hits
 CONCEPT_WEIGHT = 5.0
 N_THUMBS = 4
+N_MEANING = 12
+"""Features listed by meaning (live worker) above the word matches."""
+MEANING_TIMEOUT_S = 10.0
 ID_RE = re.compile(r"(?:#|f|feat|feature)?\s*#?\s*(\d+)", re.IGNORECASE | re.ASCII)
 PHRASE_RE = re.compile(r"[\"“”]([^\"“”]*)[\"“”]?")
 SORTS = {"relevance": "terms DESC, score DESC, feature_id", "density": "density DESC NULLS LAST, feature_id",
@@ -210,3 +218,31 @@ def _search_view(db: Index, ctx: SaeCtx, q: str, page: int, page_size: int, filt
 def not_found_view(ctx: SaeCtx, q: str, page_size: int) -> SearchView:
     """An empty result for the HTML page that explains a missing feature id."""
     return SearchView(sae=ctx.summary, q=q.strip(), page=1, page_size=page_size, count=0, n_pages=0, data=[])
+
+
+def has_joint_concepts(db: Index, sae_id: str) -> bool:
+    """Whether the index projected this SAE into a CLIP/SigLIP joint space (so the worker can search it by meaning)."""
+    return db.cached(("joint", sae_id), lambda: db.one(
+        "SELECT 1 AS x FROM feature_concepts WHERE sae_id = ? AND method = 'joint' LIMIT 1", [sae_id]) is not None)
+
+
+def meaning_results(db: Index, ctx: SaeCtx, live: LiveClient, view: SearchView) -> MeaningResults | None:
+    """The worker's features nearest the query by meaning, or None: not a first page of words, not a
+    CLIP/SigLIP SAE, no worker, or the worker could not answer (the word matches stand alone)."""
+    if not (view.q and view.n_terms and view.page == 1 and view.redirect is None and live.configured
+            and has_joint_concepts(db, ctx.sae_id)):
+        return None
+    try:
+        found = live.concept_search(ctx.sae_id, view.q, N_MEANING, MEANING_TIMEOUT_S)
+    except LiveError:
+        return None
+    cosine = {int(h["feature_id"]): float(h["cosine"]) for h in found.get("features", [])}
+    ids = [f for f in cosine if 0 <= f < ctx.d_sae]
+    if not ids:
+        return None
+    rows = {int(r["feature_id"]): r for r in db.all(
+        f"SELECT {FEATURE_COLS} FROM features WHERE sae_id = ? AND list_contains(?, feature_id)", [ctx.sae_id, ids])}
+    tops = top_thumbs(db, ctx, ids, N_THUMBS)
+    hits = [SearchHit(**feature_summary(ctx.sae_id, rows[f]).model_dump(), score=cosine[f], matches=0, top=tops.get(f, []))
+            for f in ids if f in rows]
+    return MeaningResults(space=str(found.get("space", "CLIP")), prompt=str(found.get("prompt", "")), data=hits)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from precompute.concepts_joint import TEMPLATE, JointSpace, NoJointSpace, decoder_directions, load_joint_space
 from precompute.extractors import Extractor, build_extractors
 from precompute.extractors.multi import MultiLayerExtractor
 from precompute.heads import ClassifierTail, load_classifier_tail
@@ -84,6 +85,7 @@ class LiveEngine:
         self._datasets: dict[str, DatasetSamples | None] = {}
         self._retrieval: dict[str, Retrieval] = {}
         self._stores: dict[Path, tuple[ActivationStore, dict[int, int]]] = {}
+        self._joint: dict[str, tuple[JointSpace, torch.Tensor]] = {}
         self._load_lock = threading.RLock()
 
     # ---- what is served ------------------------------------------------------------------
@@ -148,6 +150,31 @@ class LiveEngine:
             if sae_id not in self._retrieval:
                 self._retrieval[sae_id] = Retrieval(self.spec(sae_id).store)
             return self._retrieval[sae_id]
+
+    def joint(self, sae_id: str) -> tuple[JointSpace, torch.Tensor]:
+        """The SAE's joint image-text space and its features' unit directions there [d_sae, d_joint]
+        (`precompute.concepts_joint`), loaded on first use."""
+        with self._load_lock:
+            if sae_id not in self._joint:
+                spec = self.spec(sae_id)
+                try:
+                    space = load_joint_space(spec.model, spec.layer, None, str(self.device), spec.modality)
+                except NoJointSpace as e:
+                    raise InputError(f"SAE {sae_id}: search by meaning needs a CLIP or SigLIP image SAE whose checkpoint "
+                                     f"has its text tower ({e})", status=422) from None
+                self._joint[sae_id] = (space, space.project(decoder_directions(self.sae(sae_id))))
+            return self._joint[sae_id]
+
+    def concept_search(self, sae_id: str, text: str, k: int) -> tuple[str, list[tuple[int, float]]]:
+        """(space name, the k features nearest the text in the joint space as (feature, cosine), highest
+        first); the text is embedded in the vocabulary's prompt TEMPLATE, features that never fired are left out."""
+        space, directions = self.joint(sae_id)
+        query = space.embed_text([TEMPLATE.format(text)])[0].to(directions.device)
+        cos = (directions @ query).cpu()
+        if self.index_fpath is not None:
+            cos[torch.as_tensor(self.max_acts(sae_id) <= 0)] = float("-inf")
+        values, ids = cos.topk(min(k, cos.shape[0]))
+        return space.family, [(int(f), float(v)) for f, v in zip(ids.tolist(), values.tolist()) if v != float("-inf")]
 
     def sample(self, sae_id: str, sample_id: int) -> LiveInput:
         """A dataset sample, loaded from its original source as extraction loaded it; when that source

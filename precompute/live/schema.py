@@ -52,3 +52,16 @@ class SteerResponse(BaseModel):
     patches: list[int]
     edits: list[dict] = Field(description="the edits applied, values in raw latent units")
     targets: dict[str, dict] = Field(description="per target (classes, neighbors, features): {before, after}; classes also has compare")
+
+
+class ConceptHit(BaseModel):
+    feature_id: int
+    cosine: float = Field(description="cosine of the feature's decoder direction, carried into the joint space, with the text's embedding")
+
+
+class ConceptSearchResponse(BaseModel):
+    sae_id: str
+    text: str
+    space: str = Field(description="the joint space: CLIP or SigLIP")
+    prompt: str = Field(description="what was embedded: the text in the vocabulary's prompt template")
+    features: list[ConceptHit] = Field(description="nearest features that fired, highest cosine first")

@@ -2,7 +2,8 @@
 
 Bound to localhost by default: it runs models on uploads and has no authentication. The
 explorer (`app/`) calls it with timeouts and shows one line when it is absent, busy or down.
-Inputs arrive as multipart forms: `image` (a file), `text`, or `sample_id`.
+Inputs arrive as multipart forms: `image` (a file), `text`, or `sample_id`; `concept_search`
+takes a `text` and ranks a CLIP/SigLIP SAE's features by meaning.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Annotated
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
+from precompute.concepts_joint import TEMPLATE
 from precompute.live.batcher import Batcher, QueueFull
 from precompute.live.engine import LiveEngine
 from precompute.live.inputs import MAX_UPLOAD_BYTES, InputError, LiveInput, check_text, decode_image
-from precompute.live.schema import InspectResponse, SteerResponse, WorkerHealth
+from precompute.live.schema import ConceptSearchResponse, InspectResponse, SteerResponse, WorkerHealth
 from precompute.live.steer import steer
 from sae_core.errors import SaescopeError
 from sae_core.steering import Edit
@@ -27,6 +29,7 @@ from sae_core.steering import Edit
 log = logging.getLogger("saescope.worker")
 RETRY_AFTER_S = 2
 REQUEST_TIMEOUT_S = 120.0
+MAX_CONCEPT_HITS = 200
 
 
 def create_worker_app(engine: LiveEngine, max_batch: int = 8, max_queue: int = 64,
@@ -96,6 +99,17 @@ def create_worker_app(engine: LiveEngine, max_batch: int = 8, max_queue: int = 6
 
         result = (await run(None, [item], go))[0]
         return {"input": _describe(item), "sae_id": sae_id, "units": units, "patches": cells, **result}
+
+    @app.post("/concept_search", response_model=ConceptSearchResponse)
+    async def concept_search(sae_id: Annotated[str, Form()], text: Annotated[str, Form()],
+                             k: Annotated[int, Form(ge=1, le=MAX_CONCEPT_HITS)] = 24) -> dict:
+        """Features of a CLIP/SigLIP SAE ranked by the cosine between their directions in the joint
+        image-text space and the text's embedding (precompute.concepts_joint)."""
+        engine.spec(sae_id)
+        query = check_text(text)
+        space, hits = (await run(None, [query], lambda items: [engine.concept_search(sae_id, items[0], k)]))[0]
+        return {"sae_id": sae_id, "text": query, "space": space, "prompt": TEMPLATE.format(query),
+                "features": [{"feature_id": f, "cosine": c} for f, c in hits]}
 
     return app
 
