@@ -1,6 +1,8 @@
 // SAE explorer map: a small WebGL point renderer (gl.POINTS), pan/zoom, CPU picking on a grid,
-// lasso selection, cluster labels, and view state kept in the query string.
+// lasso selection, cluster labels, legend filtering, a ring on the hovered (or tapped) point, and view
+// state kept in the query string.
 import { drawHeat, url } from './app.js';
+import { categoryFn, countCategories, hiddenMask, parseOnly, toggleCategory } from './map-filter.js';
 
 const root = document.getElementById('explorer');
 const saeId = root.dataset.sae;
@@ -98,6 +100,7 @@ function readState() {
     sel: parseRanges(p.get('sel') || ''),
     sample: /^\d{1,15}$/.test(sample) ? Number(sample) : null,
     feature: /^\d{1,10}$/.test((p.get('feature') || '').trim()) ? Number(p.get('feature').trim()) : null, // samples map coloured by it
+    only: parseOnly(p.get('only')), // legend filter: the categories shown (empty: all)
   };
 }
 
@@ -138,26 +141,34 @@ function writeState() {
     if (sel && sel.length < 1800) p.set('sel', sel);
     if (state.sample !== null && state.map === 'samples') p.set('sample', state.sample);
     if (state.feature !== null && state.map === 'samples') p.set('feature', state.feature);
+    if (state.only.size) p.set('only', [...state.only].join(','));
     history.replaceState(null, '', `${location.pathname}?${p}`);
   }, 120);
 }
 
 // ---------- WebGL ----------
+// asel: bit 0 selected, bit 1 hidden by the legend filter (drawn nowhere). `ring` redraws one point
+// (the hovered or tapped one) larger, opaque, inside a dark ring.
 const VS = `
 attribute float ax; attribute float ay; attribute vec4 acolor; attribute float asel;
-uniform vec2 center; uniform vec2 scale; uniform float psize; uniform float anysel;
-varying vec4 vcolor;
+uniform vec2 center; uniform vec2 scale; uniform float psize; uniform float anysel; uniform float ring;
+varying vec4 vcolor; varying float vring;
 void main() {
-  gl_Position = vec4((ax - center.x) * scale.x, (ay - center.y) * scale.y, 0.0, 1.0);
-  gl_PointSize = asel > 0.5 ? psize * 1.8 : psize;
-  vcolor = (anysel > 0.5 && asel < 0.5) ? vec4(acolor.rgb, 0.25) : acolor;
+  float hidden = step(1.5, asel);
+  float sel = asel - 2.0 * hidden;
+  gl_Position = hidden > 0.5 ? vec4(2.0, 2.0, 2.0, 1.0) : vec4((ax - center.x) * scale.x, (ay - center.y) * scale.y, 0.0, 1.0);
+  gl_PointSize = hidden > 0.5 ? 0.0 : ring > 0.5 ? psize * 2.2 + 8.0 : sel > 0.5 ? psize * 1.8 : psize;
+  vcolor = ring > 0.5 ? vec4(acolor.rgb, 1.0) : (anysel > 0.5 && sel < 0.5) ? vec4(acolor.rgb, 0.25) : acolor;
+  vring = ring;
 }`;
 const FS = `
 precision mediump float;
-varying vec4 vcolor;
+varying vec4 vcolor; varying float vring;
 void main() {
   vec2 d = gl_PointCoord - vec2(0.5);
-  if (dot(d, d) > 0.25) discard;
+  float r2 = dot(d, d);
+  if (r2 > 0.25) discard;
+  if (vring > 0.5 && r2 > 0.11) { gl_FragColor = vec4(0.07, 0.07, 0.07, 1.0); return; }
   gl_FragColor = vec4(vcolor.rgb * vcolor.a, vcolor.a);
 }`;
 
@@ -181,7 +192,7 @@ function makeGL() {
   return {
     gl, prog,
     attrs: { ax: loc('ax'), ay: loc('ay'), acolor: loc('acolor'), asel: loc('asel') },
-    unis: { center: uni('center'), scale: uni('scale'), psize: uni('psize'), anysel: uni('anysel') },
+    unis: { center: uni('center'), scale: uni('scale'), psize: uni('psize'), anysel: uni('anysel'), ring: uni('ring') },
     bufs: { x: gl.createBuffer(), y: gl.createBuffer(), color: gl.createBuffer(), sel: gl.createBuffer() },
   };
 }
@@ -206,6 +217,8 @@ let pts = null; // {n, cols, header, ids}
 let grid = null;
 let selected = new Uint8Array(0);
 let nSelected = 0;
+let hidden = new Uint8Array(0); // 1: hidden by the legend filter
+let ringIdx = -1; // the point drawn with a ring: hovered (mouse) or tapped (touch)
 const view = { cx: 0, cy: 0, zoom: 1, fit: 1 };
 const cache = { features: null, samples: null };
 const cards = new Map();
@@ -265,6 +278,7 @@ function nearest(dx, dy, radius) {
       const c = cy * G + cx;
       for (let k = start[c]; k < start[c + 1]; k++) {
         const i = order[k];
+        if (hidden[i]) continue; // filtered out: not drawn, so not pickable
         const d = (x[i] - dx) ** 2 + (y[i] - dy) ** 2;
         if (d <= bestD) { bestD = d; best = i; }
       }
@@ -354,7 +368,13 @@ function draw() {
   const base = n < 1000 ? 9 : n < 5000 ? 7 : n < 20000 ? 5 : n < 200000 ? 3 : 2;
   gl.uniform1f(R.unis.psize, Math.min(48, base * Math.min(4, Math.sqrt(view.zoom))) * dpr);
   gl.uniform1f(R.unis.anysel, nSelected > 0 ? 1 : 0);
+  gl.uniform1f(R.unis.ring, 0);
   gl.drawArrays(gl.POINTS, 0, n);
+  if (ringIdx >= 0 && ringIdx < n && !hidden[ringIdx]) { // on top of everything else
+    gl.uniform1f(R.unis.ring, 1);
+    gl.drawArrays(gl.POINTS, ringIdx, 1);
+    gl.uniform1f(R.unis.ring, 0);
+  }
   drawLabels();
 }
 
@@ -399,7 +419,9 @@ function drawLabels() {
   const W = canvas.clientWidth, H = canvas.clientHeight;
   const cr = canvas.getBoundingClientRect(), zr = zoomCtl.getBoundingClientRect();
   const reserved = zr.width ? [[zr.left - cr.left, zr.top - cr.top, zr.right - cr.left, zr.bottom - cr.top]] : [];
-  const placed = placeLabels(clusterList(state.map), toScreen, W, H, view.zoom, reserved);
+  const filtered = state.only.size && colorKey() === 'cluster'; // no label over clusters the legend hid
+  const clusters = filtered ? clusterList(state.map).filter((c) => state.only.has(String(c.cluster_id))) : clusterList(state.map);
+  const placed = placeLabels(clusters, toScreen, W, H, view.zoom, reserved);
   for (const { c, sx, sy } of placed) {
     const span = document.createElement('span');
     span.textContent = c.name; // textContent: names are data, never HTML
@@ -424,54 +446,107 @@ function fmtTick(v, log10) {
 }
 
 let legendOpen = false;
+const ACT_COLOUR = ramp(0.75); // the legend swatch for "has a value" on a ramp
+
+// The categories of the colouring in use (see map-filter.js), one per point.
+function catOf() {
+  const key = colorKey();
+  return categoryFn(key, pts.cols.cluster, key === 'cluster' ? null : pts.cols[key]);
+}
+
+// A legend entry is a toggle: it filters the map to its category (Shift/Ctrl-click: several).
+function legendItem(cat, colour, text, count, extra = {}) {
+  const on = state.only.has(cat);
+  const item = el('button', { type: 'button', class: `legend-item${state.only.size && !on ? ' off' : ''}`, 'data-cat': cat,
+    'aria-pressed': String(on), title: `${text}: show only these (Shift- or Ctrl-click to add more)`, ...extra });
+  item.appendChild(el('i', { style: `background: ${rgbCss(colour)}` }));
+  item.appendChild(el('span', { class: 'legend-name' }, text)); // textContent: names are data, never HTML
+  item.appendChild(el('span', { class: 'legend-n' }, count.toLocaleString()));
+  return item;
+}
+
+function rampLegend(key, spec, counts) {
+  legendEl.appendChild(el('div', { class: 'legend-title' }, key === 'act' ? `feature #${pts.act.feature} activation` : (COLOR_NAMES[key] || key)));
+  const row = el('div', { class: 'legend-ramp' });
+  row.appendChild(el('span', {}, fmtTick(spec.min, spec.log10)));
+  row.appendChild(el('span', { class: 'ramp-bar', 'aria-hidden': 'true' }));
+  row.appendChild(el('span', {}, fmtTick(spec.max, spec.log10)));
+  legendEl.appendChild(row);
+  const [yes, no] = key === 'act' ? ['among its strongest features', 'not among its strongest features']
+    : spec.log10 ? ['fires', 'never fires'] : ['has a value', 'no value'];
+  legendEl.appendChild(legendItem('valued', ACT_COLOUR, yes, counts.get('valued') || 0));
+  legendEl.appendChild(legendItem('none', NOISE, no, counts.get('none') || 0));
+}
+
+// The largest clusters, and a toggle that lists them all in a scrollable box (opened by itself
+// when the filter shows a cluster beyond the first few).
+function clusterLegend(counts) {
+  const cl = clusterList(state.map);
+  const more = cl.length > LEGEND_TOP;
+  const open = legendOpen || cl.slice(LEGEND_TOP).some((c) => state.only.has(String(c.cluster_id)));
+  const title = !cl.length ? 'clusters' : !more ? `clusters (${cl.length})`
+    : open ? `clusters (all ${cl.length}, largest first)` : `clusters (largest ${LEGEND_TOP} of ${cl.length})`;
+  legendEl.appendChild(el('div', { class: 'legend-title' }, title));
+  const list = el('div', { class: `legend-items${more && open ? ' open' : ''}`, id: 'legend-items' });
+  for (const c of open ? cl : cl.slice(0, LEGEND_TOP)) {
+    const id = String(c.cluster_id);
+    list.appendChild(legendItem(id, clusterColor(c.cluster_id), c.name || `cluster ${id}`, counts.get(id) || 0, { 'data-cluster': id }));
+  }
+  legendEl.appendChild(list);
+  legendEl.appendChild(legendItem('-1', NOISE, 'no cluster', counts.get('-1') || 0, { 'data-cluster': '-1' }));
+  if (more) {
+    const btn = el('button', { type: 'button', class: 'legend-more', 'aria-expanded': String(open),
+      'aria-controls': 'legend-items' }, open ? 'show fewer' : `+${cl.length - LEGEND_TOP} more`);
+    btn.addEventListener('click', () => {
+      legendOpen = !open;
+      renderLegend();
+      legendEl.querySelector('.legend-more')?.focus();
+    });
+    legendEl.appendChild(btn);
+  }
+}
+
 function renderLegend() {
   legendEl.replaceChildren();
   if (!pts) return;
   const key = colorKey();
   const spec = key === 'act' ? pts.act.spec : pts.header.columns.find((c) => c.name === key);
-  if (key !== 'cluster' && spec) {
-    legendEl.appendChild(el('div', { class: 'legend-title' }, key === 'act' ? `feature #${pts.act.feature} activation` : (COLOR_NAMES[key] || key)));
-    const row = el('div', { class: 'legend-ramp' });
-    row.appendChild(el('span', {}, fmtTick(spec.min, spec.log10)));
-    row.appendChild(el('span', { class: 'ramp-bar', 'aria-hidden': 'true' }));
-    row.appendChild(el('span', {}, fmtTick(spec.max, spec.log10)));
+  const counts = countCategories(pts.n, catOf());
+  if (key !== 'cluster' && spec) rampLegend(key, spec, counts);
+  else clusterLegend(counts);
+  if (state.only.size) {
+    let shown = 0;
+    for (const c of state.only) shown += counts.get(c) || 0;
+    const row = el('div', { class: 'legend-filter', role: 'status' }, `showing ${shown.toLocaleString()} of ${pts.n.toLocaleString()} points `);
+    const all = el('button', { type: 'button', class: 'legend-all' }, 'show all');
+    all.addEventListener('click', () => setFilter(new Set()));
+    row.appendChild(all);
     legendEl.appendChild(row);
-    const miss = el('div', { class: 'legend-item' });
-    miss.appendChild(el('i', { style: `background: rgb(${NOISE.join(',')})` }));
-    miss.appendChild(document.createTextNode(spec.log10 ? 'never fires' : key === 'act' ? 'not among its strongest features' : 'no value'));
-    legendEl.appendChild(miss);
-  } else {
-    // the largest clusters, and a toggle that lists them all in a scrollable box
-    const cl = clusterList(state.map);
-    const more = cl.length > LEGEND_TOP;
-    const title = !cl.length ? 'clusters' : !more ? `clusters (${cl.length})`
-      : legendOpen ? `clusters (all ${cl.length}, largest first)` : `clusters (largest ${LEGEND_TOP} of ${cl.length})`;
-    legendEl.appendChild(el('div', { class: 'legend-title' }, title));
-    const list = el('div', { class: `legend-items${more && legendOpen ? ' open' : ''}`, id: 'legend-items' });
-    for (const c of legendOpen ? cl : cl.slice(0, LEGEND_TOP)) {
-      const name = c.name || `cluster ${c.cluster_id}`;
-      const item = el('div', { class: 'legend-item', title: name, 'data-cluster': String(c.cluster_id) });
-      item.appendChild(el('i', { style: `background: ${rgbCss(clusterColor(c.cluster_id))}` }));
-      item.appendChild(document.createTextNode(`${name}${c.size ? ` (${c.size})` : ''}`));
-      list.appendChild(item);
-    }
-    legendEl.appendChild(list);
-    const noise = el('div', { class: 'legend-item', 'data-cluster': '-1' });
-    noise.appendChild(el('i', { style: `background: ${rgbCss(NOISE)}` }));
-    noise.appendChild(document.createTextNode('no cluster'));
-    legendEl.appendChild(noise);
-    if (more) {
-      const btn = el('button', { type: 'button', class: 'legend-more', 'aria-expanded': String(legendOpen),
-        'aria-controls': 'legend-items' }, legendOpen ? 'show fewer' : `+${cl.length - LEGEND_TOP} more`);
-      btn.addEventListener('click', () => {
-        legendOpen = !legendOpen;
-        renderLegend();
-        legendEl.querySelector('.legend-more')?.focus();
-      });
-      legendEl.appendChild(btn);
-    }
   }
 }
+
+// Hide the points outside the filter (and the ring, if its point is one of them), then redraw.
+function applyFilter() {
+  if (!pts) return;
+  hidden = hiddenMask(pts.n, catOf(), state.only);
+  if (ringIdx >= 0 && hidden[ringIdx]) { ringIdx = -1; hoverIdx = -1; hoverEl.hidden = true; }
+  uploadSel();
+  renderLegend();
+  redraw();
+}
+
+function setFilter(only) {
+  state.only = only;
+  applyFilter();
+}
+
+legendEl.addEventListener('click', (e) => {
+  const item = e.target.closest('[data-cat]');
+  if (!item || !pts) return;
+  const cat = item.dataset.cat;
+  setFilter(toggleCategory(state.only, cat, e.shiftKey || e.ctrlKey || e.metaKey));
+  legendEl.querySelector(`[data-cat="${CSS.escape(cat)}"]`)?.focus(); // the legend was redrawn: keep the focus
+});
 
 async function loadMap(which) {
   const t0 = performance.now();
@@ -496,6 +571,8 @@ async function loadMap(which) {
   }
   selected = new Uint8Array(pts.n);
   nSelected = 0;
+  ringIdx = -1;
+  hidden = hiddenMask(pts.n, catOf(), state.only);
   uploadSel();
   renderLegend();
   draw();
@@ -543,7 +620,9 @@ function zoomAt(factor, sx = canvas.clientWidth / 2, sy = canvas.clientHeight / 
 
 function uploadSel() {
   if (!R) return;
-  upload(R.bufs.sel, selected);
+  const flags = new Uint8Array(selected.length);
+  for (let i = 0; i < flags.length; i++) flags[i] = selected[i] | (hidden[i] ? 2 : 0);
+  upload(R.bufs.sel, flags);
   bindAttr('asel', R.bufs.sel, 1, R.gl.UNSIGNED_BYTE, false);
 }
 
@@ -621,7 +700,7 @@ function lassoSelect(poly) {
   const hits = [];
   for (let i = 0; i < pts.n; i++) {
     const px = x[i], py = y[i];
-    if (px < x0 || px > x1 || py < y0 || py > y1) continue;
+    if (hidden[i] || px < x0 || px > x1 || py < y0 || py > y1) continue;
     let inside = false;
     for (let a = 0, b = dpoly.length - 1; a < dpoly.length; b = a++) {
       const [ax, ay] = dpoly[a], [bx, by] = dpoly[b];
@@ -785,8 +864,14 @@ canvas.addEventListener('pointermove', (e) => {
   if (e.pointerType === 'touch') return;
   const i = pickAt(x, y);
   canvas.style.cursor = i >= 0 ? 'pointer' : 'crosshair';
+  setRing(i);
   showHover(i, x, y);
 });
+function setRing(i) {
+  if (ringIdx === i) return;
+  ringIdx = i;
+  redraw();
+}
 function pointerEnd(e) {
   if (!pointers.delete(e.pointerId)) return;
   if (pinch) {
@@ -814,13 +899,22 @@ function pointerEnd(e) {
   if (d.moved) return;
   const [x, y] = localXY(e);
   const i = pickAt(x, y);
-  if (i < 0) { if (nSelected) setSelection([]); return; }
+  if (i < 0) { setRing(-1); hoverIdx = -1; hoverEl.hidden = true; if (nSelected) setSelection([]); return; }
+  if (e.pointerType !== 'mouse' && state.map === 'features' && ringIdx !== i) { // touch has no hover: the first
+    setRing(i); // tap rings the point and shows its card, a second tap on it opens it
+    showHover(i, x, y);
+    return;
+  }
+  setRing(i);
   if (state.map === 'features') window.location.href = url('feature', { sae_id: saeId, feature_id: idOf(i) });
   else openSample(idOf(i));
 }
 canvas.addEventListener('pointerup', pointerEnd);
 canvas.addEventListener('pointercancel', pointerEnd); // e.g. the browser took the touch to scroll the page
-canvas.addEventListener('pointerleave', () => { hoverIdx = -1; hoverEl.hidden = true; });
+canvas.addEventListener('pointerleave', (e) => { // a finger leaves after every tap: its ring stays
+  if (e.pointerType === 'touch') return;
+  hoverIdx = -1; hoverEl.hidden = true; setRing(-1);
+});
 // On phones one finger scrolls the page over the map (touch-action in app.css); two fingers belong to the map.
 const twoFingers = (e) => { if (e.touches.length > 1 && e.cancelable) e.preventDefault(); };
 canvas.addEventListener('touchstart', twoFingers, { passive: false });
@@ -852,13 +946,14 @@ lassoBtn.addEventListener('click', () => {
 document.getElementById('reset-btn').addEventListener('click', () => { resetView(); setSelection([]); });
 colorSelect.addEventListener('change', () => {
   state.color = colorSelect.value;
+  state.only = new Set(); // the categories belong to the colouring
   if (R && pts) { upload(R.bufs.color, colors()); bindAttr('acolor', R.bufs.color, 4, R.gl.UNSIGNED_BYTE, true); }
-  renderLegend();
-  redraw();
+  applyFilter();
 });
 mapSelect.addEventListener('change', async () => {
   state.map = mapSelect.value;
   state.sample = null;
+  state.only = new Set();
   samplePanel.hidden = true;
   colorSelect.disabled = state.map !== 'features';
   await loadMap(state.map);
@@ -878,6 +973,10 @@ window.saescopeMap = {
   zoomRange: () => [ZOOM_MIN, ZOOM_MAX],
   zoomStep: ZOOM_BUTTON_STEP,
   selected: () => selectedIds(),
+  ring: () => ringIdx,
+  only: () => [...state.only].sort(),
+  nHidden: () => hidden.reduce((a, b) => a + b, 0),
+  categoryOf: (i) => catOf()(i),
 };
 
 // ---------- start ----------
@@ -892,6 +991,10 @@ window.saescopeMap = {
   if (state.z !== null) view.zoom = state.z;
   if (state.x !== null && state.x >= a0 && state.x <= a1) view.cx = state.x;
   if (state.y !== null && state.y >= b0 && state.y <= b1) view.cy = state.y;
+  if (state.only.size) { // a filter from the URL keeps only categories this map has
+    const counts = countCategories(pts.n, catOf());
+    setFilter(new Set([...state.only].filter((c) => counts.has(c))));
+  }
   if (state.sel.length) {
     const want = new Set(state.sel);
     const idx = [];
