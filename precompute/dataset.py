@@ -143,9 +143,9 @@ def thumbnail_webp(image: Image.Image, px: int = THUMB_PX) -> bytes:
 
 
 def _table_kwargs(cfg: DatasetConfig) -> dict:
-    if cfg.source.lower().endswith((".csv", ".tsv", ".parquet", ".jsonl", ".json")):
-        return {"image_col": cfg.image_col, "caption_col": cfg.caption_col, "label_col": cfg.label_col}
-    return {}
+    """Column flags for tables, `save_to_disk` folders and cached hub datasets (`open_source`
+    hands them only to those sources)."""
+    return {"image_col": cfg.image_col, "caption_col": cfg.caption_col, "label_col": cfg.label_col}
 
 
 _DATASET_KEYS = {"source": str, "modality": str, "n_samples": int, "n_skipped": int, "has_labels": bool}

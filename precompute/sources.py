@@ -301,15 +301,18 @@ class HFDiskSource(Source):
     Labels come from `label_col` or `labels`; ClassLabel integers become their names.
     """
 
-    def __init__(self, root: str | Path, image_col: str = "image", caption_col: str = "caption", label_col: str = "label"):
+    def __init__(self, root: str | Path, image_col: str = "image", caption_col: str = "caption", label_col: str = "label",
+                 *, loaded=None, name: str | None = None):
+        """`loaded`: a `datasets.Dataset` already opened from `root` (a cached hub dataset,
+        `precompute.sources_hf`), named `name` in sample sources and the dataset id."""
         try:
             import datasets
         except ImportError:
             raise DataError(f"{root}: a Hugging Face dataset folder needs `pip install datasets`") from None
         self.root = Path(root)
-        self.name = str(self.root.resolve())
+        self.name = name or str(self.root.resolve())
         try:
-            ds = datasets.load_from_disk(str(self.root))
+            ds = datasets.load_from_disk(str(self.root)) if loaded is None else loaded
         except Exception as e:  # datasets raises FileNotFoundError, ValueError, arrow errors...
             raise DataError(f"{root}: cannot load the Hugging Face dataset ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
         self.split = None
@@ -338,7 +341,8 @@ class HFDiskSource(Source):
         if label and isinstance(features[label], datasets.ClassLabel):
             names = features[label].names
             labels = [None if v is None or v < 0 else names[v] for v in labels]
-        self.records = [SampleRecord(f"{self.root.name}#{i}", _str(c), _str(lb)) for i, (c, lb) in enumerate(zip(captions, labels, strict=True))]
+        prefix = name or self.root.name
+        self.records = [SampleRecord(f"{prefix}#{i}", _str(c), _str(lb)) for i, (c, lb) in enumerate(zip(captions, labels, strict=True))]
         if not self.records:
             raise DataError(f"{root}: the dataset has no rows")
         self._ds = ds.select_columns([self.image_col]).cast_column(self.image_col, datasets.Image(decode=False)) if self.image_col else None
@@ -464,6 +468,8 @@ def open_source(spec: str, **kwargs) -> Source:
     - WebDataset shards: `shards-{00000..00009}.tar` (brace ranges and `{a,b}` lists, globs), one
       `.tar`, or a folder whose top level holds `.tar` files; `.tar.gz`/`.tgz` alike;
     - a Hugging Face `save_to_disk` folder (holds `dataset_info.json`/`state.json` or `dataset_dict.json`);
+    - `hf:owner/name[:split]` or `hf:owner/name:config:split`: a hub dataset already in the local
+      `datasets` cache, read without the network (precompute.sources_hf);
     - any other folder: images, labelled by their first sub-folder.
 
     Table keyword arguments (`image_col`, `caption_col`, `label_col`) also apply to HF folders.
@@ -485,6 +491,10 @@ def open_source(spec: str, **kwargs) -> Source:
         return WordNetSource(limit=int(arg))
     if spec.startswith("text:"):
         return TextLinesSource(spec[5:])
+    if spec.startswith("hf:"):
+        from precompute.sources_hf import open_cached_hub_dataset
+
+        return open_cached_hub_dataset(spec, **{k: v for k, v in kwargs.items() if k in ("image_col", "caption_col", "label_col")})
     path = Path(spec)
     if path.is_dir():
         if any((path / m).is_file() for m in HF_MARKERS):
@@ -506,7 +516,8 @@ def open_source(spec: str, **kwargs) -> Source:
         return TableSource(path, **kwargs)
     raise DataError(
         f"{spec}: not a dataset; give an image folder, a table (.csv/.tsv/.parquet/.jsonl), WebDataset shards "
-        "(x-{00000..00009}.tar, a .tar or a folder of them), a Hugging Face save_to_disk folder, text:FILE, wordnet or emoji"
+        "(x-{00000..00009}.tar, a .tar or a folder of them), a Hugging Face save_to_disk folder, hf:owner/name (cached), "
+        "text:FILE, wordnet or emoji"
     )
 
 
