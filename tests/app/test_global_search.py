@@ -135,3 +135,13 @@ def test_home_search_box_and_openapi(client):
     assert {"q", "arch", "model", "min_density", "max_density", "label", "sort"} <= names
     assert "cluster" not in names  # cluster ids are per SAE
     assert urls.global_search_url("red car", {"arch": "topk"}) == "/search?q=red+car&arch=topk"
+
+
+def test_a_submitted_form_with_blank_fields_means_no_filter(client):
+    """Browsers send every field of the filter form, blanks as `x=`: that is no bound, not a bad number."""
+    blank = {"model": "", "min_density": "", "max_density": "", "label": "", "sort": "relevance"}
+    view = gj(client, q="detector", arch="relu", **blank)
+    assert group_ids(view) == [PATCH] and view["filters"] == {"arch": "relu"}
+    r = client.get(f"/sae/{PATCH}/search.json", params={"q": "detector", "cluster": " ", **blank})
+    assert r.status_code == 200 and r.json()["count"] == gj(client, q="detector", arch="relu")["groups"][0]["count"]
+    assert client.get(f"/sae/{PATCH}/search.json", params={"q": "detector", "cluster": "-2"}).status_code == 422
