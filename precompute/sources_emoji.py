@@ -2,8 +2,10 @@
 
 Noto colour emoji come from the Debian font (`sources.EmojiSource`); Google's and Twitter's
 (Twemoji) 64 px PNGs with their names and categories come from the npm packages
-`emoji-datasource-google` / `emoji-datasource-twitter` (MIT), which `scripts/install.sh`
-installs under `.npm-data/` (or `$SAESCOPE_NPM_DATA`). The same concept (code point sequence)
+`emoji-datasource-google` / `emoji-datasource-twitter` (MIT); Microsoft's Fluent Emoji (3D and
+flat) and OpenMoji come from npm too and are rasterised once into a cache (`emoji_raster`).
+`scripts/install.sh` installs them under `.npm-data/` (or `$SAESCOPE_NPM_DATA`). Google's
+drawings are the Noto design, so the demo's default styles leave them out. The same concept (code point sequence)
 gets the same caption in every style, so SAE features can be checked for holding across styles;
 the label is `style / category / subcategory`, so style shows in label words and names.
 A style that is not installed is skipped with a one-line notice.
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from precompute.emoji_raster import RASTER_PX, RASTER_SETS, ensure_cache, list_drawings, svg_renderer_missing
 from precompute.sources import EMOJI_FONT, EMOJI_TEST, EmojiSource, SampleRecord, Source
 from sae_core.errors import DataError
 
@@ -27,7 +30,9 @@ NPM_DATA_ENV = "SAESCOPE_NPM_DATA"
 DEFAULT_NPM_DATA = Path(__file__).resolve().parents[1] / ".npm-data"
 NPM_STYLES = {"google": "emoji-datasource-google", "twitter": "emoji-datasource-twitter"}
 """Style name -> npm package; images at `img/<style>/64/<image>`, metadata in `emoji.json`."""
-STYLES = ("noto", *NPM_STYLES)
+STYLES = ("noto", *NPM_STYLES, *RASTER_SETS)
+DEFAULT_STYLES = ("noto", "twitter", "fluent3d", "fluentflat", "openmoji")
+"""Five renderings of four designs (Google's is Noto's again): the demo's set, `emoji-styles`."""
 SKIPPED_CATEGORIES = ("Component",)
 """Skin-tone and hair swatches are not pictures of anything."""
 
@@ -49,7 +54,7 @@ class Drawing:
     key: str
     """Code points in lower-case hex joined by `-`, without U+FE0F (the concept's identity)."""
     locator: str
-    """Noto: the record index in EmojiSource; npm: the PNG's path."""
+    """Noto: the record index in EmojiSource; npm: the image's path (raster sets: the cached PNG's)."""
 
 
 def concept_key(codes: list[int]) -> str:
@@ -78,8 +83,20 @@ def npm_data_dpath() -> Path:
     return Path(os.environ.get(NPM_DATA_ENV) or DEFAULT_NPM_DATA)
 
 
+def npm_package_name(style: str) -> str:
+    return NPM_STYLES[style] if style in NPM_STYLES else RASTER_SETS[style].package
+
+
 def npm_package_dpath(style: str) -> Path:
-    return npm_data_dpath() / "node_modules" / NPM_STYLES[style]
+    return npm_data_dpath() / "node_modules" / npm_package_name(style)
+
+
+def npm_package_version(style: str) -> str:
+    """The installed version (a new release redraws the images); "" when unreadable."""
+    try:
+        return str(json.loads((npm_package_dpath(style) / "package.json").read_text()).get("version", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 def style_missing(style: str) -> str | None:
@@ -89,9 +106,12 @@ def style_missing(style: str) -> str | None:
             if not need.exists():
                 return f"{need} is missing (apt-get install {pkg})"
         return None
-    if not (npm_package_dpath(style) / "emoji.json").is_file():
-        return (f"npm package {NPM_STYLES[style]} not found under {npm_data_dpath()} "
-                f"(scripts/install.sh, or npm install --prefix .npm-data {NPM_STYLES[style]})")
+    marker = "emoji.json" if style in NPM_STYLES else RASTER_SETS[style].marker
+    if not (npm_package_dpath(style) / marker).exists():
+        return (f"npm package {npm_package_name(style)} not found under {npm_data_dpath()} "
+                f"(scripts/install.sh, or npm install --prefix .npm-data {npm_package_name(style)})")
+    if style in RASTER_SETS and RASTER_SETS[style].needs_svg:
+        return svg_renderer_missing()
     return None
 
 
@@ -118,11 +138,13 @@ class EmojiStylesSource(Source):
         concepts = unicode_concepts()
         drawings: list[tuple[Concept, Drawing]] = []
         for style in self.styles:
-            drawings.extend(self._noto(concepts) if style == "noto" else self._npm(style, concepts))
+            lister = self._noto if style == "noto" else self._npm if style in NPM_STYLES else self._raster
+            drawings.extend(lister(style, concepts))
         if limit:
             keep = sorted({(c.rank, d.key) for c, d in drawings})[:limit]
             kept = {key for _, key in keep}
             drawings = [(c, d) for c, d in drawings if d.key in kept]
+        drawings = self._cached(drawings)
         # a concept's drawings stay together, concepts in a stable shuffled order: the samples a
         # trainer holds out at the end are whole unseen concepts from every category, not the flags
         order = {style: i for i, style in enumerate(self.styles)}
@@ -138,7 +160,7 @@ class EmojiStylesSource(Source):
             print(f"emoji style {style} skipped: {why}", file=sys.stderr)
         return why is not None
 
-    def _noto(self, concepts: dict[str, Concept]) -> list[tuple[Concept, Drawing]]:
+    def _noto(self, style: str, concepts: dict[str, Concept]) -> list[tuple[Concept, Drawing]]:
         self._noto_source = EmojiSource()
         out = []
         for i, r in enumerate(self._noto_source.records):
@@ -165,6 +187,21 @@ class EmojiStylesSource(Source):
             out.append((concept, Drawing(style, key, str(png))))
         return out
 
+    def _raster(self, style: str, concepts: dict[str, Concept]) -> list[tuple[Concept, Drawing]]:
+        """Drawings of a raster set, located at their original files until `_cached` draws them."""
+        return [(concepts[key], Drawing(style, key, str(src)))
+                for key, src in list_drawings(style, npm_package_dpath(style), concepts)]
+
+    def _cached(self, drawings: list[tuple[Concept, Drawing]]) -> list[tuple[Concept, Drawing]]:
+        """Raster-set drawings point at their cached PNGs (drawn now if missing); others unchanged."""
+        out = [cd for cd in drawings if cd[1].style not in RASTER_SETS]
+        for style in (s for s in self.styles if s in RASTER_SETS):
+            mine = [cd for cd in drawings if cd[1].style == style]
+            dpath = npm_data_dpath() / "raster" / f"{style}-{npm_package_version(style)}-{RASTER_PX}px"
+            cached = ensure_cache(dpath, [(d.key, Path(d.locator)) for _, d in mine])
+            out.extend((c, Drawing(style, d.key, str(cached[d.key]))) for c, d in mine if d.key in cached)
+        return out
+
     def load(self, i: int) -> Image.Image:
         d = self._drawings[i]
         if d.style == "noto":
@@ -179,17 +216,16 @@ class EmojiStylesSource(Source):
         """The records, plus each npm package's version (a new release redraws the images)."""
         h = hashlib.sha256(super().fingerprint().encode())
         for style in self.styles:
-            if style in NPM_STYLES:
-                meta = json.loads((npm_package_dpath(style) / "package.json").read_text())
-                h.update(f"{style}:{meta.get('version')}".encode())
+            if style != "noto":
+                h.update(f"{style}:{npm_package_version(style)}".encode())
         return h.hexdigest()
 
 
 def open_emoji_styles(spec: str) -> EmojiStylesSource:
-    """`emoji-styles[:N]` (every style) or `emoji:STYLES[:N]` (e.g. `emoji:noto,twitter:200`)."""
+    """`emoji-styles[:N]` (the demo's DEFAULT_STYLES) or `emoji:STYLES[:N]` (e.g. `emoji:noto,twitter:200`)."""
     head, _, rest = spec.partition(":")
     styles_text, _, limit_text = (("", "", rest) if head == "emoji-styles" else rest.partition(":"))
     bad_limit = bool(limit_text) and not limit_text.isdigit()
     if bad_limit or (head == "emoji-styles" and ":" in rest) or (head == "emoji" and not styles_text):
         raise DataError(f"{spec}: use emoji-styles[:N] or emoji:STYLES[:N] (STYLES from {','.join(STYLES)}; N concepts)")
-    return EmojiStylesSource(parse_styles(styles_text) if styles_text else STYLES, int(limit_text or 0))
+    return EmojiStylesSource(parse_styles(styles_text) if styles_text else DEFAULT_STYLES, int(limit_text or 0))

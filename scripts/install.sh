@@ -19,15 +19,21 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends $missing >/dev/null
 fi
 
-# Google's and Twitter's emoji (MIT, 64 px PNGs + names and categories) for the multi-style demo;
-# without npm the demo goes on with the Noto set alone.
-npm_pkgs="emoji-datasource-google@16.0.0 emoji-datasource-twitter@16.0.0"
-if command -v npm >/dev/null 2>&1; then
-  [ -f .npm-data/node_modules/emoji-datasource-twitter/emoji.json ] && [ -f .npm-data/node_modules/emoji-datasource-google/emoji.json ] \
-    || { echo "==> npm install --prefix .npm-data $npm_pkgs"; npm install -s --no-audit --no-fund --prefix .npm-data $npm_pkgs \
-         || echo "==> npm install failed: the demo will use the Noto emoji only"; }
+# The multi-style demo's emoji sets from npm: Google's and Twitter's (64 px PNGs + names and
+# categories), Microsoft's Fluent Emoji 3D (WebP) and flat (SVG), OpenMoji (SVG); see NOTICE.
+# Without npm the demo goes on with the Noto set alone.
+npm_pkgs="emoji-datasource-google@16.0.0 emoji-datasource-twitter@16.0.0 @lobehub/fluent-emoji-3d@1.1.0 fluentui-emoji@1.3.0 openmoji@17.0.0"
+npm_markers="emoji-datasource-google/emoji.json emoji-datasource-twitter/emoji.json @lobehub/fluent-emoji-3d/assets fluentui-emoji/icons/flat openmoji/data/openmoji.json"
+npm_missing=0
+for m in $npm_markers; do [ -e ".npm-data/node_modules/$m" ] || npm_missing=1; done
+if [ "$npm_missing" = 0 ]; then
+  :
+elif command -v npm >/dev/null 2>&1; then
+  echo "==> npm install --prefix .npm-data $npm_pkgs"
+  npm install -s --no-audit --no-fund --prefix .npm-data $npm_pkgs \
+    || echo "==> npm install failed: the demo will use the emoji sets it finds (at least Noto's)"
 else
-  echo "==> npm not found: the demo will use the Noto emoji only (apt-get install npm, then rerun for Google's and Twitter's)"
+  echo "==> npm not found: the demo will use the Noto emoji only (apt-get install npm, then rerun for the other styles)"
 fi
 
 python=${PYTHON:-python3}
@@ -38,7 +44,19 @@ pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
 if [ "$dev" = 1 ]; then
   pip install -q -e ".[dev,flux]"
+  # open_clip needs torchvision; PyPI's Linux torchvision is built against CUDA torch, and with a CPU
+  # torch its import fails (transformers' image processors import it too), so roll it back there.
+  if ! python -c "import open_clip" 2>/dev/null; then
+    pip install -q -e ".[openclip]"
+    if ! python -c "import torchvision" 2>/dev/null; then
+      pip uninstall -y -q torchvision open_clip_torch timm
+      echo "==> open_clip skipped: no torchvision build here matches torch $(python -c 'import torch; print(torch.__version__)') (tests/test_open_clip.py skips)"
+    fi
+  fi
 else
-  pip install -q -e ".[text]"
+  pip install -q -e ".[text,styles]"
 fi
+# Draw the SVG/WebP emoji sets once into .npm-data/raster (128 px PNGs, in parallel), so the
+# demo's build time is spent on the model; a no-op once drawn or when the sets are missing.
+python -m precompute.emoji_raster
 echo "==> saescope installed in .venv ($(python -c 'import torch; print("torch", torch.__version__)'))"

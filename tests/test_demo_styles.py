@@ -10,19 +10,34 @@ from pathlib import Path
 import pytest
 
 from precompute.demo import NOTO_PLAN, STYLES_PLAN, DemoConfig, build_demo, demo_plan
-from precompute.sources_emoji import style_missing
+from precompute import sources_emoji
+from precompute.sources_emoji import DEFAULT_STYLES, style_missing
 from sae_core.errors import SaescopeError
 
 ROOT = Path(__file__).resolve().parents[1]
-INSTALLED = [s for s in ("noto", "google", "twitter") if style_missing(s) is None]
+INSTALLED = [s for s in DEFAULT_STYLES if style_missing(s) is None]
 
 
 def test_plan_keeps_the_noto_demo_and_sizes_the_styles_demo():
     assert demo_plan(DemoConfig()) == ("emoji", NOTO_PLAN)
     dataset, plan = demo_plan(DemoConfig(limit=96, epochs=20.0))  # the tests' small_demo: unchanged
     assert dataset == "emoji:96" and (plan.head_epochs, plan.patch_epochs) == (20.0, 4.0)
-    assert demo_plan(DemoConfig(styles="noto,twitter")) == ("emoji:noto,twitter", STYLES_PLAN)
-    assert demo_plan(DemoConfig(styles="google", limit=30))[0] == "emoji:google:30"
+
+
+@pytest.mark.skipif(len(INSTALLED) < len(DEFAULT_STYLES), reason="needs every default style (scripts/install.sh)")
+def test_plan_of_the_default_styles():
+    assert demo_plan(DemoConfig(styles="default")) == ("emoji:noto,twitter,fluent3d,fluentflat,openmoji", STYLES_PLAN)
+    assert demo_plan(DemoConfig(styles="twitter,openmoji", limit=30))[0] == "emoji:twitter,openmoji:30"
+
+
+def test_without_npm_sets_the_default_styles_fall_back_to_the_noto_demo(tmp_path, monkeypatch, capsys):
+    if style_missing("noto"):
+        pytest.skip("needs the Noto font (fonts-noto-color-emoji)")
+    monkeypatch.setenv(sources_emoji.NPM_DATA_ENV, str(tmp_path / "nowhere"))
+    assert demo_plan(DemoConfig(styles="default", limit=40)) == ("emoji:40", NOTO_PLAN)
+    notices = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(" skipped:")[0] for line in notices] == [f"emoji style {s}" for s in DEFAULT_STYLES[1:]]
+    assert all("scripts/install.sh" in line for line in notices)
 
 
 def test_bad_styles_are_a_one_line_cli_error(tmp_path):

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from precompute import sources_emoji
+from precompute import emoji_raster, sources_emoji
 from precompute.sources import EmojiSource, open_source
 from precompute.sources_emoji import EmojiStylesSource, style_missing
 from sae_core.errors import DataError
 
-INSTALLED = [s for s in sources_emoji.STYLES if style_missing(s) is None]
+INSTALLED = [s for s in sources_emoji.DEFAULT_STYLES if style_missing(s) is None]
+"""What `emoji-styles` draws here: the demo's default styles that are installed."""
 
 
 @pytest.mark.skipif(len(INSTALLED) < 2, reason="needs two emoji styles installed (scripts/install.sh)")
@@ -117,3 +119,99 @@ def test_emoji_and_emoji_n_keep_their_meaning():
     src = open_source("emoji:7")
     assert isinstance(src, EmojiSource) and not isinstance(src, EmojiStylesSource) and len(src.records) == 7
     assert src.records[0].label == "face-smiling"
+
+
+SQUARE_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 72 72">'
+              '<rect x="18" y="18" width="36" height="36" fill="#c81e1e"/></svg>')
+
+
+def _needs_raster_prerequisites():
+    if not sources_emoji.EMOJI_TEST.exists():
+        pytest.skip("needs Unicode's emoji list (unicode-data)")
+    if emoji_raster.svg_renderer_missing():
+        pytest.skip("needs resvg-py (scripts/install.sh)")
+
+
+def _fake_raster_packages(root, version="17.0.0"):
+    """OpenMoji, Fluent flat and Fluent 3D packages holding a grinning face, variants to skip and a broken file."""
+    om = root / "node_modules" / "openmoji"
+    (om / "data").mkdir(parents=True)
+    (om / "color" / "svg").mkdir(parents=True)
+    (om / "package.json").write_text(json.dumps({"version": version}))
+    entries = [
+        {"hexcode": "1F600", "group": "smileys-emotion", "skintone": ""},
+        {"hexcode": "1F44D-1F3FB", "group": "people-body", "skintone": 1},  # a skin-tone variant
+        {"hexcode": "E000", "group": "extras-openmoji", "skintone": ""},  # OpenMoji's own
+        {"hexcode": "1F601", "group": "smileys-emotion", "skintone": ""},  # listed, file missing
+        {"hexcode": "1F602", "group": "smileys-emotion", "skintone": ""},  # not an SVG at all
+    ]
+    (om / "data" / "openmoji.json").write_text(json.dumps(entries))
+    for hexcode in ("1F600", "1F44D-1F3FB", "E000"):
+        (om / "color" / "svg" / f"{hexcode}.svg").write_text(SQUARE_SVG)
+    (om / "color" / "svg" / "1F602.svg").write_text("<svg this is broken")
+    flat = root / "node_modules" / "fluentui-emoji" / "icons" / "flat"
+    flat.mkdir(parents=True)
+    (flat.parents[1] / "package.json").write_text(json.dumps({"version": "1.3.0"}))
+    for name in ("grinning-face", "thumbs-up-default", "thumbs-up-light", "no-such-emoji-name"):
+        (flat / f"{name}.svg").write_text(SQUARE_SVG)
+    d3 = root / "node_modules" / "@lobehub" / "fluent-emoji-3d" / "assets"
+    d3.mkdir(parents=True)
+    (d3.parent / "package.json").write_text(json.dumps({"version": "1.1.0"}))
+    big = Image.new("RGBA", (256, 256), (0, 0, 0, 0))
+    big.paste((30, 30, 200, 255), (64, 64, 192, 192))
+    for stem in ("1f600", "0023-fe0f-20e3", "1f44d-1f3fd"):
+        big.save(d3 / f"{stem}.webp")
+    return om
+
+
+def test_raster_sets_draw_base_emoji_once_into_a_cache(tmp_path, monkeypatch):
+    _needs_raster_prerequisites()
+    monkeypatch.setenv(sources_emoji.NPM_DATA_ENV, str(tmp_path))
+    om = _fake_raster_packages(tmp_path)
+    src = open_source("emoji:openmoji,fluentflat,fluent3d")
+    assert sorted(r.source for r in src.records) == [
+        "fluent3d/1f600", "fluent3d/23-20e3", "fluentflat/1f44d", "fluentflat/1f600", "openmoji/1f600"]
+    by_source = {r.source: r for r in src.records}
+    assert by_source["fluentflat/1f44d"].caption == "thumbs up"  # matched by Unicode name
+    assert by_source["fluent3d/23-20e3"].caption == "keycap: #"
+    assert by_source["openmoji/1f600"].label == "openmoji / Smileys & Emotion / face-smiling"
+    for source, colour in (("openmoji/1f600", (200, 30, 30)), ("fluent3d/1f600", (30, 30, 200))):
+        im = src.load(src.records.index(by_source[source]))
+        assert im.mode == "RGB" and im.size == (emoji_raster.RASTER_PX,) * 2
+        assert im.getpixel((2, 2)) == (255, 255, 255)  # transparent background composited on white
+        assert all(abs(a - b) <= 2 for a, b in zip(im.getpixel((64, 64)), colour))
+        assert im.getpixel((20, 20)) == (255, 255, 255)  # the square spans the middle half only
+    cache = tmp_path / "raster" / "openmoji-17.0.0-128px"
+    done = json.loads((cache / "complete.json").read_text())
+    assert done["n_drawings"] == 2 and done["failed"] == [str(om / "color" / "svg" / "1F602.svg")]
+    stamp = (cache / "1f600.png").stat().st_mtime_ns
+    assert open_source("emoji:openmoji").records[0].source == "openmoji/1f600"
+    assert (cache / "1f600.png").stat().st_mtime_ns == stamp  # a second run draws nothing
+    before = open_source("emoji:openmoji").fingerprint()
+    (om / "package.json").write_text(json.dumps({"version": "18.0.0"}))
+    assert open_source("emoji:openmoji").fingerprint() != before
+    assert (tmp_path / "raster" / "openmoji-18.0.0-128px" / "1f600.png").is_file()  # a new release is drawn anew
+
+
+def test_parallel_drawing_matches_serial(tmp_path):
+    _needs_raster_prerequisites()
+    svgs = []
+    for i in range(3):
+        f = tmp_path / f"{i}.svg"
+        f.write_text(SQUARE_SVG.replace('x="18"', f'x="{6 * i}"'))
+        svgs.append((f"k{i}", f))
+    serial = emoji_raster.ensure_cache(tmp_path / "serial", svgs, num_workers=0)
+    parallel = emoji_raster.ensure_cache(tmp_path / "parallel", svgs, num_workers=2)
+    assert sorted(serial) == sorted(parallel) == ["k0", "k1", "k2"]
+    for key in serial:
+        assert serial[key].read_bytes() == parallel[key].read_bytes()
+    assert serial["k0"].read_bytes() != serial["k1"].read_bytes()
+
+
+def test_missing_svg_renderer_is_a_one_line_notice(tmp_path, monkeypatch):
+    monkeypatch.setenv(sources_emoji.NPM_DATA_ENV, str(tmp_path))
+    _fake_raster_packages(tmp_path)
+    monkeypatch.setitem(sys.modules, "resvg_py", None)  # as if resvg-py were not installed
+    why = style_missing("openmoji")
+    assert why is not None and "\n" not in why and "pip install resvg-py" in why
+    assert style_missing("fluent3d") is None  # WebP needs no SVG renderer
