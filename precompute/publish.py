@@ -16,9 +16,11 @@ import hashlib
 import io
 import multiprocessing as mp
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from precompute.publish_batch import MapOrder, feature_activations, feature_views, sample_views
 from precompute.publish_pages import PageSet, home_pages, sae_pages
 from precompute.publish_render import Renderer, thumb_refs
 from precompute.publish_rewrite import page_file, rewrite_css, rewrite_html, rewrite_js, rewrite_json
@@ -131,31 +133,43 @@ _STATE: dict = {}
 
 def _init_worker(job: _Job) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _STATE.clear()  # in-process publishes run back to back: nothing of the last index stays
     _STATE["job"], _STATE["r"] = job, Renderer(job.index, SECRET)
 
 
-def _page_files(r: Renderer, job: _Job, kind: str, sae_id: str, i: int) -> dict[str, bytes]:
+def _chunk_pages(r: Renderer, job: _Job, kind: str, sae_id: str, ids: list[int]) -> Iterator[dict[str, bytes]]:
+    """Each page's files: feature data is read for the whole chunk at once (publish_batch)."""
     ctx = r.sae(sae_id)
-    url = f"/sae/{sae_id}/{kind.split('+')[0]}/{i}"
-    if kind.startswith("feature"):
-        html, twin, card = r.feature(ctx, i, job.top_samples)
-        extra = {f"sae/{sae_id}/feature/{i}/card.json": rewrite_json(card.decode()).encode()}
-        if kind == "feature+map":  # 'where does it fire': one byte per dataset-map sample
-            extra[f"sae/{sae_id}/feature/{i}/activations.bin"] = r.activations(sae_id, i)
-        kind = "feature"
-    else:
-        html, twin = r.sample(ctx, i)
-        extra = {}
-    return {page_file(url): rewrite_html(html.decode(), url, job.prefix, job.base_url).encode(),
-            f"sae/{sae_id}/{kind}/{i}.json": rewrite_json(twin.decode()).encode(), **extra}
+    if kind == "sample":
+        samples = sample_views(r.db, ctx, ids)
+        for i in ids:
+            url = f"/sae/{sae_id}/sample/{i}"
+            html, twin = r.sample_files(ctx, samples[i])
+            yield {page_file(url): rewrite_html(html.decode(), url, job.prefix, job.base_url).encode(),
+                   f"sae/{sae_id}/sample/{i}.json": rewrite_json(twin.decode()).encode()}
+        return
+    views = feature_views(r.db, ctx, ids)
+    acts = {}
+    if kind == "feature+map":  # 'where does it fire': one byte per dataset-map sample
+        order = _STATE.get(("map", sae_id)) or _STATE.setdefault(("map", sae_id), MapOrder.load(r.db, sae_id))
+        acts = feature_activations(r.db, sae_id, order, ids)
+    for i in ids:
+        url = f"/sae/{sae_id}/feature/{i}"
+        html, twin, card = r.feature_files(ctx, views[i], job.top_samples)
+        files = {page_file(url): rewrite_html(html.decode(), url, job.prefix, job.base_url).encode(),
+                 f"sae/{sae_id}/feature/{i}.json": rewrite_json(twin.decode()).encode(),
+                 f"sae/{sae_id}/feature/{i}/card.json": rewrite_json(card.decode()).encode()}
+        if i in acts:
+            files[f"sae/{sae_id}/feature/{i}/activations.bin"] = acts[i]
+        yield files
 
 
 def _render_chunk(task: tuple[str, str, list[int]]) -> tuple[int, list[tuple], set]:
     """Render and write one chunk of feature or sample pages (in a worker or in-process)."""
     job, r = _STATE["job"], _STATE["r"]
     records, thumbs = [], set()
-    for i in task[2]:
-        for rel, data in _page_files(r, job, task[0], task[1], i).items():
+    for files in _chunk_pages(r, job, *task):
+        for rel, data in files.items():
             if rel.endswith(".json") and not rel.endswith("card.json"):
                 thumbs |= thumb_refs(data.decode())
             digest, wrote = write_if_changed(job.out, rel, data, job.old)

@@ -15,7 +15,7 @@ from pathlib import Path
 from starlette.requests import Request
 
 from app.main import create_app
-from app.models import FeatureCard, FeatureView
+from app.models import FeatureCard, FeatureView, SampleView
 from app.render import page
 from app.settings import Settings
 from app.views.common import SaeCtx, get_sae
@@ -61,9 +61,12 @@ class Renderer:
 
     def feature(self, ctx: SaeCtx, fid: int, n_top: int | None) -> tuple[bytes, bytes, bytes]:
         """(HTML, JSON twin, hover card JSON) of one feature page, top samples cut to n_top."""
-        full = feature_view(self.db, ctx, fid)
+        return self.feature_files(ctx, feature_view(self.db, ctx, fid), n_top)
+
+    def feature_files(self, ctx: SaeCtx, full: FeatureView, n_top: int | None) -> tuple[bytes, bytes, bytes]:
+        """`feature` from a view already built (publish_batch builds a chunk's views together)."""
         view = full.model_copy(update={"top": full.top[:n_top]}) if n_top is not None else full
-        url = f"/sae/{ctx.sae_id}/feature/{fid}"
+        url = f"/sae/{ctx.sae_id}/feature/{full.feature.feature_id}"
         html = page(self._request(url), "feature.html", view).body
         return html, view.model_dump_json().encode(), card_of(full).model_dump_json().encode()
 
@@ -76,8 +79,10 @@ class Renderer:
         return int(self.db.scalar("SELECT count(*) FROM sample_map WHERE sae_id = ?", [sae_id]))
 
     def sample(self, ctx: SaeCtx, sample_id: int) -> tuple[bytes, bytes]:
-        view = sample_view(self.db, ctx, sample_id)
-        html = page(self._request(f"/sae/{ctx.sae_id}/sample/{sample_id}"), "sample.html", view).body
+        return self.sample_files(ctx, sample_view(self.db, ctx, sample_id))
+
+    def sample_files(self, ctx: SaeCtx, view: SampleView) -> tuple[bytes, bytes]:
+        html = page(self._request(f"/sae/{ctx.sae_id}/sample/{view.sample.sample_id}"), "sample.html", view).body
         return html, view.model_dump_json().encode()
 
     def message_page(self, url_path: str, ctx: SaeCtx | None, title: str, message: str) -> bytes:

@@ -64,9 +64,20 @@ def feature_view(db: Index, ctx: SaeCtx, fid: int) -> FeatureView:
 
 def _feature_view(db: Index, ctx: SaeCtx, fid: int) -> FeatureView:
     page = _page(db, ctx, fid)
+    heat = _heatmaps(db, ctx, fid, N_TOP_SHOWN) if needs_heatmaps(ctx, page) else None
+    return build_feature_view(db, ctx, fid, page, heat, _alignment(db, ctx, fid))
+
+
+def needs_heatmaps(ctx: SaeCtx, page: dict[str, Any]) -> bool:
+    return ctx.summary.is_patch and bool(page["top"] or page["quantiles"])
+
+
+def build_feature_view(db: Index, ctx: SaeCtx, fid: int, page: dict[str, Any], heat: Heat | None,
+                       alignment: FeatureAlignment | None) -> FeatureView:
+    """The page from its fetched parts (document, patch maps, alignment): separate from the lookups
+    so a static-site publish can fetch them for a few hundred features in one query each."""
     sid = ctx.sae_id
     top_items, q_items = page["top"][:N_TOP_SHOWN], page["quantiles"]
-    heat = _heatmaps(db, ctx, fid, N_TOP_SHOWN) if ctx.summary.is_patch and (top_items or q_items) else None
     bins: dict[int, list[SampleRef]] = {}
     for it, ref in zip(q_items, _refs(ctx, q_items, heat, kind=1), strict=True):
         bins.setdefault(int(it["bin"]), []).append(ref)
@@ -89,7 +100,7 @@ def _feature_view(db: Index, ctx: SaeCtx, fid: int) -> FeatureView:
         hist=_trimmed_hist(page["hist"]["edges"], page["hist"]["counts"]),
         labels=[LabelCount.model_construct(**r) for r in page["labels"]], neighbors=neighbors, coactivation=coactivation,
         concepts=[Concept.model_construct(**c) for c in page.get("concepts", [])],
-        alignment=_alignment(db, ctx, fid),
+        alignment=alignment,
         prev_url=f"/sae/{sid}/feature/{fid - 1}" if fid > 0 else None,
         next_url=f"/sae/{sid}/feature/{fid + 1}" if fid + 1 < ctx.d_sae else None,
         random_url=f"/sae/{sid}/feature/random")
@@ -98,8 +109,11 @@ def _feature_view(db: Index, ctx: SaeCtx, fid: int) -> FeatureView:
 def _alignment(db: Index, ctx: SaeCtx, fid: int) -> FeatureAlignment | None:
     row = db.one("SELECT a.max_cos, a.best_neuron, a.n_above, a.cosines, s.threshold, s.n_neurons FROM feature_alignment a "
                  "JOIN sae_alignment s USING (sae_id) WHERE a.sae_id = ? AND a.feature_id = ?", [ctx.sae_id, fid])
-    if row is None:
-        return None
+    return alignment_of(row) if row is not None else None
+
+
+def alignment_of(row: dict[str, Any]) -> FeatureAlignment:
+    """A feature_alignment row (joined with its sae_alignment threshold and n_neurons)."""
     raw = row.pop("cosines")
     cosines = [b / 127 for b in array("b", bytes(raw))] if raw is not None else None
     return FeatureAlignment.model_construct(**row, cosines=cosines)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
+from typing import Any
 
 from app.db import Index
 from app.errors import NotFoundError
-from app.models import SampleFeature, SampleView
+from app.models import SampleFeature, SampleRef, SampleView
 from app.views.common import SaeCtx, decode_heatmap, feature_title, sample_refs, top_thumbs
 
 
@@ -32,13 +33,19 @@ def sample_view(db: Index, ctx: SaeCtx, sample_id: int) -> SampleView:
                 "AND sample_id = ? AND feature_id IN (SELECT unnest(?::INTEGER[]))",
                 [ctx.sae_id, sample_id, fids, ctx.sae_id, sample_id, fids]):
             heat.setdefault(int(h["feature_id"]), decode_heatmap(h["heatmap"], h["heatmap_scale"]))
-    thumbs = top_thumbs(db, ctx, fids, 3)
+    return build_sample_view(ctx, sample, meta["source"], rows, heat, top_thumbs(db, ctx, fids, 3))
+
+
+def build_sample_view(ctx: SaeCtx, sample: SampleRef, source: str | None, rows: list[dict[str, Any]],
+                      heat: dict[int, list[float] | None], thumbs: dict[int, list[SampleRef]]) -> SampleView:
+    """The page from its fetched parts: separate from the lookups so a static-site publish can
+    fetch them for a few hundred samples in one query each."""
     feats = [SampleFeature(rank=r["rank"], feature_id=r["feature_id"],
                            title=feature_title(r["feature_id"], r["name"], r["name_score"]), activation=r["activation"],
                            url=f"/sae/{ctx.sae_id}/feature/{r['feature_id']}",
                            heatmap=heat.get(int(r["feature_id"])), thumbs=thumbs.get(int(r["feature_id"]), []))
              for r in rows]
-    return SampleView(sae=ctx.summary, sample=sample, source=public_source(meta["source"]), features=feats)
+    return SampleView(sae=ctx.summary, sample=sample, source=public_source(source), features=feats)
 
 
 def public_source(source: str | None) -> str | None:
