@@ -15,6 +15,8 @@ import argparse
 import asyncio
 import os
 import random
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import duckdb
 import httpx
@@ -29,6 +32,9 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "app"))
 from make_fixture_index import create_schema  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from lean_http import CpuMeter, LeanConnection  # noqa: E402
 
 from precompute.index_schema import finalize  # noqa: E402
 from sae_core.contract import SCHEMA_VERSION  # noqa: E402
@@ -80,11 +86,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(index: Path, workers: int) -> tuple[subprocess.Popen, str]:
+def index_for(src: Path, index: Path) -> Path:
+    """`index`, or a copy whose schema_version row says what the app in `src` reads: a reference
+    tree from before a schema bump refuses the new version number, though the rows it reads are the same."""
+    want = int(re.search(r"^SCHEMA_VERSION = (\d+)", (src / "app" / "db.py").read_text(), re.M).group(1))
+    with duckdb.connect(str(index), read_only=True) as con:
+        have = con.execute("SELECT version FROM schema_version").fetchone()[0]
+    if have == want:
+        return index
+    copy = index.with_name(f"{index.stem}.v{want}.duckdb")
+    if not copy.exists():
+        tmp = copy.with_suffix(".tmp")
+        shutil.copyfile(index, tmp)
+        with duckdb.connect(str(tmp)) as con:
+            con.execute("UPDATE schema_version SET version = ?", [want])
+        tmp.rename(copy)
+    return copy
+
+
+def start_server(index: Path, workers: int, src: Path = REPO) -> tuple[subprocess.Popen, str]:
+    """uvicorn in a subprocess, serving the app found in `src` (this checkout, or a reference tree)."""
     port = free_port()
     code = f"from app.main import serve; serve({str(index)!r}, port={port}, workers={workers})"
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=src, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(src)})
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180  # a busy machine starts workers slowly
     while time.monotonic() < deadline:
@@ -104,20 +129,29 @@ async def load(base: str, urls: list[str], concurrency: int) -> tuple[list[float
     return lat, server, wall, errors
 
 
-async def load_kinds(base: str, jobs: list[tuple[str, str]], concurrency: int) -> tuple[dict, float]:
-    """Run (kind, url) jobs with `concurrency` clients; per kind: client ms, server ms, errors."""
+async def load_kinds(base: str, jobs: list[tuple[str, str]], concurrency: int, client: str = "lean") -> tuple[dict, float]:
+    """Run (kind, url) jobs with `concurrency` clients; per kind: client ms, server ms, errors.
+
+    client "lean" (bench/lean_http.py, one keep-alive connection per user, ~0.3 ms CPU a request)
+    or "httpx" (the AsyncClient the earlier figures used; ~7 ms CPU a request at 50 connections)."""
     out: dict[str, tuple[list[float], list[float], int]] = {}
     queue = list(jobs)
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def fetch(conn, url: str) -> tuple[bool, str]:
+        if client == "httpx":
+            r = await conn.get(url)
+            return r.status_code == 200, r.headers.get("server-timing", "")
+        status, headers, _ = await conn.get(url)
+        return status == 200, headers.get(b"server-timing", b"").decode()
+
+    async def worker(conn) -> None:
         while queue:
             kind, url = queue.pop()
             lat, server, errors = out.setdefault(kind, ([], [], 0))
             t0 = time.perf_counter()
             try:
-                r = await client.get(url)
-                ok, timing = r.status_code == 200, r.headers.get("server-timing", "")
-            except httpx.TransportError:
+                ok, timing = await fetch(conn, url)
+            except (httpx.TransportError, OSError, asyncio.IncompleteReadError, ValueError):
                 ok, timing = False, ""
             lat.append((time.perf_counter() - t0) * 1000)
             if not ok:
@@ -126,9 +160,17 @@ async def load_kinds(base: str, jobs: list[tuple[str, str]], concurrency: int) -
                 server.append(float(timing.split("dur=")[1].split(",")[0]))
 
     t0 = time.perf_counter()
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    if client == "httpx":
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as hc:
+            await asyncio.gather(*(worker(hc) for _ in range(concurrency)))
+    else:
+        conns = [LeanConnection(base) for _ in range(concurrency)]
+        try:
+            await asyncio.gather(*(worker(c) for c in conns))
+        finally:
+            for c in conns:
+                c.close()
     return out, time.perf_counter() - t0
 
 
@@ -145,7 +187,7 @@ def mix_jobs(rng: random.Random, n: int, n_features: int, n_thumbs: int, kinds=M
         if kind == "feature JSON":
             return f"/sae/{SAE}/feature/{rng.randrange(n_features)}.json"
         if kind == "search":
-            return f"/sae/{SAE}/search?q={rng.choice(SEARCH_WORDS)}&page={rng.randint(1, 3)}"
+            return f"/sae/{SAE}/search?{urlencode({'q': rng.choice(SEARCH_WORDS), 'page': rng.randint(1, 3)})}"
         return f"/thumb/bench-ds/{rng.randrange(n_thumbs)}.webp"
     names, weights = zip(*kinds, strict=True)
     return [(k, url(k)) for k in rng.choices(names, weights, k=n)]
@@ -161,28 +203,43 @@ def write_thumbs(dpath: Path, n: int) -> None:
             Image.new("RGB", (64, 64), ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)).save(dpath / f"{i}.webp")
 
 
-def run_mix(base: str, args) -> None:
-    """Thumbnails alone, then the 4-kind mix, each with `--mix-clients` clients; one table."""
-    rng = random.Random(1)
+def run_mix(servers: dict[str, tuple[subprocess.Popen, str]], args) -> None:
+    """Thumbnails alone, then the 4-kind mix, with `--mix-clients` users, per server and client;
+    servers are interleaved `--repeats` times so a shared machine's load falls on all alike.
+    CPU columns: ms of CPU per request in the load client and in the server's processes."""
     rows = []
-    for label, kinds in [("thumbnails alone", (("thumbnail", 1.0),)), ("mix", MIX)]:
-        asyncio.run(load_kinds(base, mix_jobs(rng, 200, args.features, args.thumbs, kinds), 8))  # warm up
-        out, wall = asyncio.run(load_kinds(base, mix_jobs(rng, args.requests, args.features, args.thumbs, kinds),
-                                           args.mix_clients))
-        everything = [x for lat, _, _ in out.values() for x in lat]
-        for kind, (lat, server, errors) in sorted(out.items()):
-            rows.append((label, kind, len(lat), errors, pct(lat, 50), pct(lat, 99), pct(server, 50), pct(server, 99), len(lat) / wall))
-        if len(out) > 1:
-            errs = sum(e for _, _, e in out.values())
-            rows.append((label, "all", len(everything), errs, pct(everything, 50), pct(everything, 99), float("nan"),
-                         float("nan"), len(everything) / wall))
-    print(f"\n{args.mix_clients} clients, {args.workers} worker(s), {os.cpu_count()} CPUs; ms")
-    print(f"{'run':<18}{'kind':<14}{'n':>6}{'errors':>7}{'client p50':>11}{'p99':>8}{'server p50':>11}{'p99':>8}{'req/s':>8}")
-    for label, kind, n, err, p50, p99, s50, s99, rps in rows:
-        print(f"{label:<18}{kind:<14}{n:>6}{err:>7}{p50:>11.1f}{p99:>8.1f}{s50:>11.1f}{s99:>8.1f}{rps:>8.0f}")
+    for rep in range(args.repeats):
+        for name, (proc, base) in servers.items():
+            for client in args.client:
+                rng = random.Random(rep)
+                for label, kinds in [("thumbnails alone", (("thumbnail", 1.0),)), ("mix", MIX)]:
+                    asyncio.run(load_kinds(base, mix_jobs(rng, 200, args.features, args.thumbs, kinds), 8, client))  # warm up
+                    jobs = mix_jobs(rng, args.requests, args.features, args.thumbs, kinds)
+                    with CpuMeter(proc.pid) as cpu:
+                        out, wall = asyncio.run(load_kinds(base, jobs, args.mix_clients, client))
+                    rows += mix_rows(f"{name}/{client}", label, out, wall, cpu)
+    print(f"\n{args.mix_clients} clients, {args.workers} worker(s), {os.cpu_count()} CPUs, load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; ms")
+    print(f"{'server/client':<16}{'run':<18}{'kind':<14}{'n':>6}{'errors':>7}{'client p50':>11}{'p99':>8}{'server p50':>11}"
+          f"{'p99':>8}{'req/s':>8}{'cpu client':>11}{'server':>8}")
+    for row in rows:
+        print("{:<16}{:<18}{:<14}{:>6}{:>7}{:>11.1f}{:>8.1f}{:>11.1f}{:>8.1f}{:>8.0f}{:>11}{:>8}".format(*row))
+
+
+def mix_rows(name: str, label: str, out: dict, wall: float, cpu: CpuMeter) -> list[tuple]:
+    """One row per kind, plus 'all' with the CPU per request of both sides."""
+    rows = [(name, label, kind, len(lat), errors, pct(lat, 50), pct(lat, 99), pct(server, 50), pct(server, 99),
+             len(lat) / wall, "", "") for kind, (lat, server, errors) in sorted(out.items())]
+    everything = [x for lat, _, _ in out.values() for x in lat]
+    n, nan = len(everything), float("nan")
+    rows.append((name, label, "all", n, sum(e for _, _, e in out.values()), pct(everything, 50), pct(everything, 99),
+                 nan, nan, n / wall, f"{cpu.client_s * 1000 / n:.2f}", f"{cpu.server_s * 1000 / n:.2f}"))
+    return rows
 
 
 def pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
     return statistics.quantiles(xs, n=100)[int(q) - 1] if len(xs) > 1 else xs[0]
 
 
@@ -218,6 +275,12 @@ def main() -> None:
     ap.add_argument("--mix", action="store_true", help="only the issue-14 mix: thumbnails alone, then pages/JSON/search/thumbnails")
     ap.add_argument("--mix-clients", type=int, default=50)
     ap.add_argument("--thumbs", type=int, default=2000, help="thumbnail files written for the mix")
+    ap.add_argument("--client", type=lambda v: v.split(","), default=["lean"],
+                    help="load client(s) for --mix: lean (bench/lean_http.py), httpx, or both: lean,httpx")
+    ap.add_argument("--reference", type=Path, default=None,
+                    help="--mix also against the app in this tree, interleaved: e.g. `git archive HEAD~3 app templates "
+                         "static | tar -x -C /tmp/ref`")
+    ap.add_argument("--repeats", type=int, default=1, help="--mix rounds (each round runs every server once)")
     args = ap.parse_args()
 
     index = args.index or Path(tempfile.mkdtemp()) / "bench.duckdb"
@@ -226,11 +289,20 @@ def main() -> None:
         build_index(index, args.features, args.top, args.samples, args.big_map)
         print(f"built {index} ({index.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t0:.1f} s")
     write_thumbs(index.parent / "thumbs", args.thumbs)
+    if args.mix:
+        servers = {"this": start_server(index_for(REPO, index), args.workers)}
+        if args.reference:
+            ref = args.reference.resolve()
+            servers["reference"] = start_server(index_for(ref, index), args.workers, ref)
+        try:
+            run_mix(servers, args)
+        finally:
+            for proc, _ in servers.values():
+                proc.terminate()
+                proc.wait(timeout=10)
+        return
     proc, base = start_server(index, args.workers)
     try:
-        if args.mix:
-            run_mix(base, args)
-            return
         rows = []
         rng = random.Random(0)
         for conc in args.concurrency:
