@@ -15,12 +15,12 @@ from fastapi import FastAPI
 from app.db import Index
 from app.errors import install_error_handlers
 from app.index_watch import IndexWatch
-from app.render import make_templates
-from app.security import SecurityHeaders
 from app.live_client import LiveClient
+from app.render import make_templates
+from app.response_cache import CachedResponses
 from app.routes import features, files, game, home, live, saes, samples, search
+from app.security import SecurityHeaders
 from app.settings import Settings
-
 
 PAGE_THREADS = 2
 """Threads per worker for sync handlers (pages, JSON, search). More threads only time-slice the
@@ -97,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.game_secret = settings.secret or hashlib.sha256(
         f"saescope-game:{index.path.resolve()}:{index.created_at}".encode()).hexdigest()
     install_error_handlers(app)
+    app.add_middleware(CachedResponses)  # innermost: Server-Timing and security headers cover its answers too
     app.add_middleware(ServerTiming)
     app.add_middleware(HeadAsGet)
     app.add_middleware(SecurityHeaders)

@@ -12,6 +12,7 @@ from app.deps import FeatureId, SaeDep
 from app.errors import NotFoundError
 from app.models import FeatureCard, FeatureView
 from app.render import page
+from app.response_cache import cacheable
 from app.views.feature_map import feature_activations
 from app.views.features import feature_card, feature_view, random_feature_id
 
@@ -29,17 +30,19 @@ def random_feature(db: DbDep, sae: SaeDep, seed: Seed = None) -> RedirectRespons
 # app.main.PAGE_THREADS; each thread has its own DuckDB cursor), so the event loop stays free for
 # thumbnails and static files, which it serves itself. They return the serialised model directly
 # (`response_model` stays for the OpenAPI schema) so FastAPI does not validate it a second time.
+# Each is `cacheable` (app.response_cache): a function of the index and the URL, so a repeat is
+# answered from the index's response cache, or with 304 to a matching If-None-Match.
 
 
 @router.get("/sae/{sae_id}/feature/{fid}.json", response_model=FeatureView)
 def feature_json(db: DbDep, sae: SaeDep, fid: FeatureId) -> Response:
-    return Response(feature_view(db, sae, fid).model_dump_json(), media_type="application/json")
+    return cacheable(Response(feature_view(db, sae, fid).model_dump_json(), media_type="application/json"))
 
 
 @router.get("/sae/{sae_id}/feature/{fid}/card.json", response_model=FeatureCard)
 def feature_card_json(db: DbDep, sae: SaeDep, fid: FeatureId) -> Response:
     """Small payload for map hover: stats and a few top samples."""
-    return Response(feature_card(db, sae, fid).model_dump_json(), media_type="application/json")
+    return cacheable(Response(feature_card(db, sae, fid).model_dump_json(), media_type="application/json"))
 
 
 @router.get("/sae/{sae_id}/feature/{fid}/activations.bin", response_class=Response,
@@ -54,4 +57,4 @@ def feature_activations_bin(db: DbDep, sae: SaeDep, fid: FeatureId) -> Response:
 
 @router.get("/sae/{sae_id}/feature/{fid}", response_class=HTMLResponse)
 def feature(request: Request, db: DbDep, sae: SaeDep, fid: FeatureId) -> HTMLResponse:
-    return page(request, "feature.html", feature_view(db, sae, fid))
+    return cacheable(page(request, "feature.html", feature_view(db, sae, fid)))

@@ -81,14 +81,15 @@ def test_xss_is_escaped_everywhere(client):
     assert r.status_code == 404 and "<script>alert" not in r.text
 
 
-def test_unexpected_error_is_a_generic_500(app, monkeypatch):
+def test_unexpected_error_is_a_generic_500(index_path, monkeypatch):
     import app.routes.features as routes
 
     def boom(*a, **k):
         raise RuntimeError("secret internals /etc/passwd")
 
     monkeypatch.setattr(routes, "feature_view", boom)
-    c = TestClient(app, raise_server_exceptions=False)  # no `with`: the lifespan would close the index
+    fresh = create_app(Settings(index=index_path, secret="t"))  # the shared app may answer these pages from its response cache
+    c = TestClient(fresh, raise_server_exceptions=False)
     for url, kind in [(f"/sae/{POOLED}/feature/1", "text/html"), (f"/sae/{POOLED}/feature/1.json", "application/json")]:
         r = c.get(url)
         assert r.status_code == 500 and r.headers["content-type"].startswith(kind)

@@ -86,14 +86,15 @@ def test_sample_page_does_not_reveal_absolute_paths(abs_client, client):
         assert want in html and "/home/builder" not in html and "secret-project" not in html
 
 
-def test_the_generic_500_carries_the_headers_too(app, monkeypatch):
+def test_the_generic_500_carries_the_headers_too(index_path, monkeypatch):
     import app.routes.features as routes
 
     def boom(*a, **k):
         raise RuntimeError("internals")
 
     monkeypatch.setattr(routes, "feature_view", boom)
-    c = TestClient(app, raise_server_exceptions=False)  # no `with`: the lifespan would close the index
+    fresh = create_app(Settings(index=index_path, secret="t"))  # the shared app may answer these pages from its response cache
+    c = TestClient(fresh, raise_server_exceptions=False)
     for url in (f"/sae/{POOLED}/feature/1", f"/sae/{POOLED}/feature/1.json"):
         r = c.get(url)
         assert r.status_code == 500 and r.headers["x-content-type-options"] == "nosniff"

@@ -1,0 +1,168 @@
+"""The response cache (app.response_cache): repeats of a feature page cost no view call, ETags
+answer revalidation with 304, nothing but opted-in 200s is kept, and a replaced index is served
+at once by every worker of a real uvicorn server, old ETags included."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from make_fixture_index import POOLED, build_fixture_index
+
+import app.response_cache as rc
+import app.routes.features as feature_routes
+from app.main import create_app
+from app.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent.parent
+WAIT_S = 30.0  # upper bound for waiting on a server, never a timing assertion
+
+
+@pytest.fixture
+def counted(index_path, monkeypatch):
+    """A fresh app whose feature views count their calls; yields (client, calls)."""
+    calls: list[int] = []
+    real = feature_routes.feature_view
+
+    def view(db, sae, fid):
+        calls.append(fid)
+        return real(db, sae, fid)
+
+    monkeypatch.setattr(feature_routes, "feature_view", view)
+    with TestClient(create_app(Settings(index=index_path, secret="t"))) as c:
+        yield c, calls
+
+
+def test_a_repeated_page_is_served_from_the_cache(counted):
+    c, calls = counted
+    for url in (f"/sae/{POOLED}/feature/3", f"/sae/{POOLED}/feature/3.json"):
+        first, second = c.get(url), c.get(url)
+        assert first.status_code == second.status_code == 200
+        assert first.content == second.content and first.headers["etag"] == second.headers["etag"]
+        assert first.headers["content-type"] == second.headers["content-type"]
+        assert second.headers["cache-control"] == "no-cache" and second.headers["x-content-type-options"] == "nosniff"
+        assert "x-saescope-cacheable" not in second.headers
+    assert calls == [3, 3]  # once per URL: the page and its JSON twin
+    assert c.get(f"/sae/{POOLED}/feature/3.json?x=1").status_code == 200 and calls == [3, 3, 3]  # another URL, another entry
+
+
+def test_if_none_match_is_a_304_without_work(counted):
+    c, calls = counted
+    url = f"/sae/{POOLED}/feature/4.json"
+    tag = c.get(url).headers["etag"]
+    r = c.get(url, headers={"If-None-Match": tag})
+    assert r.status_code == 304 and r.content == b"" and r.headers["etag"] == tag
+    assert c.get(url, headers={"If-None-Match": f'"other", W/{tag}'}).status_code == 304  # lists and weak tags
+    assert c.get(url, headers={"If-None-Match": '"stale"'}).status_code == 200
+    assert c.get(f"/sae/{POOLED}/feature/5.json", headers={"If-None-Match": tag}).status_code == 200  # the tag names its URL
+    assert calls == [4, 5]
+    assert c.head(url).status_code == 200 and c.head(url).content == b""
+
+
+def test_only_marked_successes_are_kept(counted):
+    c, calls = counted
+    missing = f"/sae/{POOLED}/feature/999999.json"
+    assert [c.get(missing).status_code for _ in range(2)] == [404, 404]
+    assert "etag" not in c.get(missing).headers and len(calls) == 3  # errors are never cached
+    search = c.get(f"/sae/{POOLED}/search.json?q=red")
+    assert search.status_code == 200 and "etag" not in search.headers  # search may carry the live worker's answers
+
+
+def test_bodies_over_the_entry_limit_are_served_not_kept(counted, monkeypatch):
+    c, calls = counted
+    monkeypatch.setattr(rc, "MAX_ENTRY", 100)
+    url = f"/sae/{POOLED}/feature/6"
+    assert len(c.get(url).content) > 100 and c.get(url).status_code == 200
+    assert calls == [6, 6]
+
+
+def test_lru_is_bounded_by_bytes():
+    lru = rc.ResponseLru(max_bytes=10)
+    lru.put(("/a", b""), [], b"1234")
+    lru.put(("/b", b""), [], b"1234")
+    assert lru.get(("/a", b"")) is not None  # /a is now the most recent
+    lru.put(("/c", b""), [], b"1234")  # 12 bytes > 10: the least recent (/b) goes
+    assert lru.get(("/b", b"")) is None and len(lru) == 2 and lru.n_bytes == 8
+    lru.put(("/a", b""), [], b"123456")  # replacing an entry re-counts it
+    assert lru.n_bytes == 10 and len(lru) == 2
+
+
+def test_code_digest_follows_the_files(tmp_path):
+    for d in rc.CODE_DPATHS:
+        (tmp_path / d).mkdir()
+    (tmp_path / "templates" / "page.html").write_text("v1")
+    before = rc.code_digest(tmp_path)
+    assert rc.code_digest(tmp_path) == before
+    (tmp_path / "templates" / "page.html").write_text("v2 longer")
+    assert rc.code_digest(tmp_path) != before
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(cond, message: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(message)
+
+
+def _name_of(base: str, fid: int) -> str:
+    return httpx.get(f"{base}/sae/{POOLED}/feature/{fid}.json", timeout=10).json()["feature"]["name"]
+
+
+def _hashes(base: str) -> set[str]:
+    try:  # a new connection per request, so both workers answer
+        return {httpx.get(f"{base}/health", timeout=10).json()["inputs_hash"] for _ in range(8)}
+    except httpx.TransportError:
+        return set()
+
+
+def test_a_replaced_index_is_served_by_every_worker_cache_or_not(tmp_path):
+    """Real uvicorn, 2 workers, the cached page requested many times on each; then the file is
+    replaced atomically with one whose feature 3 has another name: every worker serves the new
+    page, the old ETag no longer gets a 304, and the new one does."""
+    served = build_fixture_index(tmp_path / "a")
+    changed = tmp_path / "changed.duckdb"
+    shutil.copy(served, changed)
+    with duckdb.connect(str(changed)) as con:
+        con.execute("UPDATE index_meta SET value = 'fixture-renamed' WHERE key = 'inputs_hash'")
+        con.execute("UPDATE feature_page SET page = json_merge_patch(page, '{\"feature\": {\"name\": \"renamed\"}}') "
+                    "WHERE sae_id = ? AND feature_id = 3", [POOLED])
+        con.execute("CHECKPOINT")
+    port = _free_port()
+    code = f"from app.main import serve; serve({str(served)!r}, port={port}, workers=2)"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "SAESCOPE_SECRET": "t"})
+    base, url = f"http://127.0.0.1:{port}", f"/sae/{POOLED}/feature/3.json"
+    try:
+        _wait(lambda: _hashes(base) == {"fixture-inputs"}, "server did not start")
+        old = {_name_of(base, 3) for _ in range(12)}
+        old_tag = httpx.get(base + url, timeout=10).headers["etag"]
+        assert old != {"renamed"} and len(old) == 1
+        assert httpx.get(base + url, headers={"If-None-Match": old_tag}, timeout=10).status_code == 304
+        os.replace(changed, served)
+        _wait(lambda: _hashes(base) == {"fixture-renamed"}, "workers did not switch to the new index")
+        assert {_name_of(base, 3) for _ in range(12)} == {"renamed"}
+        r = httpx.get(base + url, headers={"If-None-Match": old_tag}, timeout=10)
+        assert r.status_code == 200 and r.json()["feature"]["name"] == "renamed" and r.headers["etag"] != old_tag
+        assert httpx.get(base + url, headers={"If-None-Match": r.headers["etag"]}, timeout=10).status_code == 304
+        html = httpx.get(f"{base}/sae/{POOLED}/feature/3", timeout=10)
+        assert html.status_code == 200 and "renamed" in html.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
