@@ -1,8 +1,8 @@
 """Rendered responses kept per index, with ETags, so a repeated page costs no query and no render.
 
 A route opts in with `cacheable(response)` when its body is a function of the index, the URL and
-the code alone (feature pages and their JSON twins: not search, whose results may add the live
-worker's answers). `CachedResponses`, a pure ASGI middleware, then:
+the code alone: feature pages, their JSON twins and cards, and search when no live worker is
+configured (with one, results may add the worker's answers, which come and go). `CachedResponses`, a pure ASGI middleware, then:
 
 - stores the 200 body under (path, query) in a bounded LRU that belongs to the Index being
   served: a replaced index (app.index_watch) brings a fresh, empty cache, and the old one is
@@ -94,7 +94,7 @@ class CachedResponses:
 
     def __init__(self, app, max_bytes: int = MAX_BYTES) -> None:
         self.app, self.max_bytes = app, max_bytes
-        self.code = code_digest()
+        self.code: str | None = None  # code digest + live worker address, on the first request (settings are on the app)
         self._caches: weakref.WeakKeyDictionary[Index, ResponseLru] = weakref.WeakKeyDictionary()
 
     def cache_for(self, index: Index) -> ResponseLru:
@@ -112,7 +112,10 @@ class CachedResponses:
         if scope["type"] != "http" or scope["method"] != "GET":
             await self.app(scope, receive, send)
             return
-        index = scope["app"].state.watch.get()
+        state = scope["app"].state
+        if self.code is None:  # a page may differ with the worker on or off (search by meaning): part of every tag
+            self.code = f"{code_digest()}|{state.settings.live_url or ''}"
+        index = state.watch.get()
         key = (scope["path"], scope["query_string"])
         tag = self.etag(index, key)
         if tag in _if_none_match(scope):
@@ -133,9 +136,9 @@ class CachedResponses:
                 headers = message.get("headers", [])
                 if any(k == MARKER for k, _ in headers):
                     headers = [(k, v) for k, v in headers if k != MARKER]
-                    headers += [(b"etag", tag.encode()), (b"cache-control", b"no-cache")]
-                    state["keep"] = message["status"] == 200 and not any(k == b"set-cookie" for k, _ in headers)
-                    state["headers"] = headers
+                    if message["status"] == 200 and not any(k == b"set-cookie" for k, _ in headers):
+                        headers += [(b"etag", tag.encode()), (b"cache-control", b"no-cache")]
+                        state["keep"], state["headers"] = True, headers
                     message = {**message, "headers": headers}
             elif message["type"] == "http.response.body" and state["keep"]:
                 body = message.get("body", b"")

@@ -18,6 +18,7 @@ from app.deps import SaeDep, SettingsDep
 from app.errors import InvalidParamError
 from app.models import GlobalSearchView, SearchView
 from app.render import page as render_page
+from app.response_cache import cacheable
 from app.views.global_search import GlobalFilters, empty_view, global_search_view
 from app.views.search import Filters, NoSuchFeatureError, meaning_results, not_found_view, search_view
 
@@ -59,9 +60,11 @@ GlobalFiltersDep = Annotated[GlobalFilters, Depends(global_filters)]
 
 @router.get("/sae/{sae_id}/search.json", response_model=SearchView,
             responses={404: {"description": "q names a feature id the SAE does not have"}})
-def search_json(request: Request, db: DbDep, sae: SaeDep, settings: SettingsDep, filters: FiltersDep, q: Q = "",
-                page: Page = 1) -> SearchView:
-    return _with_meaning(request, db, sae, search_view(db, sae, q, page, settings.page_size, filters))
+def search_json(request: Request, response: Response, db: DbDep, sae: SaeDep, settings: SettingsDep, filters: FiltersDep,
+                q: Q = "", page: Page = 1) -> SearchView:
+    view = _with_meaning(request, db, sae, search_view(db, sae, q, page, settings.page_size, filters))
+    _cacheable_unless_live(request, response)  # FastAPI copies this response's headers onto the JSON
+    return view
 
 
 @router.get("/sae/{sae_id}/search", response_class=HTMLResponse)
@@ -75,7 +78,12 @@ def search_page(request: Request, db: DbDep, sae: SaeDep, settings: SettingsDep,
         return resp
     if view.redirect:
         return RedirectResponse(view.redirect, status_code=303)
-    return render_page(request, "search.html", _with_meaning(request, db, sae, view), notice=None)
+    return _cacheable_unless_live(request, render_page(request, "search.html", _with_meaning(request, db, sae, view), notice=None))
+
+
+def _cacheable_unless_live(request: Request, response: Response) -> Response:
+    """Without a live worker the results are a function of the index and URL (app.response_cache)."""
+    return response if request.app.state.live.configured else cacheable(response)
 
 
 def _with_meaning(request: Request, db, sae, view: SearchView) -> SearchView:

@@ -73,8 +73,30 @@ def test_only_marked_successes_are_kept(counted):
     missing = f"/sae/{POOLED}/feature/999999.json"
     assert [c.get(missing).status_code for _ in range(2)] == [404, 404]
     assert "etag" not in c.get(missing).headers and len(calls) == 3  # errors are never cached
-    search = c.get(f"/sae/{POOLED}/search.json?q=red")
-    assert search.status_code == 200 and "etag" not in search.headers  # search may carry the live worker's answers
+    nothing = c.get(f"/sae/{POOLED}/search?q=999999")  # a missing feature id: the search page with a 404
+    assert nothing.status_code == 404 and "etag" not in nothing.headers
+
+
+def test_search_is_cached_only_without_a_live_worker(index_path, monkeypatch):
+    """With a worker configured, results may add its answers by meaning, which come and go."""
+    import app.routes.search as search_routes
+
+    calls: list[str] = []
+    real = search_routes.search_view
+
+    def view(db, sae, q, *args):
+        calls.append(q)
+        return real(db, sae, q, *args)
+
+    monkeypatch.setattr(search_routes, "search_view", view)
+    for live_url, n_calls in ((None, 1), ("http://127.0.0.1:9", 2)):
+        calls.clear()
+        with TestClient(create_app(Settings(index=index_path, secret="t", live_url=live_url))) as c:
+            for url in (f"/sae/{POOLED}/search.json?q=red", f"/sae/{POOLED}/search?q=red"):
+                a, b = c.get(url), c.get(url)
+                assert a.status_code == b.status_code == 200 and a.content == b.content
+                assert ("etag" in b.headers) == (live_url is None)
+        assert calls == ["red"] * 2 * n_calls, live_url
 
 
 def test_bodies_over_the_entry_limit_are_served_not_kept(counted, monkeypatch):
