@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sae_core.dense_code import compute_dtype, dense_decode, dense_encoder_grads, use_dense_code
+
 DENSE_AUX_MIN_SHARE = 0.25
 """k_aux / n_dead from which the AuxK code is dense over the dead columns. A matmul entry costs
 far less than a gathered one, but the dense block has n_dead / k_aux times more entries; on the
@@ -46,6 +48,34 @@ class TopKSelection(NamedTuple):
     """[batch, k_aux] latent of each aux value, or when `aux_dense` [batch, n_dead], every row
     the dead latents in order (an expanded view of one vector)."""
     aux_dense: bool = False
+    order: LatentOrder | None = None
+    """The main code's entries grouped by latent, when the kernel computed it (shared by the
+    encoder's and the decoder's weight gradients); None from the plain reference."""
+
+
+class LatentOrder(NamedTuple):
+    """The entries of an index matrix [batch, n] grouped by latent: what `sum_by_latent` sorts.
+    The encoder's and the decoder's weight gradients group the same main-code entries, so
+    `SparseTopKEncode` sorts them once per step and both backward passes reuse it."""
+
+    latents: Tensor
+    """[m] the distinct latents, ascending (int64)."""
+    offsets: Tensor
+    """[m] where each latent's entries start in `order`."""
+    order: Tensor
+    """[batch * n] flat positions of the entries, sorted by latent (stable)."""
+    rows: Tensor
+    """[batch * n] the row of each sorted entry."""
+
+
+def latent_order(indices: Tensor) -> LatentOrder:
+    n = indices.shape[1]
+    index_dtype = torch.int32 if indices.numel() < 2**31 else torch.int64
+    sorted_latents, order = indices.reshape(-1).to(index_dtype).sort(stable=True)
+    latents, counts = torch.unique_consecutive(sorted_latents, return_counts=True)
+    offsets = (counts.cumsum(0) - counts).to(index_dtype)
+    rows = torch.div(order, n, rounding_mode="floor").to(index_dtype)  # entries are row-major
+    return LatentOrder(latents.long(), offsets, order, rows)
 
 
 def dense_aux(k_aux: int, n_dead: int) -> bool:
@@ -63,6 +93,11 @@ def _select_aux(pre: Tensor, dead: Tensor, k_aux: int, dense: bool) -> tuple[Ten
         return aux_values.relu(), dead[local]
     columns = dead.expand(pre.shape[0], -1)
     if k_aux >= dead.numel():  # every dead latent is selected: no second top-k
+        return pre_dead.relu_(), columns
+    if pre.device.type == "cpu" and int((pre_dead > 0).sum(1).max()) <= k_aux:
+        # No row has more than k_aux positive dead pre-activations (usual in training: dead latents
+        # are the ones that stay below zero), so after the ReLU the top-k_aux code is relu(pre_dead)
+        # itself and no top-k runs. The check syncs, so CUDA goes straight to the top-k.
         return pre_dead.relu_(), columns
     top, local = pre_dead.topk(k_aux, dim=-1, sorted=False)
     return torch.zeros_like(pre_dead).scatter_(1, local, top.relu()), columns
@@ -155,16 +190,20 @@ class SparseTopKEncode(torch.autograd.Function):
         else:
             sel = _select(_pre_acts(x_c, W_enc, b_enc), k, dead, k_aux, dense)
         ctx.k, ctx.aux_dense = k, sel.aux_dense
+        ctx.dense_dtype = compute_dtype(x) if use_dense_code(x) else None  # GPU: matmul gradients
+        # The decoder's weight gradient groups the same entries (the dense GPU path needs no order).
+        order = None if ctx.dense_dtype else latent_order(sel.indices)
+        ctx.order = order if sel.aux_dense or sel.aux_indices.shape[1] == 0 else None
         if sel.aux_dense:  # the sparse part is the main code only; the dense block is kept apart
             ctx.save_for_backward(x_c, W_enc, sel.indices, sel.values > 0, dead, sel.aux_values > 0)
         else:
             ctx.save_for_backward(x_c, W_enc, torch.cat([sel.indices, sel.aux_indices], 1),
                                   torch.cat([sel.values > 0, sel.aux_values > 0], 1), None, None)
         ctx.mark_non_differentiable(sel.indices, sel.aux_indices)
-        return sel.values, sel.indices, sel.aux_values, sel.aux_indices
+        return sel.values, sel.indices, sel.aux_values, sel.aux_indices, order
 
     @staticmethod
-    def backward(ctx, g_values, _g_idx, g_aux, _g_aux_idx):
+    def backward(ctx, g_values, _g_idx, g_aux, _g_aux_idx, _g_order):
         x_c, W_enc, indices, active, dead, aux_active = ctx.saved_tensors
         batch, n_sel = indices.shape
         parts = [g_values if g_values is not None else x_c.new_zeros(batch, ctx.k)]
@@ -172,18 +211,11 @@ class SparseTopKEncode(torch.autograd.Function):
             parts.append(g_aux if g_aux is not None else x_c.new_zeros(batch, n_sel - ctx.k))
         g = (torch.cat(parts, 1).float() * active).contiguous()
         need_x, need_b_dec, need_w, need_b = ctx.needs_input_grad[:4]
-        grad_x, grad_w_rows, grad_pre_sum = _sparse_grads(x_c, W_enc, indices, g, need_x, need_w, need_b_dec or need_b)
-        if ctx.aux_dense and g_aux is not None:
-            g_dead = g_aux.float() * aux_active
-            if need_x:
-                grad_x = grad_x + (g_dead @ W_enc.index_select(1, dead).t().float()).to(x_c.dtype)
-            if need_w:
-                grad_w_rows.index_add_(0, dead, (g_dead.t() @ x_c.float()).to(grad_w_rows.dtype))
-            if grad_pre_sum is not None:
-                grad_pre_sum.index_add_(0, dead, g_dead.sum(0))
-        # Built in rows (contiguous per latent: the sparse sums and the dense block land without
-        # strided writes), handed back in W_enc's layout with one transposing copy.
-        grad_w = grad_w_rows.t().contiguous() if need_w else None
+        g_dead = g_aux.float() * aux_active if ctx.aux_dense and g_aux is not None else None
+        if ctx.dense_dtype is not None:
+            grad_x, grad_w, grad_pre_sum = dense_encoder_grads(x_c, W_enc, indices, g, dead, g_dead, need_x, need_w, ctx.dense_dtype)
+        else:
+            grad_x, grad_w, grad_pre_sum = _sparse_encoder_grads(x_c, W_enc, indices, g, dead, g_dead, need_x, need_w, ctx.order)
         # b_dec's gradient is minus the row sum of the input gradient, which is W_enc @ (the
         # pre-activation gradient summed over rows): a [d_in, d_sae] matvec instead of gathering
         # the selected encoder columns for every row.
@@ -191,7 +223,24 @@ class SparseTopKEncode(torch.autograd.Function):
         return grad_x, grad_b_dec, grad_w, grad_pre_sum if need_b else None, None, None, None, None, None
 
 
-def _sparse_grads(x_c: Tensor, W_enc: Tensor, indices: Tensor, g: Tensor, need_x: bool, need_w: bool, need_sum: bool):
+def _sparse_encoder_grads(x_c: Tensor, W_enc: Tensor, indices: Tensor, g: Tensor, dead: Tensor | None, g_dead: Tensor | None,
+                          need_x: bool, need_w: bool, order: LatentOrder | None):
+    """`SparseTopKEncode`'s (input, W_enc, summed pre-activation) gradients on a CPU: the sparse
+    entries grouped by latent, plus the dense AuxK block's matmuls when there is one."""
+    grad_x, grad_w_rows, grad_pre_sum = _sparse_grads(x_c, W_enc, indices, g, need_x, need_w, True, order)
+    if g_dead is not None:
+        if need_x:
+            grad_x = grad_x + (g_dead @ W_enc.index_select(1, dead).t().float()).to(x_c.dtype)
+        if need_w:
+            grad_w_rows.index_add_(0, dead, (g_dead.t() @ x_c.float()).to(grad_w_rows.dtype))
+        grad_pre_sum.index_add_(0, dead, g_dead.sum(0))
+    # Built in rows (contiguous per latent: the sparse sums and the dense block land without
+    # strided writes), handed back in W_enc's layout with one transposing copy.
+    return grad_x, grad_w_rows.t().contiguous() if need_w else None, grad_pre_sum
+
+
+def _sparse_grads(x_c: Tensor, W_enc: Tensor, indices: Tensor, g: Tensor, need_x: bool, need_w: bool, need_sum: bool,
+                  order: LatentOrder | None = None):
     """(input, W_enc transposed [d_sae, d_in], summed pre-activation) gradients of the selected
     entries g [batch, n_sel]."""
     d_sae = W_enc.shape[1]
@@ -200,13 +249,13 @@ def _sparse_grads(x_c: Tensor, W_enc: Tensor, indices: Tensor, g: Tensor, need_x
     if need_x:  # rarely: inputs are data
         grad_x = F.embedding_bag(indices, W_enc.t().float().contiguous(), per_sample_weights=g, mode="sum").to(x_c.dtype)
     if need_w:
-        grad_w = scatter_rows(*sum_by_latent(indices, g, x_c.float()), W_enc.t())
+        grad_w = scatter_rows(*sum_by_latent(indices, g, x_c.float(), order), W_enc.t())
     if need_sum:
         grad_pre_sum = torch.zeros(d_sae, dtype=torch.float32, device=x_c.device).index_add_(0, flat_idx, flat_g)
     return grad_x, grad_w, grad_pre_sum
 
 
-def sum_by_latent(indices: Tensor, weights: Tensor, dense: Tensor) -> tuple[Tensor, Tensor]:
+def sum_by_latent(indices: Tensor, weights: Tensor, dense: Tensor, order: LatentOrder | None = None) -> tuple[Tensor, Tensor]:
     """(latents, sums): the distinct latents in `indices` [batch, n], ascending, and for each the
     sum of weights[r, e] * dense[r] over its entries (r, e): [n_latents_used, d].
 
@@ -214,15 +263,11 @@ def sum_by_latent(indices: Tensor, weights: Tensor, dense: Tensor) -> tuple[Tens
     over the entries sorted by latent (a bag per latent): on a CPU about as fast as the decode
     itself, where embedding_bag's own backward or a COO sparse product took 2-3 times longer.
     Only the latents used get a row, so a wide SAE trained on small batches writes no rows of
-    zeros here; `scatter_rows` places them into the parameter's layout."""
-    n = indices.shape[1]
-    index_dtype = torch.int32 if indices.numel() < 2**31 else torch.int64
-    sorted_latents, order = indices.reshape(-1).to(index_dtype).sort(stable=True)
-    latents, counts = torch.unique_consecutive(sorted_latents, return_counts=True)
-    offsets = (counts.cumsum(0) - counts).to(index_dtype)
-    rows = torch.div(order, n, rounding_mode="floor").to(index_dtype)  # entries are row-major
-    sums = F.embedding_bag(rows, dense, offsets, per_sample_weights=weights.reshape(-1)[order], mode="sum")
-    return latents.long(), sums
+    zeros here; `scatter_rows` places them into the parameter's layout. `order`: `latent_order(indices)`
+    when the caller already has it."""
+    o = order if order is not None else latent_order(indices)
+    sums = F.embedding_bag(o.rows, dense, o.offsets, per_sample_weights=weights.reshape(-1)[o.order], mode="sum")
+    return o.latents, sums
 
 
 def scatter_rows(latents: Tensor, sums: Tensor, like: Tensor) -> Tensor:
@@ -237,8 +282,9 @@ class SparseDecode(torch.autograd.Function):
     """sum_j values[:, j] * W[indices[:, j]]: the TopK decode, W's gradient by `sum_by_latent`."""
 
     @staticmethod
-    def forward(ctx, values: Tensor, indices: Tensor, W: Tensor):
+    def forward(ctx, values: Tensor, indices: Tensor, W: Tensor, order: LatentOrder | None):
         ctx.save_for_backward(values, indices, W)
+        ctx.order = order
         return F.embedding_bag(indices, W, per_sample_weights=values, mode="sum")
 
     @staticmethod
@@ -252,15 +298,18 @@ class SparseDecode(torch.autograd.Function):
             offsets = torch.arange(0, batch * n, n, device=g.device)
             grad_values = torch.ops.aten._embedding_bag_per_sample_weights_backward(g, W, flat, offsets, rows, 0, -1).view(batch, n)
         if ctx.needs_input_grad[2]:
-            grad_w = scatter_rows(*sum_by_latent(indices, values, g), W)
-        return grad_values, None, grad_w
+            grad_w = scatter_rows(*sum_by_latent(indices, values, g, ctx.order), W)
+        return grad_values, None, grad_w, None
 
 
-def sparse_decode(values: Tensor, indices: Tensor, W: Tensor) -> Tensor:
-    """[batch, d]: each row's values [batch, n] times the rows `indices` [batch, n] of W [d_sae, d]."""
+def sparse_decode(values: Tensor, indices: Tensor, W: Tensor, order: LatentOrder | None = None) -> Tensor:
+    """[batch, d]: each row's values [batch, n] times the rows `indices` [batch, n] of W [d_sae, d]
+    (`order`: `latent_order(indices)` if the caller has it)."""
     if indices.shape[1] == 0:
         return W.new_zeros(indices.shape[0], W.shape[1])
-    return SparseDecode.apply(values, indices, W)
+    if use_dense_code(W):
+        return dense_decode(values, indices, W)
+    return SparseDecode.apply(values, indices, W, order)
 
 
 def _dead_columns(dead_mask: Tensor | None, k_aux: int) -> Tensor | None:
@@ -281,7 +330,8 @@ def topk_encode_sparse(x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, k
     dead = _dead_columns(dead_mask, k_aux)
     dense = dead is not None and dense_aux(k_aux, dead.numel())
     alive = _alive_columns(dead_mask, k_aux)
-    return TopKSelection(*SparseTopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead, k_aux, dense, alive), dense)
+    values, indices, aux_values, aux_indices, order = SparseTopKEncode.apply(x, b_dec, W_enc, b_enc, k, dead, k_aux, dense, alive)
+    return TopKSelection(values, indices, aux_values, aux_indices, dense, order)
 
 
 topk_encode = topk_encode_plain if os.environ.get("SAESCOPE_SPARSE_ENCODER") == "0" else topk_encode_sparse

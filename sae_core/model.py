@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sae_core.config import SAEConfig
 from sae_core.errors import DataError
 from sae_core.jumprelu import jumprelu, step
-from sae_core.kernels import TopKSelection, sparse_decode, topk_encode
+from sae_core.kernels import LatentOrder, TopKSelection, sparse_decode, topk_encode
 
 
 class SparseCode(NamedTuple):
@@ -166,9 +167,9 @@ class SparseAutoencoder(nn.Module):
         """Sparse latents -> reconstruction in input units, gathering only k decoder rows per row."""
         return (self._decode_sparse_scaled(values, indices) + self.b_dec) / self.input_scale
 
-    def _decode_sparse_scaled(self, values: Tensor, indices: Tensor) -> Tensor:
+    def _decode_sparse_scaled(self, values: Tensor, indices: Tensor, order: LatentOrder | None = None) -> Tensor:
         # Sums W_dec rows weighted by values (an embedding_bag); fp32 because its bf16 CUDA backward is missing.
-        return sparse_decode(values.float(), indices, self.W_dec.float())
+        return sparse_decode(values.float(), indices, self.W_dec.float(), order)
 
     # ---- forward (training objective) ------------------------------------------------------
     def forward(self, x: Tensor, dead_mask: Tensor | None = None) -> ForwardOutput:
@@ -221,7 +222,7 @@ class SparseAutoencoder(nn.Module):
         n_dead = int(dead_mask.sum()) if dead_mask is not None and self.cfg.aux_coeff > 0 else 0
         k_aux = min(self.cfg.n_aux, n_dead)
         sel = topk_encode(target, self.b_dec, self.W_enc, self.b_enc, self.cfg.k, dead_mask if k_aux else None, k_aux)
-        x_hat_n = self._decode_sparse_scaled(sel.values, sel.indices) + self.b_dec
+        x_hat_n = self._decode_sparse_scaled(sel.values, sel.indices, sel.order) + self.b_dec
         recon = _mse(x_hat_n, target)
         aux = target.new_zeros(())
         if k_aux:
@@ -285,7 +286,8 @@ class SparseAutoencoder(nn.Module):
     def _normalized_aux(self, residual_hat: Tensor, residual: Tensor) -> Tensor:
         """AuxK loss: squared error of the residual's reconstruction over the residual's variance."""
         baseline = (residual - residual.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
-        loss = (residual_hat - residual).pow(2).sum(-1).mean() / baseline
+        # mse_loss: one fused op forward and backward, where pow/sum/mean autograd takes five
+        loss = F.mse_loss(residual_hat.float(), residual) * residual.shape[-1] / baseline
         return self.cfg.aux_coeff * torch.nan_to_num(loss, nan=0.0)
 
     # ---- steering --------------------------------------------------------------------------
@@ -325,7 +327,7 @@ class SparseAutoencoder(nn.Module):
 
 
 def _mse(x_hat: Tensor, target: Tensor) -> Tensor:
-    return (x_hat.float() - target).pow(2).mean()
+    return F.mse_loss(x_hat.float(), target)
 
 
 def check_finite(x: Tensor, what: str) -> None:

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from sae_core.config import SAEConfig
-from sae_core.kernels import scatter_rows, sparse_decode, sum_by_latent, topk_encode_plain, topk_encode_sparse
+from sae_core.kernels import (_two_level_blocks, latent_order, scatter_rows, sparse_decode, sum_by_latent, topk_encode_plain,
+                              topk_encode_sparse, topk_rows)
 from sae_core.model import SparseAutoencoder
 
 
@@ -60,12 +61,13 @@ def test_sparse_encoder_matches_plain_autograd(form):
         assert dead_cols.abs().sum() > 0  # AuxK trains the dead latents' encoder columns
 
 
-def _plain_decode(values, indices, W):
+def _plain_decode(values, indices, W, order=None):
     return F.embedding_bag(indices, W, per_sample_weights=values, mode="sum")
 
 
-@pytest.mark.parametrize("dead_every", [2, 3, 16])  # AuxK code sparse, dense, every dead latent selected
-def test_topk_forward_loss_and_gradients_do_not_depend_on_the_kernel(monkeypatch, dead_every):
+# AuxK code sparse, dense, every dead latent selected; 128 latents: the two-level top-k (`topk_rows`)
+@pytest.mark.parametrize("dead_every,d_sae", [(2, 96), (3, 96), (16, 96), (2, 128), (3, 128)])
+def test_topk_forward_loss_and_gradients_do_not_depend_on_the_kernel(monkeypatch, dead_every, d_sae):
     """The whole training loss of the fast path (sparse encoder, dense or sparse AuxK code, custom
     decode backward) against plain autograd: values and every parameter's gradient."""
     import sae_core.model as model
@@ -77,9 +79,9 @@ def test_topk_forward_loss_and_gradients_do_not_depend_on_the_kernel(monkeypatch
         monkeypatch.setattr(model, "topk_encode", fn)
         monkeypatch.setattr(model, "sparse_decode", decode)
         torch.manual_seed(0)
-        sae = SparseAutoencoder(SAEConfig(arch="topk", k=4, d_in=16, d_sae=96))
+        sae = SparseAutoencoder(SAEConfig(arch="topk", k=4, d_in=16, d_sae=d_sae))
         sae.init_from_data(x)
-        dead = torch.zeros(96, dtype=torch.bool)
+        dead = torch.zeros(d_sae, dtype=torch.bool)
         dead[::dead_every] = True
         out = sae(x, dead)
         out.loss.backward()
@@ -167,3 +169,84 @@ def test_under_bfloat16_autocast_the_fast_training_loss_matches_plain(monkeypatc
     assert float(results[1][1]) > 0
     for a, b in zip(*results):
         torch.testing.assert_close(a.float(), b.float(), rtol=0.05, atol=0.02)
+
+
+@pytest.mark.parametrize("shape,k", [((37, 1024), 16), ((8, 512), 16), ((5, 6144), 32), ((3, 96), 4), ((6, 1000), 16)])
+def test_two_level_topk_returns_the_k_largest_of_each_row(shape, k):
+    """`topk_rows` against torch.topk: the same values per row, indices pointing at them, no index
+    twice; on integer-valued rows full of ties too. (96 and 1,000 columns: torch's own top-k.)"""
+    gen = torch.Generator().manual_seed(5)
+    for pre in (torch.randn(shape, generator=gen), torch.randint(-4, 5, shape, generator=gen).float()):
+        values, indices = topk_rows(pre, k)
+        truth = pre.topk(k, dim=-1).values
+        assert torch.equal(values.sort(1, descending=True).values, truth)
+        assert torch.equal(pre.gather(1, indices), values)
+        assert all(len(set(row)) == k for row in indices.tolist())
+    assert (_two_level_blocks(pre, k) > 0) == (shape[1] in (1024, 512, 6144))
+
+
+def test_auxk_code_without_a_top_k_when_no_row_has_more_positive_dead_latents_than_k_aux():
+    """Dead latents far below zero (as in training): the AuxK code is relu of their pre-activations,
+    with no second top-k, and equals the plain reference's with every gradient."""
+    torch.manual_seed(0)
+    batch, d_in, d_sae, k, k_aux = 32, 12, 64, 5, 8
+    x, W, b_dec = torch.randn(batch, d_in), torch.randn(d_in, d_sae) / 4, torch.zeros(d_in)
+    dead = torch.zeros(d_sae, dtype=torch.bool)
+    dead[::3] = True  # 22 dead latents, k_aux 8: a dense AuxK code
+    b = torch.where(dead, -1.5, 0.0)
+    pre_dead = ((x - b_dec) @ W + b)[:, dead]
+    assert (pre_dead > 0).sum(1).max() <= k_aux < (pre_dead > 0).sum()
+    grads, codes = [], []
+    for fn in (topk_encode_plain, topk_encode_sparse):
+        xs, Ws, bs = x.clone(), W.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        sel = fn(xs, b_dec, Ws, bs, k, dead, k_aux)
+        code = _aux_code(sel, d_sae)
+        (code.pow(2).sum() + sel.values.sum()).backward()
+        codes.append(code)
+        grads.append((Ws.grad, bs.grad))
+    torch.testing.assert_close(codes[1][:, dead], pre_dead.relu())  # hidden truth: every positive dead latent
+    torch.testing.assert_close(codes[0], codes[1])
+    for a, b_ in zip(*grads):
+        torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-5)
+
+
+def test_the_encoder_shares_its_latent_order_with_the_decoder():
+    """The main code's entries are grouped by latent once per step (`SparseTopKEncode`); grouping
+    with that order gives the sums of grouping afresh."""
+    torch.manual_seed(0)
+    x, W, b = torch.randn(40, 10), torch.randn(10, 64), torch.zeros(64)
+    sel = topk_encode_sparse(x, torch.zeros(10), W, b, 6, None, 0)
+    fresh = latent_order(sel.indices)
+    for a, b_ in zip(sel.order, fresh):
+        assert torch.equal(a, b_)
+    dense = torch.randn(40, 7)
+    for a, b_ in zip(sum_by_latent(sel.indices, sel.values, dense, sel.order), sum_by_latent(sel.indices, sel.values, dense)):
+        assert torch.equal(a, b_)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("dead_every", [2, 5, 16])  # AuxK code sparse, dense, every dead latent selected
+def test_the_gpu_dense_code_path_matches_the_sparse_kernels(monkeypatch, autocast, dead_every):
+    """`sae_core.dense_code` (CUDA's path: the code scattered into [batch, d_sae] and matmuls), run
+    here on the CPU with SAESCOPE_DENSE_CODE=1, against the CPU's sparse kernels: loss and every
+    gradient, in float32 and under bfloat16 autocast (within its rounding)."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 16)
+    results = []
+    for mode in ("0", "1"):
+        monkeypatch.setenv("SAESCOPE_DENSE_CODE", mode)
+        torch.manual_seed(0)
+        sae = SparseAutoencoder(SAEConfig(arch="topk", k=4, d_in=16, d_sae=128))
+        sae.init_from_data(x)
+        dead = torch.zeros(128, dtype=torch.bool)
+        dead[::dead_every] = True
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = sae(x, dead)
+        out.loss.backward()
+        results.append((out.recon.detach(), out.aux.detach(), {n: p.grad.clone() for n, p in sae.named_parameters()}))
+    tol = dict(rtol=0.05, atol=0.02) if autocast else dict(rtol=1e-5, atol=1e-6)
+    assert float(results[1][1]) > 0
+    torch.testing.assert_close(results[0][0], results[1][0], **tol)
+    torch.testing.assert_close(results[0][1], results[1][1], **tol)
+    for name in results[0][2]:
+        torch.testing.assert_close(results[0][2][name], results[1][2][name], **tol, msg=name)
