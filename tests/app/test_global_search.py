@@ -145,3 +145,8 @@ def test_a_submitted_form_with_blank_fields_means_no_filter(client):
     r = client.get(f"/sae/{PATCH}/search.json", params={"q": "detector", "cluster": " ", **blank})
     assert r.status_code == 200 and r.json()["count"] == gj(client, q="detector", arch="relu")["groups"][0]["count"]
     assert client.get(f"/sae/{PATCH}/search.json", params={"q": "detector", "cluster": "-2"}).status_code == 422
+
+
+def test_an_sae_search_links_to_the_same_words_in_every_sae(client):
+    html = client.get(f"/sae/{POOLED}/search", params={"q": "red car"}).text
+    assert f'href="{urls.global_search_url("red car")}"' in html
