@@ -38,7 +38,9 @@ def dense_decode(values: Tensor, indices: Tensor, W: Tensor) -> Tensor:
     [batch, d_sae] matrix in the autocast dtype, times W [d_sae, d]. Plain autograd: the values'
     gradient is a gather of the [batch, d_sae] output gradient, W's one matmul."""
     dtype = compute_dtype(W)
-    z = torch.zeros(values.shape[0], W.shape[0], dtype=dtype, device=W.device).scatter(1, indices, values.to(dtype))
+    # scatter_add: a latent repeated in a row adds up, as in embedding_bag (BatchTopK pads rows
+    # with (latent 0, value 0) entries, which a plain scatter could write over latent 0's value).
+    z = torch.zeros(values.shape[0], W.shape[0], dtype=dtype, device=W.device).scatter_add(1, indices, values.to(dtype))
     return (z @ W.to(dtype)).float()
 
 

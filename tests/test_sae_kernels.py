@@ -250,3 +250,24 @@ def test_the_gpu_dense_code_path_matches_the_sparse_kernels(monkeypatch, autocas
     torch.testing.assert_close(results[0][1], results[1][1], **tol)
     for name in results[0][2]:
         torch.testing.assert_close(results[0][2][name], results[1][2][name], **tol, msg=name)
+
+
+def test_dense_decode_adds_a_latent_repeated_in_a_row_as_embedding_bag_does():
+    """BatchTopK pads its rows with (latent 0, value 0) entries: the dense decode must add repeated
+    latents, not let one write over another."""
+    from sae_core.dense_code import dense_decode
+
+    gen = torch.Generator().manual_seed(6)
+    indices = torch.randint(0, 12, (30, 9), generator=gen)
+    indices[:, -3:] = 0  # padding on top of real entries for latent 0
+    values, W = torch.randn(30, 9, generator=gen), torch.randn(12, 5, generator=gen)
+    values[:, -3:] = 0.0
+    results = []
+    for decode in (lambda v, w: F.embedding_bag(indices, w, per_sample_weights=v, mode="sum"),
+                   lambda v, w: dense_decode(v, indices, w)):
+        v, w = values.clone().requires_grad_(True), W.clone().requires_grad_(True)
+        out = decode(v, w)
+        out.backward(torch.ones_like(out))
+        results.append((out.detach(), v.grad, w.grad))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
