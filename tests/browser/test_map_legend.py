@@ -199,3 +199,23 @@ def test_a_tap_rings_the_point_and_a_second_tap_opens_it(browser, server, featur
     finally:
         ctx.close()
     assert not errors, errors
+
+
+def test_where_a_feature_fires_filters_to_the_samples_it_fires_on(page, server, tmp_path):
+    """The samples map coloured by feature 3: 'only=valued' keeps the samples with a recorded activation,
+    counted here from the index's own tables (top, quantile and per-sample rows), as the server joins them."""
+    path = build_fixture_index(tmp_path / "fires")
+    with duckdb.connect(str(path), read_only=True) as con:
+        fired = con.execute("""SELECT count(DISTINCT m.sample_id) FROM sample_map m JOIN (
+            SELECT sample_id FROM feature_top WHERE sae_id = $1 AND feature_id = 3 UNION ALL
+            SELECT sample_id FROM feature_quantiles WHERE sae_id = $1 AND feature_id = 3 UNION ALL
+            SELECT sample_id FROM sample_top WHERE sae_id = $1 AND feature_id = 3) a USING (sample_id)
+            WHERE m.sae_id = $1""", [POOLED]).fetchone()[0]
+    open_map(page, server, "?map=samples&feature=3&only=valued")
+    page.wait_for_selector("#legend .legend-title:has-text('feature #3')")
+    n = int(page.get_attribute("#explorer", "data-n"))
+    assert 0 < fired < n
+    assert legend_counts(page) == {"valued": fired, "none": n - fired}
+    assert page.evaluate("window.saescopeMap.nHidden()") == n - fired
+    assert page.get_attribute("#legend [data-cat='valued']", "aria-pressed") == "true"
+    wait_only(page, "valued")
