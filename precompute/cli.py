@@ -7,12 +7,16 @@ anything else is a bug: one line naming it and exit 1 (`SAESCOPE_DEBUG=1` re-rai
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
 
 from precompute.cli_args import add_config_option, add_dataclass_args, dataclass_from_args, parse_args
+from precompute.cli_logging import add_logging_options, configure_logging
 from sae_core.errors import SaescopeError
+
+log = logging.getLogger(__name__)
 
 
 def _is_main_rank() -> bool:
@@ -86,7 +90,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     else:
         index = build_demo(cfg)
     if cfg.serve:
-        print(f"serving the explorer on http://{cfg.host}:{cfg.port}/ (Ctrl-C stops it)")
+        log.info(f"serving the explorer on http://{cfg.host}:{cfg.port}/ (Ctrl-C stops it)")
         _serve(str(index), cfg.host, cfg.port)
 
 
@@ -192,12 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_publish_parser(sub)
     add_config_option(sub)  # every command reads --config FILE.toml
+    add_logging_options(sub)  # and takes --log-level / -q / -v
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)  # --config FILE.toml supplies defaults; flags win
+    restore_logging = _no_restore
     try:
+        restore_logging = configure_logging(getattr(args, "log_level", None))
         args.func(args)
     except SaescopeError as e:
         _report(f"saescope {args.command}: error: {e}")
@@ -218,7 +225,13 @@ def main(argv: list[str] | None = None) -> int:
         _report(f"saescope {args.command}: internal error: {type(e).__name__}: {e} "
                 "(SAESCOPE_DEBUG=1 shows the traceback; please report it)")
         return 1
+    finally:
+        restore_logging()
     return 0
+
+
+def _no_restore() -> None:
+    """What `main` undoes when logging was never configured (a bad --log-level)."""
 
 
 def _report(line: str) -> None:

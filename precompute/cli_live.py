@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import logging
 import os
 import socket
 import subprocess
@@ -133,6 +134,6 @@ def resolve_live_url(index: str, live: bool, live_url: str | None) -> str | None
         return None
     problem = live_problem(index)
     if problem:
-        print(f"live inspection is off: {problem}", file=sys.stderr)
+        logging.getLogger(__name__).warning(f"live inspection is off: {problem}")
         return None
     return start_worker(index)

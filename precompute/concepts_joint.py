@@ -30,7 +30,7 @@ the prompt TEMPLATE, normalised. The vocabulary is the 1,000 ImageNet class name
 
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,6 +236,6 @@ def store_joint_concepts(sae, manifest: dict, live: np.ndarray, device: str = "c
                                  device, modality)
     except NoJointSpace as e:
         if not e.quiet:
-            print(f"joint-space concepts skipped: {e}", file=sys.stderr)
+            logging.getLogger(__name__).warning(f"joint-space concepts skipped: {e}")
         return None
     return joint_concepts(sae, space, vocabulary(), live)

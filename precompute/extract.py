@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import logging
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from sae_core.progress import progress
 from sae_core.store import ActivationStore, RankStoreWriter, StoreWriter
 from sae_core.validate import check_numbers, resolve_precision
 
+log = logging.getLogger(__name__)
 GENERATED_THUMBS = "thumbs"
 """Store sub-folder of the images a generative model drew for each sample (FLUX)."""
 
@@ -138,6 +140,9 @@ def _extract(cfg: ExtractConfig, d: distributed.Dist) -> ExtractResult:
     if all(done):
         return result
     todo = [i for i, complete in enumerate(done) if not complete]
+    if d.is_main:
+        log.info(f"extracting {n_samples:,} samples of {dataset.dpath.name} through {info.model} on {device} "
+                 f"into {len(todo)} store{'s' if len(todo) > 1 else ''}")
     work = MultiLayerExtractor([extractor.extractors[i] for i in todo])
     headers = [_header(dataset, ex, revision, layer_cfgs[i]) for i, ex in zip(todo, work.extractors)]
     if not d.enabled:

@@ -137,6 +137,8 @@ def _build(cfg: IndexConfig, d: distributed.Dist) -> IndexResult:
         con.execute("INSERT INTO schema_version VALUES (?, ?, current_timestamp)", [SCHEMA_VERSION, SAESCOPE_VERSION])
         con.execute("INSERT INTO index_meta VALUES ('inputs_hash', ?), ('encoder_precision', ?), ('quantile_bins', ?)",
                     [inputs, _precision(cfg), str(cfg.quantile_bins)])
+        # the resolved options (flags over --config), written inside the index so they appear with it, atomically
+        con.execute("INSERT INTO index_meta VALUES ('config', ?)", [json.dumps(dataclasses.asdict(cfg), sort_keys=True)])
         datasets_done = set()
         sae_ids = []
         for spec in cfg.saes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def cmd_publish(args: argparse.Namespace) -> None:
     print(f"site {res.out}: {res.n_files:,} files, {fmt_bytes(res.n_bytes)} ({what}); "
           f"try it: python -m http.server -d {res.out} 8000")
     for w in res.warnings:
-        print(f"warning: {w}")
+        logging.getLogger(__name__).warning(f"warning: {w}")
     if target:
         from precompute.publish_hub import upload
 

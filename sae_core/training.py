@@ -13,10 +13,10 @@ import contextlib
 import dataclasses
 import io
 import json
+import logging
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +131,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 shutil.rmtree(run_dpath / STATE_DIR, ignore_errors=True)
             return TrainResult(run_dpath, done["metrics"], reused=True)
         if problem is not None and main_rank:
-            print(f"saescope train: {problem}; training the run again", file=sys.stderr)
+            logging.getLogger(__name__).warning(f"saescope train: {problem}; training the run again")
             (run_dpath / CFG_FILE).unlink(missing_ok=True)  # no longer marks a finished run
     check_memory(cfg.sae.resolved(store.d_in), cfg.batch_size, _pick_device(cfg.device))
     with distributed.session():

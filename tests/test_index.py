@@ -51,7 +51,8 @@ def test_tables_and_columns_are_the_contract(built):
     assert sorted(r[0] for r in con.execute("SELECT sae_id FROM saes").fetchall()) == ["a", "b"]
     meta = dict(con.execute("SELECT key, value FROM index_meta").fetchall())
     documented = [row for row in DOC.splitlines() if row.startswith("| index_meta |")][0]
-    assert set(meta) == {"inputs_hash", "encoder_precision", "quantile_bins", "coactivation_undercount"}
+    assert set(meta) == {"inputs_hash", "encoder_precision", "quantile_bins", "coactivation_undercount", "config"}
+    assert json.loads(meta["config"]) == json.loads(json.dumps(cfg.__dict__))  # the resolved options
     assert json.loads(meta["coactivation_undercount"]) == {"a": 0, "b": 0}  # small SAEs: exact pair counts
     assert set(meta) <= set(re.findall(r"`(\w+)`", documented.split("|")[3]))
     assert meta["quantile_bins"] == str(cfg.quantile_bins)
