@@ -17,6 +17,7 @@ import torch
 
 from precompute.coactivation import PairCounts, SparsePairCounts, pair_counter
 from precompute.encoding import ChunkEncoder, SampleCode
+from precompute.scan_device import feature_counts, merge_top_fixed, read_ahead, sample_top_fixed
 from sae_core import distributed
 from sae_core.metrics import MetricsAccumulator
 from sae_core.model import SparseAutoencoder, check_finite
@@ -62,11 +63,13 @@ def chunk_size(chunk_samples: int, tokens_per_sample: int, d_sae: int, device: s
 
 def _sample_chunks(store: ActivationStore, chunk_samples: int, first: int = 0, stop: int | None = None,
                    device: str = "cpu"):
-    """(first sample, float32 acts on `device`) per chunk; a GPU gets the stored dtype and converts."""
+    """(first sample, float32 acts on `device`) per chunk; a GPU gets the stored dtype and converts,
+    each chunk read and pinned on a thread while the one before is scanned (`scan_device.read_ahead`)."""
     T = store.tokens_per_sample
     stop = store.n_samples if stop is None else stop
     on_gpu = torch.device(device).type == "cuda"
-    for first_row, acts in store.iter_chunks(n_rows=chunk_samples * T, start_row=first * T, end_row=stop * T, stored_dtype=on_gpu):
+    chunks = store.iter_chunks(n_rows=chunk_samples * T, start_row=first * T, end_row=stop * T, stored_dtype=on_gpu)
+    for first_row, acts in read_ahead(chunks, pin=True) if on_gpu else chunks:
         yield first_row // T, acts.to(device, non_blocking=True).float()
 
 
@@ -89,8 +92,12 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
     sum_s = torch.zeros(d_sae, dtype=torch.float64, device=device)
     max_s = torch.zeros(d_sae, device=device)
     m = min(sample_top_m, d_sae)
-    st_ids = np.zeros((hi - lo, m), dtype=np.int32)
-    st_vals = np.zeros((hi - lo, m), dtype=np.float32)
+    # On a GPU: merges without host syncs, and each chunk's sample tops copied asynchronously into
+    # pinned host memory (scan_device); on the CPU the filtered merges sort fewer entries.
+    on_gpu = torch.device(device).type == "cuda"
+    merge, tops = (merge_top_fixed, sample_top_fixed) if on_gpu else (merge_top, sample_top)
+    st_ids = torch.zeros((hi - lo, m), dtype=torch.int32, pin_memory=on_gpu)
+    st_vals = torch.zeros((hi - lo, m), dtype=torch.float32, pin_memory=on_gpu)
     acc = MetricsAccumulator(d_sae)
     coact = pair_counter(d_sae, device)
     parts: list[tuple] = []  # per-chunk float sums, folded in store order at the end (torchrun only; on the CPU)
@@ -101,7 +108,7 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
         n = acts.shape[0] // T
         chunk_acc = MetricsAccumulator(d_sae) if d.enabled else acc
         chunk_acc.update_counts(acts * sae.input_scale, x_hat * sae.input_scale, fire)
-        counts = torch.bincount(code.feats, minlength=d_sae)
+        counts = feature_counts(code.feats, d_sae) if on_gpu else torch.bincount(code.feats, minlength=d_sae)
         chunk_sum = feature_sums(code, counts)
         coact.update(code, n)
         if d.enabled:
@@ -110,13 +117,17 @@ def scan_features(sae: SparseAutoencoder, store: ActivationStore, top_n: int = 6
         else:
             sum_s += chunk_sum
         ids = torch.as_tensor(ids_all[first : first + n], device=device)
-        best_v, best_i = merge_top(best_v, best_i, code, ids)
+        best_v, best_i = merge(best_v, best_i, code, ids)
         n_fired += counts
         max_s.scatter_reduce_(0, code.feats, code.values, "amax")
-        v, i = sample_top(code, n, m)
-        st_vals[first - lo : first - lo + n], st_ids[first - lo : first - lo + n] = v.cpu().numpy(), i.cpu().numpy()
+        v, i = tops(code, n, m)
+        st_vals[first - lo : first - lo + n].copy_(v, non_blocking=on_gpu)
+        st_ids[first - lo : first - lo + n].copy_(i, non_blocking=on_gpu)
         bar.update(n)
     bar.close()
+    if on_gpu:
+        torch.cuda.synchronize(device)  # the asynchronous copies into st_vals / st_ids have landed
+    st_ids, st_vals = st_ids.numpy(), st_vals.numpy()
     co = _merged_pairs(coact.pairs())
     if not d.enabled:
         return ScanResult(best_v.cpu().numpy(), best_i.cpu().numpy(), n_fired.cpu().numpy(), sum_s.cpu().numpy(),
