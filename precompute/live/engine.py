@@ -25,7 +25,7 @@ from precompute.live.retrieval import Retrieval
 from precompute.live.specs import LiveSae, read_max_acts, read_specs
 from sae_core import distributed
 from sae_core.checkpoint import load
-from sae_core.errors import ConfigError
+from sae_core.errors import ConfigError, SaescopeError
 from sae_core.store import ActivationStore
 
 
@@ -164,6 +164,22 @@ class LiveEngine:
                                      f"has its text tower ({e})", status=422) from None
                 self._joint[sae_id] = (space, space.project(decoder_directions(self.sae(sae_id))))
             return self._joint[sae_id]
+
+    def warm_joint(self) -> None:
+        """Load the joint spaces of the SAEs the index projected (method `joint`) ahead of the first search,
+        whose caller waits only seconds; run in a background thread at start-up. Failures wait for a request."""
+        if self.index_fpath is None:
+            return
+        import duckdb
+
+        try:
+            with duckdb.connect(str(self.index_fpath), read_only=True) as con:
+                ids = [r[0] for r in con.execute("SELECT DISTINCT sae_id FROM feature_concepts WHERE method = 'joint'").fetchall()]
+        except duckdb.Error:  # an index without concepts
+            return
+        for sae_id in ids:
+            with contextlib.suppress(SaescopeError, OSError):
+                self.joint(sae_id)
 
     def concept_search(self, sae_id: str, text: str, k: int) -> tuple[str, list[tuple[int, float]]]:
         """(space name, the k features nearest the text in the joint space as (feature, cosine), highest

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +40,7 @@ def create_worker_app(engine: LiveEngine, max_batch: int = 8, max_queue: int = 6
                               "Inputs: multipart `image`, `text` or `sample_id`.")
     batcher = Batcher(max_batch, max_queue)
     app.state.engine, app.state.batcher = engine, batcher
+    threading.Thread(target=engine.warm_joint, name="warm-joint", daemon=True).start()
     _install_errors(app)
 
     async def read_input(sae_id: str, image: UploadFile | None, text: str | None, sample_id: int | None) -> LiveInput:
