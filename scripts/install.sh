@@ -46,8 +46,9 @@ if [ "$dev" = 1 ]; then
   pip install -q -e ".[dev,flux]"
   # open_clip needs torchvision; PyPI's Linux torchvision is built against CUDA torch, and with a CPU
   # torch its import fails (transformers' image processors import it too), so roll it back there.
+  # The installed torch is pinned: the newest torchvision would otherwise pull a multi-GB CUDA torch.
   if ! python -c "import open_clip" 2>/dev/null; then
-    pip install -q -e ".[openclip]"
+    pip install -q -e ".[openclip]" "torch==$(python -c 'import torch; print(torch.__version__)')"
     if ! python -c "import torchvision" 2>/dev/null; then
       pip uninstall -y -q torchvision open_clip_torch timm
       echo "==> open_clip skipped: no torchvision build here matches torch $(python -c 'import torch; print(torch.__version__)') (tests/test_open_clip.py skips)"
