@@ -89,7 +89,7 @@ def _select_aux(pre: Tensor, dead: Tensor, k_aux: int, dense: bool) -> tuple[Ten
     # [batch, d_sae] matrix would make and scan a second dense copy.
     pre_dead = pre.index_select(1, dead)
     if not dense:
-        aux_values, local = pre_dead.topk(k_aux, dim=-1, sorted=False)
+        aux_values, local = topk_rows(pre_dead, k_aux)
         return aux_values.relu(), dead[local]
     columns = dead.expand(pre.shape[0], -1)
     if k_aux >= dead.numel():  # every dead latent is selected: no second top-k
@@ -99,7 +99,7 @@ def _select_aux(pre: Tensor, dead: Tensor, k_aux: int, dense: bool) -> tuple[Ten
         # are the ones that stay below zero), so after the ReLU the top-k_aux code is relu(pre_dead)
         # itself and no top-k runs. The check syncs, so CUDA goes straight to the top-k.
         return pre_dead.relu_(), columns
-    top, local = pre_dead.topk(k_aux, dim=-1, sorted=False)
+    top, local = topk_rows(pre_dead, k_aux)
     return torch.zeros_like(pre_dead).scatter_(1, local, top.relu()), columns
 
 
@@ -173,8 +173,8 @@ def _select_split(x_c: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, alive: Tens
     plus the k_aux dead ones AuxK already picked, so no top-k scans the dead columns twice and no
     copy of them is cut out of a [batch, d_sae] matrix."""
     pre_dead = _pre_acts(x_c, W_enc, b_enc, dead)
-    alive_vals, alive_loc = _pre_acts(x_c, W_enc, b_enc, alive).topk(k, dim=-1, sorted=False)
-    dead_vals, dead_loc = pre_dead.topk(k_aux, dim=-1, sorted=False)
+    alive_vals, alive_loc = topk_rows(_pre_acts(x_c, W_enc, b_enc, alive), k)
+    dead_vals, dead_loc = topk_rows(pre_dead, k_aux)
     dead_idx = dead[dead_loc]
     values, pos = torch.cat([alive_vals, dead_vals], 1).topk(k, dim=-1, sorted=False)
     indices = torch.cat([alive[alive_loc], dead_idx], 1).gather(1, pos)
