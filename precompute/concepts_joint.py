@@ -167,6 +167,7 @@ def load_joint_space(model_spec: str, layer: str, revision: str | None = None, d
         raise NoJointSpace(f"{model_spec}: its text tower or tokenizer cannot be loaded ({type(e).__name__}: {str(e)[:120]})") from None
     _check_tokenizer(tokenizer, model_spec, model.text_model.config.vocab_size)
     family, carry = joint_carry(model, layer)
+    del model.vision_model  # the carry holds what the text side needs of it; the worker has its own copy loaded
     return JointSpace(family, carry, model.to(device), tokenizer, device)
 
 
