@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,7 +157,7 @@ class EmojiStylesSource(Source):
     def _notice_missing(style: str) -> bool:
         why = style_missing(style)
         if why:
-            print(f"emoji style {style} skipped: {why}", file=sys.stderr)
+            logging.getLogger(__name__).warning(f"emoji style {style} skipped: {why}")
         return why is not None
 
     def _noto(self, style: str, concepts: dict[str, Concept]) -> list[tuple[Concept, Drawing]]:

@@ -90,14 +90,14 @@ def test_npm_package_entries_become_labelled_records(tmp_path, monkeypatch):
     assert open_source("emoji:google").fingerprint() != before
 
 
-def test_missing_set_is_one_line_notice_and_the_rest_goes_on(tmp_path, monkeypatch, capsys):
+def test_missing_set_is_one_line_notice_and_the_rest_goes_on(tmp_path, monkeypatch, caplog):
     if style_missing("noto"):
         pytest.skip("needs the Noto font (fonts-noto-color-emoji)")
     monkeypatch.setenv(sources_emoji.NPM_DATA_ENV, str(tmp_path / "nowhere"))
     src = open_source("emoji:noto,google,twitter:5")
     assert src.styles == ("noto",)
     assert sorted(r.source for r in src.records) == sorted(f"noto/{r.source[2:].lower()}" for r in EmojiSource(limit=5).records)
-    notices = capsys.readouterr().err.strip().splitlines()
+    notices = [r.message for r in caplog.records if r.name == "precompute.sources_emoji" and r.levelname == "WARNING"]
     assert len(notices) == 2
     for style, line in zip(("google", "twitter"), notices):
         assert line.startswith(f"emoji style {style} skipped: npm package emoji-datasource-{style} not found")
