@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 from app.db import DbDep
 from app.deps import SaeDep
 from app.models import DashboardView, ExplorerView, FeatureTable
+from app.params import Cluster, Density
 from app.render import page
 from app.views.feature_table import SORTABLE, TableQuery, feature_table, feature_table_csv
 from app.views.points import feature_points, sample_points
@@ -43,9 +44,9 @@ def dashboard(request: Request, db: DbDep, sae: SaeDep) -> HTMLResponse:
 def table_query(
     sort: Annotated[str, Query(max_length=40, description="column: " + ", ".join(SORTABLE))] = "feature_id",
     order: Annotated[str, Query(max_length=4, description="asc or desc")] = "asc",
-    min_density: Annotated[float | None, Query(ge=0, le=1, description="share of samples, 0..1")] = None,
-    max_density: Annotated[float | None, Query(ge=0, le=1, description="share of samples, 0..1")] = None,
-    cluster: Annotated[int | None, Query(ge=-1, le=2**31 - 1, description="feature-map cluster (-1: none)")] = None,
+    min_density: Density = None,
+    max_density: Density = None,
+    cluster: Cluster = None,
     label: Annotated[str | None, Query(max_length=200, description="top label, exactly")] = None,
     name: Annotated[str | None, Query(max_length=200, description="words in the name")] = None,
     ids: Annotated[str, Query(max_length=12000, description="selection as ids and ranges: 1,4,7-9")] = "",

@@ -11,12 +11,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import BeforeValidator, Field
 
 from app.db import DbDep
 from app.deps import SaeDep, SettingsDep
 from app.errors import InvalidParamError
 from app.models import GlobalSearchView, SearchView
+from app.params import Cluster, Density
 from app.render import page as render_page
 from app.response_cache import cacheable
 from app.views.global_search import GlobalFilters, empty_view, global_search_view
@@ -29,12 +29,6 @@ Q = Annotated[str, Query(max_length=MAX_QUERY, description="feature id (12, #12,
                                                             "in names, concepts, top-sample captions and labels; "
                                                             "\"quoted words\" as a phrase")]
 Page = Annotated[int, Query(ge=1, le=10_000)]
-# A filter form sends its empty number fields as `x=`: empty means "no bound", not a bad number.
-BlankIsNone = BeforeValidator(lambda v: None if isinstance(v, str) and not v.strip() else v)
-Density = Annotated[Annotated[float, Field(ge=0, le=1)] | None, BlankIsNone,
-                    Query(description="feature density bound (fraction of samples)")]
-Cluster = Annotated[Annotated[int, Field(ge=-1, le=2**31 - 1)] | None, BlankIsNone,
-                    Query(description="feature-map cluster id (-1: noise)")]
 Label = Annotated[str | None, Query(max_length=200, description="the features' most common top-sample label")]
 Sort = Annotated[Literal["relevance", "density", "max_act", "id"], Query(description="result order")]
 

@@ -78,3 +78,16 @@ def test_csv_cells_never_run_as_spreadsheet_formulas():
 
     assert _cell("=HYPERLINK(1)") == "'=HYPERLINK(1)" and _cell("@x") == "'@x" and _cell("cat") == "cat"
     assert _cell(None) == "" and _cell(-1.5) == -1.5  # numbers stay numbers
+
+
+def test_blank_number_fields_of_the_filter_form_mean_no_bound(client):
+    """The table's filter form submits empty fields as `min_density=`; that is no filter, not a 422,
+    while a real bad number is still refused."""
+    plain = client.get(f"/sae/{POOLED}/features.json", params={"limit": 500}).json()
+    blank = client.get(f"/sae/{POOLED}/features.json",
+                       params={"limit": 500, "min_density": "", "max_density": " ", "cluster": ""})
+    assert blank.status_code == 200
+    assert [r["feature_id"] for r in blank.json()["data"]] == [r["feature_id"] for r in plain["data"]]
+    assert client.get(f"/sae/{POOLED}/features", params={"min_density": ""}).status_code == 200
+    assert client.get(f"/sae/{POOLED}/features.json", params={"min_density": "x"}).status_code == 422
+    assert client.get(f"/sae/{POOLED}/features.json", params={"max_density": "2"}).status_code == 422
