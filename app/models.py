@@ -164,7 +164,7 @@ class FeatureView(BaseModel):
     hist: Histogram
     labels: list[LabelCount]
     neighbors: list[Neighbor]
-    coactivation: list[CoNeighbor] = Field(default_factory=list, description="empty for SAEs above 8,192 features")
+    coactivation: list[CoNeighbor] = Field(default_factory=list, description="features firing on the same samples, by Jaccard index (any SAE size; index_meta coactivation_undercount bounds n_both when not exact)")
     concepts: list[Concept] = Field(default_factory=list, description="empty unless the model is a classifier or a CLIP/SigLIP image tower")
     alignment: FeatureAlignment | None = Field(default=None, description="None unless the hooked layer's neurons are known")
     prev_url: str | None
