@@ -12,8 +12,7 @@ import pytest
 import scipy.sparse
 import torch
 
-from precompute.coactivation import (COACT_DENSE_MAX, CoactivationCounts, PairCounts, SparsePairCounts, pair_counter,
-                                     top_coactivation)
+from precompute.coactivation import COACT_DENSE_MAX, CoactivationCounts, PairCounts, SparsePairCounts, pair_counter, top_coactivation
 from precompute.encoding import SampleCode
 from precompute.scan import scan_features
 from sae_core.config import SAEConfig
