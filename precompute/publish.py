@@ -26,6 +26,7 @@ from precompute.publish_render import Renderer, thumb_refs
 from precompute.publish_rewrite import page_file, rewrite_css, rewrite_html, rewrite_js, rewrite_json
 from precompute.publish_search import search_files
 from precompute.publish_site import SiteWriter, read_site_manifest, write_if_changed
+from precompute.publish_table import table_file
 from sae_core.errors import ConfigError
 from sae_core.progress import progress
 
@@ -286,6 +287,7 @@ def publish(cfg: PublishConfig) -> PublishResult:
             sae_pages(ps, sid, cfg.game_rounds, cfg.index.name)
             fids = r.feature_ids(sid, list(cfg.features) if cfg.features is not None else None)
             ps.files.update(search_files(r.db, r.sae(sid), fids))
+            ps.files.update(table_file(r.db, r.sae(sid), fids))
             kind = "feature+map" if r.n_map_samples(sid) <= MAX_FEATURE_MAP_SAMPLES else "feature"
             tasks += [(kind, sid, fids[i:i + CHUNK]) for i in range(0, len(fids), CHUNK)]
             sids = r.sample_ids(sid)

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 
 from precompute.publish_render import Renderer
-from precompute.publish_rewrite import page_file, rewrite_html, rewrite_json, site_path
+from precompute.publish_rewrite import page_file, rewrite_html, rewrite_json, rewrite_not_found, site_path
 
 TOKEN_RE = re.compile(r'name="token" value="([^"]+)"')
 PICK_RE = re.compile(r'data-sample="(\d+)"')
@@ -42,6 +42,8 @@ def home_pages(ps: PageSet) -> None:
     ps.served("/")
     ps.served("/index.json", ps.json)
     ps.served("/openapi.json", ps.raw)
+    missing = ps.r.client.get("/404")  # the server's own "no page at this address", in the site's frame
+    ps.files["404.html"] = rewrite_not_found(missing.text, ps.static_prefix, ps.base_url).encode()
     ps.html("/search", ps.r.message_page("/search", None, "Search all SAEs", (  # the home page's search box
         "Searching every SAE at once needs a running saescope (saescope serve); each SAE's own search "
         "works here: open an SAE, then use its search box.")))
@@ -58,7 +60,7 @@ def sae_pages(ps: PageSet, sae_id: str, n_rounds: int, index_name: str) -> None:
     ps.served(base + "/points/features.bin", ps.raw)
     ps.served(base + "/points/samples.bin", ps.raw)
     ps.served(base + "/search")
-    ps.served(base + "/features")  # the feature table's first page (its sorting and filters need the server)
+    ps.served(base + "/features")  # the table's first page; static/publish-table.js sorts, filters and pages it
     ps.served(base + "/features.csv", ps.raw)
     ps.html(base + "/feature/random", ps.r.message_page(
         base + "/feature/random", ctx, "Random feature", "Opening a random feature…"))

@@ -94,3 +94,31 @@ def rewrite_js(text: str) -> str:
 
 def rewrite_css(text: str, static_prefix: str) -> str:
     return STATIC_RE.sub("/" + static_prefix, text).replace("url(/" + static_prefix, "url(" + static_prefix)
+
+
+NOT_FOUND_PROBE = "app.css"
+ALTERNATE_RE = re.compile(r'<link rel="alternate" type="application/json" href="[^"]*">\n?')
+
+
+def not_found_head(static_prefix: str, base_url: str | None) -> str:
+    """`404.html`'s base: hosts serve it at whatever address was missing, at any depth.
+
+    With --base-url the base is that. Without, a blocking script in <head> (before the styles and
+    scripts it must resolve) walks up from the missing address to the first folder holding this
+    publish's content-addressed stylesheet, the site root, and makes it the base; each step is
+    a HEAD request of a small file, and the walk never leaves the folders above the address."""
+    marker = f'<meta name="{STATIC_MARKER}" content="">'
+    if base_url:
+        return f'{marker}<base href="{base_url.rstrip("/")}/">'
+    probe = static_prefix + NOT_FOUND_PROBE
+    script = ("<script>(function(){var d=location.pathname.replace(/[^/]*$/,'');"
+              "for(;;){var x=new XMLHttpRequest();try{x.open('HEAD',d+'" + probe + "',false);x.send();"
+              "if(x.status===200){document.querySelector('base').href=d;return}}catch(e){}"
+              "if(d==='/')return;d=d.replace(/[^/]*\\/$/,'')}})()</script>")
+    return f'{marker}<base href="./">{script}'
+
+
+def rewrite_not_found(html: str, static_prefix: str, base_url: str | None) -> str:
+    """The server's 404 page as the site's `404.html` (GitHub Pages, Netlify, S3 and others serve it)."""
+    html = rewrite_links(ALTERNATE_RE.sub("", html, count=1), static_prefix)
+    return html.replace("<head>", "<head>\n" + not_found_head(static_prefix, base_url), 1)

@@ -20,6 +20,8 @@
     return loaded.get(path);
   }
   const featuresIndex = () => load(`${saeBase}search/features.json`);
+  const tableIndex = () => load(`${saeBase}search/table.json`); // sort and filter columns (publish_table.py)
+  const runtimeSrc = document.currentScript ? document.currentScript.src : '';
   const title = (idx, i) => idx.names[i] || `feature ${idx.ids[i]}`;
   const featureUrl = (fid) => `${saeBase}feature/${fid}/`;
 
@@ -126,11 +128,86 @@
     li.appendChild(span);
   }
 
+  // app.views.search.Filters: narrow by density, cluster, label; order by relevance, density, max_act or id.
+  const SORTS = ['relevance', 'density', 'max_act', 'id'];
+  function searchFilters(params) {
+    const f = { min_density: null, max_density: null, cluster: null, label: null, sort: params.get('sort') || 'relevance' };
+    for (const k of ['min_density', 'max_density', 'cluster']) {
+      const raw = (params.get(k) || '').trim();
+      if (!raw) continue;
+      const v = Number(raw);
+      if (!Number.isFinite(v) || (k === 'cluster' && !Number.isInteger(v))) throw new Error(`${k}: ${JSON.stringify(raw)} is not a number`);
+      f[k] = v;
+    }
+    f.label = params.get('label') || null;
+    if (!SORTS.includes(f.sort)) throw new Error(`sort: '${f.sort}' is not one of ${SORTS.join(', ')}`);
+    return f;
+  }
+  const narrows = (f) => f.min_density !== null || f.max_density !== null || f.cluster !== null || !!f.label;
+  function filterParams(f) { // Filters.params: the non-default ones, in field order
+    const out = [];
+    for (const k of ['min_density', 'max_density', 'cluster', 'label', 'sort']) {
+      if (f[k] !== null && f[k] !== '' && !(k === 'sort' && f[k] === 'relevance')) out.push([k, String(f[k])]);
+    }
+    return out;
+  }
+  function searchUrl(q, page, f) { // urls.search_url
+    const p = new URLSearchParams([['q', q], ...filterParams(f)]);
+    if (page !== 1) p.append('page', String(page));
+    return `${saeBase}search/?${p}`;
+  }
+
+  // Filter and order the word matches as the server's _ranked does, with the table's columns.
+  function refine(rows, f, idx, tab) {
+    if (!narrows(f) && !['density', 'max_act'].includes(f.sort)) {
+      if (f.sort === 'id') rows.sort((a, b) => a.feature_id - b.feature_id);
+      return rows;
+    }
+    const pos = new Map(idx.ids.map((fid, i) => [fid, i]));
+    const c = tab.columns;
+    const label = f.label ? f.label.toLowerCase() : null;
+    const col = (r, k) => { const i = pos.get(r.feature_id); return i === undefined ? null : c[k][i]; };
+    const out = rows.filter((r) => {
+      const i = pos.get(r.feature_id);
+      if (i === undefined) return false;
+      const d = c.density[i]; const lab = c.top_label[i] >= 0 ? tab.labels[c.top_label[i]] : null;
+      return (f.min_density === null || (d !== null && d >= f.min_density)) && (f.max_density === null || (d !== null && d <= f.max_density))
+        && (f.cluster === null || c.cluster_id[i] === f.cluster) && (!label || (lab !== null && lab.toLowerCase() === label));
+    });
+    const desc = (k) => (a, b) => {
+      const x = col(a, k); const y = col(b, k);
+      if (x !== y) { if (x === null) return 1; if (y === null) return -1; return y - x; }
+      return a.feature_id - b.feature_id;
+    };
+    if (f.sort === 'density' || f.sort === 'max_act') out.sort(desc(f.sort));
+    else if (f.sort === 'id') out.sort((a, b) => a.feature_id - b.feature_id);
+    return out;
+  }
+
+  function fillFilterForm(q, f) {
+    const form = document.querySelector('form.search-filters');
+    if (!form) return;
+    for (const k of ['q', 'min_density', 'max_density', 'cluster', 'label', 'sort']) {
+      const input = form.elements.namedItem(k);
+      if (input) input.value = k === 'q' ? q : (f[k] === null ? '' : String(f[k]));
+    }
+  }
+
   async function searchPage() {
     const params = new URLSearchParams(location.search);
     const q = (params.get('q') || '').trim();
     const box = document.getElementById('q');
     if (box) box.value = q;
+    const count0 = document.querySelector('p.count') || document.querySelector('main h1');
+    let f;
+    try {
+      f = searchFilters(params);
+    } catch (e) {
+      count0.textContent = `${e.message}; fix the address or search again.`;
+      count0.setAttribute('role', 'alert');
+      return;
+    }
+    fillFilterForm(q, f);
     if (!q) return;
     const idx = await featuresIndex();
     const count = document.querySelector('p.count') || document.querySelector('main h1');
@@ -142,7 +219,10 @@
       count.setAttribute('role', 'alert');
       return;
     }
-    const { terms, rows } = await search(q);
+    const found = await search(q);
+    const terms = found.terms;
+    const tab = (narrows(f) || ['density', 'max_act'].includes(f.sort)) ? await tableIndex() : null;
+    const rows = refine(found.rows, f, idx, tab);
     const nAll = rows.filter((r) => r.terms === terms.length).length;
     const n = rows.length;
     count.textContent = !terms.length ? 'Type a feature id (12, #12, f12) or words.'
@@ -162,14 +242,15 @@
       a.appendChild(el('span', { class: 'fid' }, `#${r.feature_id}`));
       a.appendChild(document.createTextNode(` ${i === undefined ? `feature ${r.feature_id}` : title(idx, i)}`));
       li.appendChild(a);
-      li.appendChild(el('small', {}, `${r.terms < terms.length ? 'some of the words · ' : ''}score ${r.score.toPrecision(3)} · ${r.matches} matching top samples`));
+      const density = i === undefined ? null : idx.density[i];
+      li.appendChild(el('small', {}, `${r.terms < terms.length ? 'some of the words · ' : ''}score ${r.score.toPrecision(3)} · ${r.matches} matching top samples · density ${density === null ? '–' : `${(100 * density).toFixed(2)}%`}`));
       list.appendChild(li);
       addThumbs(li, r.feature_id);
     }
     const pages = Math.ceil(n / PAGE_SIZE);
     if (pages > 1) {
       const nav = el('nav', { class: 'pager', 'aria-label': 'Result pages' });
-      const link = (p, text, rel) => el('a', { href: `${saeBase}search/?q=${encodeURIComponent(q)}&page=${p}`, rel }, text);
+      const link = (p, text, rel) => el('a', { href: searchUrl(q, p, f), rel }, text);
       if (page > 1) nav.appendChild(link(page - 1, '← previous', 'prev'));
       nav.appendChild(el('span', {}, ` page ${page} of ${pages} `));
       if (page < pages) nav.appendChild(link(page + 1, 'next →', 'next'));
@@ -198,7 +279,14 @@
     if (round && /^\d+$/.test(pick)) location.replace(`${saeBase}game/answer/r${round[1]}/${pick}/${location.search}`);
   }
 
-  const pages = { 'search/': searchPage, 'feature/random/': randomFeature, 'game/': gameRound, 'game/answer/': gameAnswer };
+  function tablePage() { // publish-table.js, beside this file, renders the table from the URL's state
+    window.saescopeStatic = { load, el, saeId, saeBase, featureUrl, featuresIndex, tableIndex };
+    const s = document.createElement('script');
+    s.src = runtimeSrc.replace(/publish-search\.js(\?.*)?$/, 'publish-table.js');
+    document.head.appendChild(s);
+  }
+
+  const pages = { 'search/': searchPage, 'features/': tablePage, 'feature/random/': randomFeature, 'game/': gameRound, 'game/answer/': gameAnswer };
   const run = saeId && pages[rest];
   if (run) {
     if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', run);
