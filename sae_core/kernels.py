@@ -94,13 +94,21 @@ def _select_aux(pre: Tensor, dead: Tensor, k_aux: int, dense: bool) -> tuple[Ten
     columns = dead.expand(pre.shape[0], -1)
     if k_aux >= dead.numel():  # every dead latent is selected: no second top-k
         return pre_dead.relu_(), columns
-    if pre.device.type == "cpu" and int((pre_dead > 0).sum(1).max()) <= k_aux:
+    if pre.device.type == "cpu" and _few_positive(pre_dead[:8], k_aux) and _few_positive(pre_dead, k_aux):
         # No row has more than k_aux positive dead pre-activations (usual in training: dead latents
         # are the ones that stay below zero), so after the ReLU the top-k_aux code is relu(pre_dead)
-        # itself and no top-k runs. The check syncs, so CUDA goes straight to the top-k.
+        # itself and no top-k runs. Eight rows first: a batch that fails mostly fails there, at
+        # 1/64 of the full count's cost. The check syncs, so CUDA goes straight to the top-k.
         return pre_dead.relu_(), columns
     top, local = topk_rows(pre_dead, k_aux)
     return torch.zeros_like(pre_dead).scatter_(1, local, top.relu()), columns
+
+
+def _few_positive(pre: Tensor, k: int) -> bool:
+    """Whether no row of `pre` has more than k positive entries (int16 counts where they fit: half
+    the cost of the default int64 conversion of the comparison)."""
+    dtype = torch.int16 if pre.shape[1] <= torch.iinfo(torch.int16).max else torch.int32
+    return int((pre > 0).sum(1, dtype=dtype).max()) <= k
 
 
 def topk_rows(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -200,6 +208,9 @@ class SparseTopKEncode(torch.autograd.Function):
             ctx.save_for_backward(x_c, W_enc, torch.cat([sel.indices, sel.aux_indices], 1),
                                   torch.cat([sel.values > 0, sel.aux_values > 0], 1), None, None)
         ctx.mark_non_differentiable(sel.indices, sel.aux_indices)
+        # Unused outputs' gradients stay None: materialised, the index outputs' would be zero
+        # tensors the size of the AuxK block, filled every step for nothing.
+        ctx.set_materialize_grads(False)
         return sel.values, sel.indices, sel.aux_values, sel.aux_indices, order
 
     @staticmethod
@@ -211,7 +222,7 @@ class SparseTopKEncode(torch.autograd.Function):
             parts.append(g_aux if g_aux is not None else x_c.new_zeros(batch, n_sel - ctx.k))
         g = (torch.cat(parts, 1).float() * active).contiguous()
         need_x, need_b_dec, need_w, need_b = ctx.needs_input_grad[:4]
-        g_dead = g_aux.float() * aux_active if ctx.aux_dense and g_aux is not None else None
+        g_dead = torch.where(aux_active, g_aux.float(), 0.0) if ctx.aux_dense and g_aux is not None else None
         if ctx.dense_dtype is not None:
             grad_x, grad_w, grad_pre_sum = dense_encoder_grads(x_c, W_enc, indices, g, dead, g_dead, need_x, need_w, ctx.dense_dtype)
         else:

@@ -106,8 +106,9 @@ class SparseAutoencoder(nn.Module):
         """Drop the gradient component along each decoder row so steps keep rows on the sphere."""
         if self.W_dec.grad is None:
             return
-        parallel = (self.W_dec.grad * self.W_dec).sum(-1, keepdim=True)
-        self.W_dec.grad.sub_(parallel * self.W_dec)
+        # vecdot and addcmul_: one pass each over W_dec, no [d_sae, d_in] temporaries
+        parallel = torch.linalg.vecdot(self.W_dec.grad, self.W_dec).unsqueeze(-1)
+        self.W_dec.grad.addcmul_(parallel, self.W_dec, value=-1)
 
     # ---- encoder ---------------------------------------------------------------------------
     def centred(self, x: Tensor) -> Tensor:
