@@ -47,11 +47,16 @@ if [ "$dev" = 1 ]; then
   # open_clip needs torchvision; PyPI's Linux torchvision is built against CUDA torch, and with a CPU
   # torch its import fails (transformers' image processors import it too), so roll it back there.
   # The installed torch is pinned: the newest torchvision would otherwise pull a multi-GB CUDA torch.
-  if ! python -c "import open_clip" 2>/dev/null; then
+  # Where torchvision cannot import, the three packages go to .openclip-site/ instead, outside the
+  # venv: tests/test_open_clip.py imports them from there (precompute.extractors.open_clip_load
+  # declares the two torchvision operators the CPU torch lacks) and unloads them afterwards.
+  if ! python -c "import open_clip" 2>/dev/null && [ ! -d .openclip-site/open_clip ]; then
     pip install -q -e ".[openclip]" "torch==$(python -c 'import torch; print(torch.__version__)')"
     if ! python -c "import torchvision" 2>/dev/null; then
+      side="$(pip list --format=freeze 2>/dev/null | grep -iE '^(open.clip.torch|timm|torchvision)==')"
       pip uninstall -y -q torchvision open_clip_torch timm
-      echo "==> open_clip skipped: no torchvision build here matches torch $(python -c 'import torch; print(torch.__version__)') (tests/test_open_clip.py skips)"
+      pip install -q --no-deps --target .openclip-site $side
+      echo "==> open_clip: torchvision here is a CUDA build that a CPU torch cannot import; open_clip, timm and torchvision kept in .openclip-site/ for the tests"
     fi
   fi
 else

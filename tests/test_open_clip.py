@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,18 @@ from precompute.extractors.identity import folder_hash
 from precompute.extractors.open_clip_load import file_hash, import_open_clip
 from sae_core.store import ActivationStore
 
+SIDE_SITE = Path(__file__).resolve().parents[1] / ".openclip-site"
+"""Where scripts/install.sh puts open_clip, timm and torchvision when torchvision cannot import in
+the venv (a CUDA build beside a CPU torch). Loaded from there, through import_open_clip's operator
+declarations, torchvision imports, so transformers (which then sees it) keeps working."""
 try:
     open_clip = import_open_clip()
-except ExtractorError:  # the extra is optional: tests skip where it is not installed
-    pytest.skip("open_clip_torch is not installed (pip install 'saescope[openclip]')", allow_module_level=True)
+except ExtractorError:
+    if not (SIDE_SITE / "open_clip").is_dir():  # the extra is optional: tests skip where it is missing
+        pytest.skip("open_clip_torch is not installed (pip install 'saescope[openclip]')", allow_module_level=True)
+    sys.path.append(str(SIDE_SITE))
+    open_clip = import_open_clip()
+
 
 ARCH = "saescope-tiny-vit"
 MODEL_CFG = {"embed_dim": 16,
