@@ -22,6 +22,7 @@ from app.response_cache import CachedResponses
 from app.routes import features, files, game, home, live, saes, samples, search
 from app.security import SecurityHeaders
 from app.settings import Settings
+from app.workers import run_workers
 
 PAGE_THREADS = 2
 """Threads per worker for sync handlers (pages, JSON, search). More threads only time-slice the
@@ -155,4 +156,4 @@ def serve(index_path: str | Path, host: str = "127.0.0.1", port: int = 8000, wor
     Index(settings.index).close()  # fail fast here, not in every worker
     check_port_free(host, port)
     os.environ["SAESCOPE_INDEX"] = str(Path(index_path).resolve())
-    uvicorn.run("app.main:app_from_env", factory=True, host=host, port=port, workers=workers)
+    run_workers(host, port, workers)  # a socket per worker: uvicorn's shared one let one worker take most connections
