@@ -100,7 +100,8 @@ def resolved(site_url: str, page_dir: str, base: str, href: str) -> str:
 
 
 @pytest.mark.parametrize("url", ["/", f"/sae/{POOLED}", f"/sae/{POOLED}/dashboard", f"/sae/{POOLED}/feature/5",
-                                 f"/sae/{PATCH}/feature/12", f"/sae/{PATCH}/sample/7", f"/sae/{TEXT}/feature/1"])
+                                 f"/sae/{PATCH}/feature/12", f"/sae/{PATCH}/sample/7", f"/sae/{TEXT}/feature/1",
+                                 f"/sae/{POOLED}/features"])
 def test_published_page_carries_the_served_content(site, client, url):
     served = Page(client.get(url).text)
     rel = url.strip("/")
@@ -178,6 +179,37 @@ def test_search_index_knows_each_features_circle_samples(site, index_path):
     assert "circles" not in shard  # plurals are folded to the singular the query is folded to
     idx = json.loads((site / f"sae/{POOLED}/search/features.json").read_text())
     assert idx["ids"] == list(range(N_FEATURES)) and idx["names"][5] == "evil <script>alert(1)</script> feature"
+
+
+def test_table_columns_are_the_index_values(site, index_path):
+    """table.json: parallel to features.json's ids, each column the index's value (10 digits), labels by index."""
+    idx = json.loads((site / f"sae/{POOLED}/search/features.json").read_text())
+    tab = json.loads((site / f"sae/{POOLED}/search/table.json").read_text())
+    cols = tab["columns"]
+    con = duckdb.connect(str(index_path), read_only=True)
+    rows = con.execute("SELECT feature_id, density, max_act, name_score, label_entropy, n_fired, cluster_id, top_label "
+                       "FROM features WHERE sae_id = ? ORDER BY feature_id", [POOLED]).fetchall()
+    con.close()
+    assert idx["ids"] == [r[0] for r in rows]
+    assert sorted(tab["labels"]) == tab["labels"] == sorted({r[7] for r in rows if r[7]})
+    for i, (_fid, dens, mx, ns, ent, nf, cl, lab) in enumerate(rows):
+        assert cols["density"][i] == pytest.approx(dens, rel=1e-9) and cols["max_act"][i] == pytest.approx(mx, rel=1e-9)
+        assert cols["name_score"][i] == pytest.approx(ns, rel=1e-9)
+        assert (cols["label_entropy"][i] is None) == (ent is None)
+        assert cols["n_fired"][i] == nf and cols["cluster_id"][i] == cl
+        assert (tab["labels"][cols["top_label"][i]] if cols["top_label"][i] >= 0 else None) == lab
+
+
+def test_404_page_finds_the_site_root(site, index_path, tmp_path):
+    html = (site / "404.html").read_text()
+    assert "404 · Not found" in html and not ABS_ATTR_RE.search(html) and 'rel="alternate"' not in html
+    probe = re.search(r"d\+'(static/[0-9a-f]{12}/app\.css)'", html).group(1)
+    assert (site / probe).is_file()  # what the walk up looks for is in the site root
+    out = tmp_path / "abs"
+    publish(PublishConfig(index=index_path, out=out, saes=(TEXT,), game_rounds=0, workers=1,
+                          base_url="https://me.github.io/explorer"))
+    html = (out / "404.html").read_text()
+    assert '<base href="https://me.github.io/explorer/">' in html and "XMLHttpRequest" not in html
 
 
 def test_game_rounds_and_their_answers(site):
