@@ -203,3 +203,24 @@ def test_a_folder_without_config_or_with_pretrained_is_refused(tmp_path, arch):
     (folder / "open_clip_config.json").unlink()
     with pytest.raises(Exception, match="no open_clip_config.json in the folder"):
         build_extractor(f"open_clip:{folder}", "-1", "cls")
+
+
+def test_the_live_worker_rebuilds_the_extraction_with_its_weights(tmp_path, arch, images):
+    """A checkpoint-file store inspects live with the same weights: the worker reads `--pretrained`
+    from the store manifest's resolved config (without it, open_clip would build random weights)."""
+    from precompute.live.engine import LiveEngine
+    from precompute.live.inputs import LiveInput
+    from precompute.live.specs import spec_from_checkpoint
+
+    weights = _save_weights(tmp_path / "w" / "tiny.pt", seed=5)
+    result = extract(_cfg(images, tmp_path / "data", f"open_clip:{arch}", "-2", "all", pretrained=str(weights)))
+    sae_dpath = tmp_path / "sae"
+    sae_dpath.mkdir()
+    (sae_dpath / "cfg.json").write_text(json.dumps({"store": {"dpath": str(result.store_dpath)},
+                                                     "sae": {"d_in": 32, "d_sae": 64}}))
+    spec = spec_from_checkpoint(sae_dpath)
+    assert spec.pretrained == str(weights)
+    engine = LiveEngine(None, "cpu", specs={spec.sae_id: spec})
+    ims = [Image.open(p).convert("RGB") for p in sorted(images.glob("*.png"), key=lambda p: int(p.stem))]
+    got = engine.activations([spec.sae_id], [LiveInput(im, "image") for im in ims])
+    torch.testing.assert_close(torch.stack([g[spec.sae_id] for g in got]), _stored(result.store_dpath), atol=1e-5, rtol=1e-5)

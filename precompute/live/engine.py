@@ -120,7 +120,8 @@ class LiveEngine:
                 layers = list(dict.fromkeys([(spec.layer, spec.token_selection)] + [(s.layer, s.token_selection) for s in same]))
                 with contextlib.redirect_stdout(io.StringIO()):  # some model packages print on load
                     built = build_extractors(spec.model, layers, device=self.device, image_size=spec.image_size,
-                                             modality=spec.modality, dtype=getattr(torch, spec.model_dtype))
+                                             modality=spec.modality, dtype=getattr(torch, spec.model_dtype),
+                                             pretrained=spec.pretrained)
                 for (layer, tokens), ext in zip(layers, built):
                     self._extractors.setdefault((*spec.model_key, layer, tokens), ext)
             return self._extractors[spec.layer_key]

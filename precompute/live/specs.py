@@ -33,11 +33,13 @@ class LiveSae:
     store: Path
     dataset_dpath: Path
     dataset_id: str
+    pretrained: str | None = None
+    """open_clip:<architecture> weights (tag or checkpoint file) as extraction was given them."""
 
     @property
     def model_key(self) -> tuple:
         """SAEs with equal keys share one loaded model and one forward pass."""
-        return (self.model, self.image_size, self.modality, self.model_dtype)
+        return (self.model, self.image_size, self.modality, self.model_dtype, self.pretrained)
 
     @property
     def layer_key(self) -> tuple:
@@ -79,7 +81,7 @@ def read_specs(index_fpath: Path) -> dict[str, LiveSae]:
             grid=(int(gh), int(gw)) if gh else None, d_in=int(d_in), d_sae=int(d_sae),
             image_size=manifest.get("image_size"), model_dtype=manifest.get("model_dtype") or "float32",
             modality=modality or "image", checkpoint=resolve_path(ckpt, index_fpath), store=store_dpath,
-            dataset_dpath=ds_dpath, dataset_id=dataset_id)
+            dataset_dpath=ds_dpath, dataset_id=dataset_id, pretrained=_pretrained(manifest))
     return specs
 
 
@@ -100,6 +102,11 @@ def _store_manifest(store_dpath: Path) -> dict:
         return json.loads(fpath.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise FormatError(f"{fpath}: unreadable store manifest ({e})") from None
+
+
+def _pretrained(manifest: dict) -> str | None:
+    """The `--pretrained` extraction was given (kept in the manifest's resolved config)."""
+    return (manifest.get("config") or {}).get("pretrained") or None
 
 
 def spec_from_checkpoint(sae_dpath: Path) -> LiveSae:
@@ -126,4 +133,5 @@ def spec_from_checkpoint(sae_dpath: Path) -> LiveSae:
     return LiveSae(sae_id=sae_dpath.name, title=sae_dpath.name, model=m["model"], layer=m["layer"],
                    token_selection=m["token_selection"], grid=tuple(m["grid"]) if m.get("grid") else None, d_in=int(sae["d_in"]),
                    d_sae=int(sae["d_sae"]), image_size=m.get("image_size"), model_dtype=m.get("model_dtype") or "float32",
-                   modality=modality, checkpoint=sae_dpath, store=store_dpath, dataset_dpath=ds, dataset_id=m.get("dataset_id", ""))
+                   modality=modality, checkpoint=sae_dpath, store=store_dpath, dataset_dpath=ds, dataset_id=m.get("dataset_id", ""),
+                   pretrained=_pretrained(m))
