@@ -9,7 +9,9 @@ writes one small WebP thumbnail per sample, then times `precompute.publish.publi
 2. again: same index, options and code, so nothing is rendered or written;
 3. with --rerender: an option that changes no page (the size limit) forces rendering; files are
    compared by hash and none is written.
-Prints one table (pages/s counts feature + sample pages) with the site's size and file count.
+Prints one table (pages/s counts feature + sample pages) with the site's size and file count, the
+cold run's stages (wall time; worker CPU time for feature and for sample pages) and the search
+and table index sizes.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def main() -> None:
         runs.append(("re-rendered, nothing changed", cfg.__class__(**{**cfg.__dict__, "size_limit": cfg.size_limit + 1})))
     for label, c in runs:
         res, dt = timed(c)
+        if label == "cold":
+            stages = res.stages
         if label == "again":
             label = "unchanged: skipped" if res.skipped else "unchanged, but re-rendered"
         rate = f"{n_pages / dt:,.0f}" if not res.skipped else "–"
@@ -73,9 +77,12 @@ def main() -> None:
     print(f"\n{args.features:,} features x {args.top} top samples, {args.samples:,} sample pages, "
           f"{args.workers} worker processes, {os.cpu_count()} cores")
     print_table(["publish", "wall s", "pages/s", "files written", "files", "site size"], rows)
+    print("stages of the cold publish: " + "; ".join(f"{k} {v:.1f} s" for k, v in stages.items()))
     search = sorted((root / "site" / "sae" / SAE / "search").iterdir(), key=lambda p: -p.stat().st_size)
     print(f"search index: {fmt_bytes(sum(p.stat().st_size for p in search))} in {len(search)} files; "
-          f"largest {search[0].name} {fmt_bytes(search[0].stat().st_size)}")
+          f"largest {search[0].name} {fmt_bytes(search[0].stat().st_size)}; of it table.json "
+          f"{fmt_bytes((root / 'site' / 'sae' / SAE / 'search' / 'table.json').stat().st_size)}")
+    print(f"machine load (uptime): {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import hashlib
 import io
 import multiprocessing as mp
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,6 +78,9 @@ class PublishResult:
     removed: list[str]
     skipped: bool
     warnings: list[str]
+    stages: dict[str, float] = field(default_factory=dict)
+    """Seconds per stage: wall time of the site-wide pages, the page rendering and the thumbnails;
+    CPU time the workers spent on feature and on sample pages (where a publish's time goes)."""
 
 
 def static_prefix() -> tuple[str, dict[str, bytes]]:
@@ -165,9 +169,10 @@ def _chunk_pages(r: Renderer, job: _Job, kind: str, sae_id: str, ids: list[int])
         yield files
 
 
-def _render_chunk(task: tuple[str, str, list[int]]) -> tuple[int, list[tuple], set]:
+def _render_chunk(task: tuple[str, str, list[int]]) -> tuple[int, list[tuple], set, str, float]:
     """Render and write one chunk of feature or sample pages (in a worker or in-process)."""
     job, r = _STATE["job"], _STATE["r"]
+    t0 = time.process_time()
     records, thumbs = [], set()
     for files in _chunk_pages(r, job, *task):
         for rel, data in files.items():
@@ -175,7 +180,7 @@ def _render_chunk(task: tuple[str, str, list[int]]) -> tuple[int, list[tuple], s
                 thumbs |= thumb_refs(data.decode())
             digest, wrote = write_if_changed(job.out, rel, data, job.old)
             records.append((rel, digest, len(data), wrote))
-    return len(task[2]), records, thumbs
+    return len(task[2]), records, thumbs, task[0].split("+")[0], time.process_time() - t0
 
 
 def _n_workers(cfg: PublishConfig, n_tasks: int) -> int:
@@ -183,7 +188,8 @@ def _n_workers(cfg: PublishConfig, n_tasks: int) -> int:
     return max(1, min(n, n_tasks))
 
 
-def render_pages(cfg: PublishConfig, job: _Job, writer: SiteWriter, tasks: list[tuple[str, str, list[int]]]) -> set:
+def render_pages(cfg: PublishConfig, job: _Job, writer: SiteWriter, tasks: list[tuple[str, str, list[int]]],
+                 stages: dict[str, float]) -> set:
     """Feature and sample pages, in worker processes when there are several cores and enough pages."""
     n_pages = sum(len(t[2]) for t in tasks)
     thumbs: set = set()
@@ -197,7 +203,9 @@ def render_pages(cfg: PublishConfig, job: _Job, writer: SiteWriter, tasks: list[
         results = pool.imap_unordered(_render_chunk, tasks)
     ok = False
     try:
-        for n_done, records, refs in results:
+        for n_done, records, refs, kind, cpu_s in results:
+            key = f"{kind} pages (CPU)"
+            stages[key] = stages.get(key, 0.0) + cpu_s
             for rec in records:
                 writer.record(*rec)
             thumbs |= refs
@@ -277,6 +285,7 @@ def publish(cfg: PublishConfig) -> PublishResult:
     writer = SiteWriter.open(cfg.out)
     if key and _up_to_date(cfg, key):
         return _result(cfg, writer, [], skipped=True)
+    t0, stages = time.perf_counter(), {}
     r = _open(cfg)
     try:
         sae_ids = _select_saes(r, cfg.saes)
@@ -299,13 +308,20 @@ def publish(cfg: PublishConfig) -> PublishResult:
             if rel.endswith((".html", ".json")):
                 thumbs |= thumb_refs(data.decode())
         job = _Job(cfg.index.resolve(), cfg.out, writer.old, prefix, cfg.base_url, cfg.top_samples)
-        thumbs |= render_pages(cfg, job, writer, tasks)
+        stages["site-wide pages, search and table index"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        thumbs |= render_pages(cfg, job, writer, tasks, stages)
+        stages["feature and sample pages"] = time.perf_counter() - t1
+        t1 = time.perf_counter()
         missing = write_thumbs(r, writer, thumbs, cfg)
+        stages["thumbnails"] = time.perf_counter() - t1
     finally:
         r.close()
     removed = writer.finish({"inputs_key": key, "index": str(cfg.index), "static": prefix})
     warn = [f"{missing} thumbnails are missing from the index's datasets; their tiles show no image"] if missing else []
-    return _result(cfg, writer, removed, skipped=False, warnings=warn)
+    res = _result(cfg, writer, removed, skipped=False, warnings=warn)
+    res.stages = stages
+    return res
 
 
 def _result(cfg: PublishConfig, writer: SiteWriter, removed: list[str], skipped: bool,
