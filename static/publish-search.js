@@ -242,6 +242,7 @@
       a.appendChild(el('span', { class: 'fid' }, `#${r.feature_id}`));
       a.appendChild(document.createTextNode(` ${i === undefined ? `feature ${r.feature_id}` : title(idx, i)}`));
       li.appendChild(a);
+      li.appendChild(document.createTextNode('\n  ')); // as the server's template spaces them
       const density = i === undefined ? null : idx.density[i];
       li.appendChild(el('small', {}, `${r.terms < terms.length ? 'some of the words · ' : ''}score ${r.score.toPrecision(3)} · ${r.matches} matching top samples · density ${density === null ? '–' : `${(100 * density).toFixed(2)}%`}`));
       list.appendChild(li);
