@@ -3,7 +3,9 @@
 One row per (SAE, term, feature) saying how the term belongs to the feature: in its name
 (weighted by `features.name_score`), in a concept it promotes or whose logit it carries
 (`feature_concepts`, when the index has it), and in the captions and labels of its first
-SEARCH_TOP top samples (which ranks, and their activations as a share of the top one). Terms are
+SEARCH_TOP top samples (which ranks, and their activations as a share of the top one, times the
+share of all the top samples' activation they make up: a feature whose top samples mostly lack
+the term gains little from the few that hold it, however broad it is). Terms are
 words and bigrams cut by app.search_text, the same SQL the app applies to queries, so a query is
 a few range lookups on rows sorted by (sae_id, term) instead of a regex scan of every caption.
 """
@@ -46,19 +48,21 @@ def search_terms_sql(con) -> str:
 INSERT INTO search_terms
 WITH
 tops AS (
-  SELECT t.sae_id, a.dataset_id, t.feature_id, t.rank, t.sample_id,
-         greatest(t.activation, 0) / nullif(max(t.activation) OVER (PARTITION BY t.sae_id, t.feature_id), 0) AS w
-  FROM feature_top t JOIN saes a ON a.sae_id = t.sae_id WHERE t.rank < {SEARCH_TOP}),
+  SELECT *, sum(coalesce(w, 0)) OVER (PARTITION BY sae_id, feature_id) AS w_all FROM (
+    SELECT t.sae_id, a.dataset_id, t.feature_id, t.rank, t.sample_id,
+           greatest(t.activation, 0) / nullif(max(t.activation) OVER (PARTITION BY t.sae_id, t.feature_id), 0) AS w
+    FROM feature_top t JOIN saes a ON a.sae_id = t.sae_id WHERE t.rank < {SEARCH_TOP})),
 sample_words AS (
   SELECT s.dataset_id, s.sample_id, {words_sql("concat_ws(' ', s.caption, s.label)")} AS words
   FROM samples s SEMI JOIN (SELECT DISTINCT dataset_id, sample_id FROM tops) u
     ON u.dataset_id = s.dataset_id AND u.sample_id = s.sample_id),
 texts AS (SELECT dataset_id, sample_id, {terms_sql("words")} AS terms FROM sample_words),
 hits AS (
-  SELECT tops.sae_id, tops.feature_id, tops.rank, tops.w, unnest(texts.terms) AS term
+  SELECT tops.sae_id, tops.feature_id, tops.rank, tops.w, tops.w_all, unnest(texts.terms) AS term
   FROM tops JOIN texts ON texts.dataset_id = tops.dataset_id AND texts.sample_id = tops.sample_id),
 samp AS (
-  SELECT sae_id, term, feature_id, bit_or(1::UBIGINT << rank::UBIGINT) AS ranks, sum(coalesce(w, 0)) AS sample_weight
+  SELECT sae_id, term, feature_id, bit_or(1::UBIGINT << rank::UBIGINT) AS ranks,
+         coalesce(sum(coalesce(w, 0)) * sum(coalesce(w, 0)) / nullif(any_value(w_all), 0), 0) AS sample_weight
   FROM hits GROUP BY ALL),
 names AS (
   SELECT DISTINCT sae_id, feature_id, unnest({terms_sql("words")}) AS term, name_weight FROM (

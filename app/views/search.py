@@ -10,7 +10,9 @@ in that order (consecutive word pairs in one top sample, or in the name).
 Rank: features matching every word come first; then the score, summed over words: 10 x the
 name's strength (name_score) when the name holds the word, 5 x the concept's strength when a
 concept the feature promotes holds it, plus the top samples holding it, each weighted by its
-activation as a share of the feature's top activation.
+activation as a share of the feature's top activation and all of them by the share of the
+feature's top samples they make up (precompute.search_index): a broad feature with a few
+matches among many other samples does not outrank a feature that is about the word.
 
 On CLIP/SigLIP SAEs (the index holds `joint` concepts) the first page also asks the live worker
 for the features nearest the words by meaning (`meaning_results`); without a worker, or when it

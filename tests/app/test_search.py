@@ -57,8 +57,9 @@ def words(text: str | None) -> list[str]:
 def reference(index_path, sae: str, dataset: str, terms: list[str]) -> tuple[list[tuple], int]:
     """[(feature_id, score, matches)] in rank order, and how many match every term.
 
-    Score per word: 10 x name_score when the name holds it, plus each top sample holding it
-    weighted by its activation over the feature's top activation."""
+    Score per word: 10 x name_score when the name holds it, plus h x h / t, where h sums the top
+    samples holding it, each weighted by its activation over the feature's top activation, and t
+    sums that weight over all its top samples (so h / t is the share of its top that holds it)."""
     con = duckdb.connect(str(index_path), read_only=True)
     names = {fid: (name, ns) for fid, name, ns in con.execute(
         "SELECT feature_id, name, name_score FROM features WHERE sae_id = ?", [sae]).fetchall()}
@@ -80,7 +81,9 @@ def reference(index_path, sae: str, dataset: str, terms: list[str]) -> tuple[lis
     for fid, (name, name_score) in names.items():
         tops = top.get(fid, [])
         peak = max((a for _, a in tops), default=1.0)
+        total = sum(a / peak for _, a in tops)
         per_term = [(hit(words(name), t), sum(a / peak for s, a in tops if hit(texts[s], t))) for t in terms]
+        per_term = [(n, h * h / total if total else 0.0) for n, h in per_term]
         n_terms = sum(1 for n, h in per_term if n or h)
         if n_terms:
             score = round(sum(10 * (name_score if name_score is not None else 1.0) * n + h for n, h in per_term), 4)
