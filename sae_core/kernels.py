@@ -301,16 +301,62 @@ class SparseDecode(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         values, indices, W = ctx.saved_tensors
-        batch, n = indices.shape
-        flat, g = indices.reshape(-1), g.contiguous()
-        grad_values = grad_w = None
-        if ctx.needs_input_grad[0]:  # one dot product per entry
-            rows = torch.arange(batch, device=g.device).repeat_interleave(n)
-            offsets = torch.arange(0, batch * n, n, device=g.device)
-            grad_values = torch.ops.aten._embedding_bag_per_sample_weights_backward(g, W, flat, offsets, rows, 0, -1).view(batch, n)
-        if ctx.needs_input_grad[2]:
-            grad_w = scatter_rows(*sum_by_latent(indices, values, g, ctx.order), W)
+        g = g.contiguous()
+        grad_values = _decode_value_grads(g, W, indices) if ctx.needs_input_grad[0] else None
+        grad_w = scatter_rows(*sum_by_latent(indices, values, g, ctx.order), W) if ctx.needs_input_grad[2] else None
         return grad_values, None, grad_w, None
+
+
+def _decode_value_grads(g: Tensor, W: Tensor, indices: Tensor) -> Tensor:
+    """The sparse decode's value gradients [batch, n]: one dot product of g's row with W's row per entry."""
+    batch, n = indices.shape
+    rows = torch.arange(batch, device=g.device).repeat_interleave(n)
+    offsets = torch.arange(0, batch * n, n, device=g.device)
+    return torch.ops.aten._embedding_bag_per_sample_weights_backward(g, W, indices.reshape(-1), offsets, rows, 0, -1).view(batch, n)
+
+
+class SparseDecodeDenseAux(torch.autograd.Function):
+    """`SparseDecode` and a dense AuxK block's decode (aux [batch, n_dead] times W's rows `dead`) in
+    one function, so that W's gradient is one tensor: the block's rows are added into the sparse
+    sums in place. As two autograd paths, a second [d_sae, d] gradient was allocated, filled, added
+    and freed every step (two passes and 640 page faults a step at demo patches)."""
+
+    @staticmethod
+    def forward(ctx, values: Tensor, indices: Tensor, aux: Tensor, dead: Tensor, W: Tensor, order: LatentOrder | None):
+        W_dead = W.index_select(0, dead)
+        ctx.save_for_backward(values, indices, aux, dead, W, W_dead)
+        ctx.order = order
+        ctx.set_materialize_grads(False)
+        return F.embedding_bag(indices, W, per_sample_weights=values, mode="sum"), aux @ W_dead
+
+    @staticmethod
+    def backward(ctx, g, g_aux):
+        values, indices, aux, dead, W, W_dead = ctx.saved_tensors
+        need_values, _, need_aux, _, need_w, _ = ctx.needs_input_grad
+        g = g.contiguous() if g is not None else torch.zeros(values.shape[0], W.shape[1], dtype=W.dtype, device=W.device)
+        grad_values = _decode_value_grads(g, W, indices) if need_values else None
+        grad_aux = g_aux @ W_dead.t() if need_aux and g_aux is not None else None
+        grad_w = None
+        if need_w:
+            grad_w = scatter_rows(*sum_by_latent(indices, values, g, ctx.order), W)
+            if g_aux is not None:
+                grad_w.index_add_(0, dead, aux.t() @ g_aux)
+        return grad_values, None, grad_aux, None, grad_w, None
+
+
+def decode_topk(sel: TopKSelection, W: Tensor) -> tuple[Tensor, Tensor | None]:
+    """(main reconstruction [batch, d], AuxK's reconstruction or None) of a TopK selection, in the
+    normalised units without b_dec. A dense AuxK code on the CPU in float32 goes through
+    `SparseDecodeDenseAux`; otherwise each part is decoded on its own (on a GPU, as dense matmuls;
+    under autocast autograd keeps the block's matmul in its dtype)."""
+    if sel.aux_dense and not use_dense_code(W) and compute_dtype(W) == torch.float32:
+        return SparseDecodeDenseAux.apply(sel.values, sel.indices, sel.aux_values, sel.aux_indices[0], W, sel.order)
+    x_hat = sparse_decode(sel.values, sel.indices, W, sel.order)
+    if sel.aux_values.shape[1] == 0:
+        return x_hat, None
+    if sel.aux_dense:  # one matmul with the dead latents' rows
+        return x_hat, sel.aux_values @ W.index_select(0, sel.aux_indices[0])
+    return x_hat, sparse_decode(sel.aux_values, sel.aux_indices, W)
 
 
 def sparse_decode(values: Tensor, indices: Tensor, W: Tensor, order: LatentOrder | None = None) -> Tensor:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from sae_core.config import SAEConfig
 from sae_core.errors import DataError
 from sae_core.jumprelu import jumprelu, step
-from sae_core.kernels import LatentOrder, TopKSelection, sparse_decode, topk_encode
+from sae_core.kernels import LatentOrder, decode_topk, sparse_decode, topk_encode
 
 
 class SparseCode(NamedTuple):
@@ -223,20 +223,15 @@ class SparseAutoencoder(nn.Module):
         n_dead = int(dead_mask.sum()) if dead_mask is not None and self.cfg.aux_coeff > 0 else 0
         k_aux = min(self.cfg.n_aux, n_dead)
         sel = topk_encode(target, self.b_dec, self.W_enc, self.b_enc, self.cfg.k, dead_mask if k_aux else None, k_aux)
-        x_hat_n = self._decode_sparse_scaled(sel.values, sel.indices, sel.order) + self.b_dec
+        # fp32 decoder (embedding_bag's bf16 CUDA backward is missing); AuxK's part has no b_dec
+        x_hat_s, aux_hat = decode_topk(sel._replace(values=sel.values.float(), aux_values=sel.aux_values.float()), self.W_dec.float())
+        x_hat_n = x_hat_s + self.b_dec
         recon = _mse(x_hat_n, target)
         aux = target.new_zeros(())
-        if k_aux:
+        if aux_hat is not None:
             residual = (target - x_hat_n).detach()
-            aux = self._normalized_aux(self._decode_aux(sel), residual)
+            aux = self._normalized_aux(aux_hat, residual)
         return self._sparse_output(x_hat_n, recon, aux, SparseCode(sel.values, sel.indices))
-
-    def _decode_aux(self, sel: TopKSelection) -> Tensor:
-        """AuxK's reconstruction of the residual (no b_dec); a dense code is one matmul with the
-        dead latents' decoder rows."""
-        if sel.aux_dense:
-            return sel.aux_values @ self.W_dec.index_select(0, sel.aux_indices[0]).float()
-        return self._decode_sparse_scaled(sel.aux_values, sel.aux_indices)
 
     def _sparse_output(self, x_hat_n: Tensor, recon: Tensor, aux: Tensor, code: SparseCode) -> ForwardOutput:
         active = code.values > 0

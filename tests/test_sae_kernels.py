@@ -70,6 +70,7 @@ def _plain_decode(values, indices, W, order=None):
 def test_topk_forward_loss_and_gradients_do_not_depend_on_the_kernel(monkeypatch, dead_every, d_sae):
     """The whole training loss of the fast path (sparse encoder, dense or sparse AuxK code, custom
     decode backward) against plain autograd: values and every parameter's gradient."""
+    import sae_core.kernels as kernels
     import sae_core.model as model
 
     torch.manual_seed(0)
@@ -78,6 +79,7 @@ def test_topk_forward_loss_and_gradients_do_not_depend_on_the_kernel(monkeypatch
     for fn, decode in ((topk_encode_plain, _plain_decode), (topk_encode_sparse, sparse_decode)):
         monkeypatch.setattr(model, "topk_encode", fn)
         monkeypatch.setattr(model, "sparse_decode", decode)
+        monkeypatch.setattr(kernels, "sparse_decode", decode)  # decode_topk's own parts
         torch.manual_seed(0)
         sae = SparseAutoencoder(SAEConfig(arch="topk", k=4, d_in=16, d_sae=d_sae))
         sae.init_from_data(x)
@@ -149,6 +151,7 @@ def test_sum_by_latent_is_the_sparse_transpose_product():
 def test_under_bfloat16_autocast_the_fast_training_loss_matches_plain(monkeypatch, dead_every):
     """CUDA trains under bfloat16 autocast: the dense AuxK matmul then runs in bfloat16 too, and the
     fast path's loss and gradients stay within bfloat16 rounding of the plain computation's."""
+    import sae_core.kernels as kernels
     import sae_core.model as model
 
     torch.manual_seed(0)
@@ -157,6 +160,7 @@ def test_under_bfloat16_autocast_the_fast_training_loss_matches_plain(monkeypatc
     for fn, decode in ((topk_encode_plain, _plain_decode), (topk_encode_sparse, sparse_decode)):
         monkeypatch.setattr(model, "topk_encode", fn)
         monkeypatch.setattr(model, "sparse_decode", decode)
+        monkeypatch.setattr(kernels, "sparse_decode", decode)  # decode_topk's own parts
         torch.manual_seed(0)
         sae = SparseAutoencoder(SAEConfig(arch="topk", k=4, d_in=16, d_sae=96))
         sae.init_from_data(x)
@@ -210,9 +214,10 @@ def test_auxk_code_without_a_top_k_when_no_row_has_more_positive_dead_latents_th
         torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-5)
 
 
-def test_the_encoder_shares_its_latent_order_with_the_decoder():
+def test_the_encoder_shares_its_latent_order_with_the_decoder(monkeypatch):
     """The main code's entries are grouped by latent once per step (`SparseTopKEncode`); grouping
     with that order gives the sums of grouping afresh."""
+    monkeypatch.setenv("SAESCOPE_DENSE_CODE", "0")  # the sparse kernels' order (CUDA's path has none)
     torch.manual_seed(0)
     x, W, b = torch.randn(40, 10), torch.randn(10, 64), torch.zeros(64)
     sel = topk_encode_sparse(x, torch.zeros(10), W, b, 6, None, 0)
