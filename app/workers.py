@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import signal
 import socket
+import sys
 import time
 
 log = logging.getLogger("saescope.app")
@@ -33,7 +34,12 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 
 
 def _worker(host: str, port: int) -> None:
-    """One worker process: the app from SAESCOPE_* (app.main.app_from_env) on its own socket."""
+    """One worker process: the app from SAESCOPE_* (app.main.app_from_env) on its own socket.
+
+    Ctrl+C reaches every process of the group: ignored until uvicorn takes the signals over (it
+    shuts down gracefully), so a worker still importing is stopped by the parent's SIGTERM
+    instead of printing a KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import uvicorn
 
     from app.main import app_from_env
@@ -56,6 +62,8 @@ def run_workers(host: str, port: int, n_workers: int) -> None:
     procs = [ctx.Process(target=_worker, args=(host, port), daemon=False) for _ in range(n_workers)]
     for p in procs:
         p.start()
+    shown = f"[{host}]" if ":" in host else host
+    print(f"saescope: serving http://{shown}:{port} with {n_workers} workers (Ctrl+C stops)", file=sys.stderr, flush=True)
     try:
         while not stopping:
             time.sleep(0.2)

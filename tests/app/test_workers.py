@@ -133,3 +133,20 @@ def test_a_dead_worker_is_replaced_and_all_stop_with_the_server(server):
     assert all(not Path(f"/proc/{w}").exists() or "Z" in Path(f"/proc/{w}/stat").read_text().split(")")[1][:3]
                for w in replaced)
     assert not _healthy(port)
+
+
+def test_ctrl_c_stops_every_process_without_a_traceback(tmp_path):
+    """Ctrl+C signals the whole process group, workers still starting up included."""
+    index = build_fixture_index(tmp_path / "idx")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = f"from app.main import serve; serve({str(index)!r}, port={port}, workers=2)"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "SAESCOPE_SECRET": "t"}, start_new_session=True)
+    first = proc.stdout.readline().decode()  # the supervisor's line: workers are starting now
+    assert f"serving http://127.0.0.1:{port} with 2 workers" in first
+    os.killpg(proc.pid, signal.SIGINT)
+    rest = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0 and "Traceback" not in rest and "KeyboardInterrupt" not in rest
+    assert not _healthy(port)
