@@ -10,6 +10,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple, TypeVar
 
@@ -80,6 +81,7 @@ class Index:
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
         self._cache: OrderedDict[Hashable, Any] = OrderedDict()
+        self._pending: dict[Hashable, tuple[int, Future]] = {}  # key -> (making thread, its result)
         self.damaged: str | None = None
         try:
             self._check_complete()
@@ -163,18 +165,41 @@ class Index:
     def cached(self, key: Hashable, make: Callable[[], T]) -> T:
         """`make()` once per key for the life of this Index (LRU, CACHE_SIZE entries).
 
-        Only for values derived from the index alone; exceptions are not cached.
+        Only for values derived from the index alone; exceptions are not cached. Concurrent
+        callers of a key being made wait for that result instead of making it again: under load
+        the same search arrives from several clients at once, and each copy took a page thread.
         """
+        me = threading.get_ident()
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        value = make()
+            pending = self._pending.get(key)
+            if pending is None:
+                pending = self._pending[key] = (me, Future())
+        if pending[0] != me:  # (the thread making it, asking again, would wait on itself: it makes it anew)
+            return pending[1].result()
+        try:
+            value = make()
+        except BaseException as exc:
+            if (fut := self._release(key, pending)) is not None:
+                fut.set_exception(exc)
+            raise
         with self._lock:
             self._cache[key] = value
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
+        if (fut := self._release(key, pending)) is not None:
+            fut.set_result(value)
         return value
+
+    def _release(self, key: Hashable, pending: tuple[int, Future]) -> Future | None:
+        """The future to settle for the callers waiting on `pending`, once, by the thread making it."""
+        with self._lock:
+            if self._pending.get(key) is not pending or pending[0] != threading.get_ident():
+                return None
+            del self._pending[key]
+        return pending[1]
 
     def close(self) -> None:
         """Close every thread's cursor, then the connection (idempotent)."""

@@ -9,7 +9,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -20,6 +22,7 @@ from make_fixture_index import POOLED, build_fixture_index
 
 import app.response_cache as rc
 import app.routes.features as feature_routes
+from app.db import Index
 from app.main import create_app
 from app.settings import Settings
 
@@ -188,3 +191,55 @@ def test_a_replaced_index_is_served_by_every_worker_cache_or_not(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_concurrent_callers_of_one_key_wait_for_one_make(index_path):
+    """The same search from several clients at once is made once; the others get its result."""
+    db = Index(index_path)
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def make():
+        calls.append(1)
+        started.set()
+        assert release.wait(WAIT_S)
+        return object()
+
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            first = pool.submit(db.cached, "k", make)
+            assert started.wait(WAIT_S)
+            others = [pool.submit(db.cached, "k", make) for _ in range(5)]
+            time.sleep(0.2)  # let them reach the wait (the count below holds either way)
+            release.set()
+            values = {id(f.result(WAIT_S)) for f in [first, *others]}
+        assert calls == [1] and len(values) == 1
+        assert db.cached("k", make) is first.result() and calls == [1]
+    finally:
+        db.close()
+
+
+def test_a_failed_make_reaches_every_waiter_and_is_not_kept(index_path):
+    db = Index(index_path)
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def failing():
+        calls.append(1)
+        started.set()
+        assert release.wait(WAIT_S)
+        raise LookupError("no such thing")
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            first = pool.submit(db.cached, "k", failing)
+            assert started.wait(WAIT_S)
+            others = [pool.submit(db.cached, "k", failing) for _ in range(3)]
+            time.sleep(0.2)
+            release.set()
+            for f in [first, *others]:
+                with pytest.raises(LookupError, match="no such thing"):
+                    f.result(WAIT_S)
+        assert calls == [1]
+        assert db.cached("k", lambda: 7) == 7  # not cached: the next caller makes it again
+        assert db.cached("r", lambda: db.cached("r", lambda: 3) + 1) == 4  # a make asking for its own key does not hang
+    finally:
+        db.close()
