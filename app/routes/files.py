@@ -43,12 +43,15 @@ def thumbs_dir(request: Request, db: Index, dataset_id: str) -> FsPath:
     return db.cached(("thumbs_dir", dataset_id), lookup)
 
 
-def _file_response(fpath: FsPath, media_type: str, headers: dict[str, str]) -> Response:
-    """Small files as bytes with an ETag (no thread hop); large ones streamed by FileResponse."""
+def _file_response(request: Request, fpath: FsPath, media_type: str, headers: dict[str, str]) -> Response:
+    """Small files as bytes with an ETag (no thread hop), 304 when the client has them; large ones
+    streamed by FileResponse."""
     st = fpath.stat()
     if st.st_size > SMALL_FILE:
         return FileResponse(fpath, media_type=media_type, headers=headers, stat_result=st)
     etag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+    if etag in {t.strip().removeprefix("W/") for t in request.headers.get("if-none-match", "").split(",")}:
+        return Response(status_code=304, headers={**headers, "ETag": etag})
     return Response(fpath.read_bytes(), media_type=media_type, headers={**headers, "ETag": etag})
 
 
@@ -64,7 +67,7 @@ async def thumb(
     if not fpath.is_relative_to(root) or not fpath.is_file():
         raise NotFoundError(f"No thumbnail for sample {sample_id}.")
     age = request.app.state.settings.thumb_max_age
-    return _file_response(fpath, "image/webp", {"Cache-Control": f"public, max-age={age}"})
+    return _file_response(request, fpath, "image/webp", {"Cache-Control": f"public, max-age={age}"})
 
 
 @lru_cache(maxsize=128)

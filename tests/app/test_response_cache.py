@@ -243,3 +243,13 @@ def test_a_failed_make_reaches_every_waiter_and_is_not_kept(index_path):
         assert db.cached("r", lambda: db.cached("r", lambda: 3) + 1) == 4  # a make asking for its own key does not hang
     finally:
         db.close()
+
+
+def test_a_thumbnail_the_client_has_is_a_304(client):
+    from make_fixture_index import IMG_DS
+
+    r = client.get(f"/thumb/{IMG_DS}/3.webp")
+    assert r.status_code == 200 and r.content[:4] == b"RIFF"
+    again = client.get(f"/thumb/{IMG_DS}/3.webp", headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == r.headers["etag"]
+    assert client.get(f"/thumb/{IMG_DS}/4.webp", headers={"If-None-Match": r.headers["etag"]}).status_code == 200
