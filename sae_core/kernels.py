@@ -84,24 +84,37 @@ def dense_aux(k_aux: int, n_dead: int) -> bool:
 
 
 def _select_aux(pre: Tensor, dead: Tensor, k_aux: int, dense: bool) -> tuple[Tensor, Tensor]:
-    """The largest k_aux of the dead latents' pre-activations, ReLU'd, in sparse or dense form."""
+    """The largest k_aux of the dead latents' pre-activations, ReLU'd, in sparse or dense form.
+
+    The ReLU comes first: entries it zeroes carry no value and no gradient in the code whichever of
+    them a top-k picks, so ranking the ReLU'd values gives the same code, and lets the CPU rank their
+    IEEE bits as int32 (`_top_positions`)."""
     # Only the dead latents' columns: usually a few percent of d_sae, where masking the whole
     # [batch, d_sae] matrix would make and scan a second dense copy.
-    pre_dead = pre.index_select(1, dead)
+    pre_dead = pre.index_select(1, dead).relu_()
     if not dense:
-        aux_values, local = topk_rows(pre_dead, k_aux)
-        return aux_values.relu(), dead[local]
+        local = _top_positions(pre_dead, k_aux)
+        return pre_dead.gather(1, local), dead[local]
     columns = dead.expand(pre.shape[0], -1)
     if k_aux >= dead.numel():  # every dead latent is selected: no second top-k
-        return pre_dead.relu_(), columns
+        return pre_dead, columns
     if pre.device.type == "cpu" and _few_positive(pre_dead[:8], k_aux) and _few_positive(pre_dead, k_aux):
         # No row has more than k_aux positive dead pre-activations (usual in training: dead latents
-        # are the ones that stay below zero), so after the ReLU the top-k_aux code is relu(pre_dead)
-        # itself and no top-k runs. Eight rows first: a batch that fails mostly fails there, at
-        # 1/64 of the full count's cost. The check syncs, so CUDA goes straight to the top-k.
-        return pre_dead.relu_(), columns
-    top, local = topk_rows(pre_dead, k_aux)
-    return torch.zeros_like(pre_dead).scatter_(1, local, top.relu()), columns
+        # are the ones that stay below zero), so the top-k_aux code is relu(pre_dead) itself and no
+        # top-k runs. Eight rows first: a batch that fails mostly fails there, at 1/64 of the full
+        # count's cost. The check syncs, so CUDA goes straight to the top-k.
+        return pre_dead, columns
+    local = _top_positions(pre_dead, k_aux)
+    return torch.zeros_like(pre_dead).scatter_(1, local, pre_dead.gather(1, local)), columns
+
+
+def _top_positions(nonneg: Tensor, k: int) -> Tensor:
+    """Column positions of each row's k largest entries of a matrix without negative values. On a
+    CPU in float32 their IEEE bits order as int32 does, and torch's top-k runs a third faster on
+    int32 (2.4 against 3.7 ms for 160 of 512 columns at batch 512, keys included)."""
+    if nonneg.device.type == "cpu" and nonneg.dtype == torch.float32 and not nonneg.requires_grad:
+        nonneg = nonneg.view(torch.int32)
+    return topk_rows(nonneg, k)[1]
 
 
 def _few_positive(pre: Tensor, k: int) -> bool:
