@@ -64,5 +64,5 @@ else
 fi
 # Draw the SVG/WebP emoji sets once into .npm-data/raster (128 px PNGs, in parallel), so the
 # demo's build time is spent on the model; a no-op once drawn or when the sets are missing.
-python -m precompute.emoji_raster
+python -m precompute.emoji_raster || echo "==> drawing the SVG/WebP emoji failed: the demo draws them on its first run"
 echo "==> saescope installed in .venv ($(python -c 'import torch; print("torch", torch.__version__)'))"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from precompute.demo import NOTO_PLAN, STYLES_PLAN, DemoConfig, build_demo, demo_plan
 from precompute import sources_emoji
+from precompute.demo import NOTO_PLAN, STYLES_PLAN, DemoConfig, build_demo, demo_plan
 from precompute.sources_emoji import DEFAULT_STYLES, style_missing
 from sae_core.errors import SaescopeError
 
