@@ -215,3 +215,17 @@ def test_missing_svg_renderer_is_a_one_line_notice(tmp_path, monkeypatch):
     why = style_missing("openmoji")
     assert why is not None and "\n" not in why and "pip install resvg-py" in why
     assert style_missing("fluent3d") is None  # WebP needs no SVG renderer
+
+
+@pytest.mark.skipif(len(INSTALLED) < len(sources_emoji.DEFAULT_STYLES), reason="needs every default style (scripts/install.sh)")
+def test_default_styles_give_the_demo_8000_images_of_shared_concepts():
+    src = open_source("emoji-styles")
+    per_style: dict[str, set[str]] = {}
+    for r in src.records:
+        style, key = r.source.split("/")
+        per_style.setdefault(style, set()).add(key)
+    assert len(src.records) >= 8000 and set(per_style) == set(sources_emoji.DEFAULT_STYLES)
+    assert all(len(keys) >= 1300 for keys in per_style.values())
+    shared = set.intersection(*per_style.values())
+    assert len(shared) >= 1000  # concepts every style draws: content features can span styles
+    assert not any(set(k.split("-")) & emoji_raster.SKIN_TONES for keys in per_style.values() for k in keys)
