@@ -36,10 +36,9 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 def _worker(host: str, port: int) -> None:
     """One worker process: the app from SAESCOPE_* (app.main.app_from_env) on its own socket.
 
-    Ctrl+C reaches every process of the group: ignored until uvicorn takes the signals over (it
-    shuts down gracefully), so a worker still importing is stopped by the parent's SIGTERM
-    instead of printing a KeyboardInterrupt traceback."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    Ctrl+C reaches every process of the group: it is ignored (from `_start`) until uvicorn takes
+    the signals over and shuts down gracefully, so a worker still starting is stopped by the
+    parent's SIGTERM instead of printing a KeyboardInterrupt traceback."""
     import uvicorn
 
     from app.main import app_from_env
@@ -47,6 +46,17 @@ def _worker(host: str, port: int) -> None:
     sock = reuseport_socket(host, port)
     server = uvicorn.Server(uvicorn.Config(app_from_env(), host=host, port=port))
     server.run(sockets=[sock])
+
+
+def _start(proc: multiprocessing.process.BaseProcess) -> None:
+    """Start a worker with SIGINT ignored: an ignored signal stays ignored across exec, so the
+    new interpreter is deaf to Ctrl+C from its first instruction (a handler set in the child
+    would come after its imports)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_workers(host: str, port: int, n_workers: int) -> None:
@@ -61,7 +71,7 @@ def run_workers(host: str, port: int, n_workers: int) -> None:
     old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     procs = [ctx.Process(target=_worker, args=(host, port), daemon=False) for _ in range(n_workers)]
     for p in procs:
-        p.start()
+        _start(p)
     shown = f"[{host}]" if ":" in host else host
     print(f"saescope: serving http://{shown}:{port} with {n_workers} workers (Ctrl+C stops)", file=sys.stderr, flush=True)
     try:
@@ -72,7 +82,7 @@ def run_workers(host: str, port: int, n_workers: int) -> None:
                     log.warning("worker %s exited with %s; starting another", p.pid, p.exitcode)
                     time.sleep(RESTART_PAUSE_S)
                     procs[i] = ctx.Process(target=_worker, args=(host, port), daemon=False)
-                    procs[i].start()
+                    _start(procs[i])
     finally:
         for p in procs:
             p.terminate()  # uvicorn finishes the requests in flight, then exits
