@@ -39,11 +39,18 @@ MIN_COUNT = 2
 """A name word is carried by at least this many top samples (when the feature has 4 or more)."""
 
 
+LABEL_LEVELS = " / "
+"""Separator of a hierarchical label (`style / category / subcategory`)."""
+
+
 def words_of(caption: str | None, label: str | None) -> list[str]:
-    """Lower-case caption words (stop words dropped) plus the label as one token."""
+    """Lower-case caption words (stop words dropped) plus the label as tokens: the whole label and,
+    for a hierarchical `a / b / c`, each of its prefixes `a` and `a / b`, so a feature whose top
+    samples share only the upper level (one art style over many sub-categories) is named by it."""
     words = [w for w in _WORD.findall((caption or "").lower()) if w not in STOP_WORDS]
     if label:
-        words.append(label.lower())
+        parts = label.lower().split(LABEL_LEVELS)
+        words += [LABEL_LEVELS.join(parts[: i + 1]) for i in range(len(parts))]
     return list(dict.fromkeys(words))
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from precompute.index import IndexConfig, build_index
-from precompute.naming import MIN_SHARE, WEAK_NAME_SCORE, ContrastNamer, FeatureName, cluster_name, entropy_bits
+from precompute.naming import MIN_SHARE, WEAK_NAME_SCORE, ContrastNamer, FeatureName, cluster_name, entropy_bits, words_of
 from sae_core.checkpoint import save
 from sae_core.config import SAEConfig
 from sae_core.model import SparseAutoencoder
@@ -110,6 +110,22 @@ def test_names_weigh_activations_and_contrast_with_the_dataset():
     # "face" is on every top sample but as common in the whole dataset: not over-represented.
     assert "face" not in namer.name([8, 9, 10, 11, 12]).words
     assert namer.name([8, 9, 10, 11, 12]).weak
+
+
+def test_a_style_shared_over_many_subcategories_names_the_feature():
+    """Hidden truth: a feature fires on one art style's drawings of 8 different things; only the
+    label's upper level is common to them, and it must become the name (was: unnamed)."""
+    styles, subs = ["noto", "twitter", "openmoji", "fluent3d"], [f"sub{i}" for i in range(8)]
+    samples = [(st, sub, f"thing {sub}") for st in styles for sub in subs for _ in range(3)]
+    docs = [words_of(cap, f"{st} / cat / {sub}") for st, sub, cap in samples]
+    assert docs[0][-3:] == ["noto", "noto / cat", "noto / cat / sub0"]
+    style_feature = [i for i, (st, sub, _) in enumerate(samples) if st == "openmoji" and sub in subs[:8]][::3]
+    got = ContrastNamer(docs).name(style_feature)
+    assert got.words[0] == "openmoji" and got.score == pytest.approx(1.0) and not got.weak
+    # A content feature spanning the styles is named by its content, never by one style.
+    content = [i for i, (_, sub, _) in enumerate(samples) if sub == "sub3"]
+    assert "sub3" in ContrastNamer(docs).name(content).words[0]
+    assert not any(w in styles for w in ContrastNamer(docs).name(content).words)
 
 
 def test_weak_names_are_marked_and_unnamed_below_the_share_floor():
