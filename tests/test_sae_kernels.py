@@ -7,8 +7,16 @@ import torch
 import torch.nn.functional as F
 
 from sae_core.config import SAEConfig
-from sae_core.kernels import (_two_level_blocks, latent_order, scatter_rows, sparse_decode, sum_by_latent, topk_encode_plain,
-                              topk_encode_sparse, topk_rows)
+from sae_core.kernels import (
+    _two_level_blocks,
+    latent_order,
+    scatter_rows,
+    sparse_decode,
+    sum_by_latent,
+    topk_encode_plain,
+    topk_encode_sparse,
+    topk_rows,
+)
 from sae_core.model import SparseAutoencoder
 
 
