@@ -48,6 +48,9 @@ def feature_views(db: Index, ctx: SaeCtx, fids: list[int]) -> dict[int, FeatureV
     names = [d[0] for d in cur.description][1:]
     aligned = {int(r[0]): dict(zip(names, r[1:], strict=True)) for r in cur.fetchall() if r[0] in want}
     heat = _heatmaps(db, ctx, fids) if any(needs_heatmaps(ctx, p) for p in pages.values()) else {}
+    if len(pages) < len(want):
+        fid = min(want - set(pages))
+        raise DataError(f"feature {fid} of SAE {ctx.sae_id!r} has no feature_page row; rebuild the index with `saescope index`")
     out = {}
     for fid, page in pages.items():
         row = aligned.get(fid)

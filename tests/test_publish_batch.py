@@ -68,3 +68,20 @@ def test_batched_map_columns_are_the_served_bytes(db, sae):
         got = feature_activations(db, sae, order, chunk)
         for fid in chunk:
             assert got[fid] == served_activations(db, sae, fid), fid
+
+
+def test_a_feature_without_its_page_document_is_named(tmp_path):
+    import duckdb
+
+    from sae_core.errors import DataError
+
+    path = build_fixture_index(tmp_path)
+    con = duckdb.connect(str(path))
+    con.execute("DELETE FROM feature_page WHERE sae_id = ? AND feature_id = 7", [POOLED])
+    con.close()
+    idx = Index(path)
+    try:
+        with pytest.raises(DataError, match=r"feature 7 of SAE 'pooled-img' has no feature_page row; rebuild"):
+            feature_views(idx, get_sae(idx, POOLED), list(range(16)))
+    finally:
+        idx.close()
