@@ -74,6 +74,12 @@ class FeatureName:
 UNNAMED = FeatureName((), 0.0, 0.0)
 
 
+def _same_chain(a: str, b: str) -> bool:
+    """Whether two label tokens are one a level of the other (`a` and `a / b`): a name keeps only
+    the more telling of them instead of repeating the hierarchy."""
+    return a.startswith(b + LABEL_LEVELS) or b.startswith(a + LABEL_LEVELS)
+
+
 class ContrastNamer:
     """Names sets of samples against one dataset's documents (word lists indexed by sample id)."""
 
@@ -114,8 +120,9 @@ class ContrastNamer:
         names = [UNNAMED] * n_groups
         chosen: dict[int, list[int]] = defaultdict(list)
         for i in order:
-            if len(chosen[grp[i]]) < n_words:
-                chosen[grp[i]].append(i)
+            picked = chosen[grp[i]]
+            if len(picked) < n_words and not any(_same_chain(self.words[word[i]], self.words[word[j]]) for j in picked):
+                picked.append(i)
         for gi, picks in chosen.items():
             lead = picks[0]
             cover = count[lead] / max(min(self.df[word[lead]], n_members[gi]), 1)

@@ -122,6 +122,7 @@ def test_a_style_shared_over_many_subcategories_names_the_feature():
     style_feature = [i for i, (st, sub, _) in enumerate(samples) if st == "openmoji" and sub in subs[:8]][::3]
     got = ContrastNamer(docs).name(style_feature)
     assert got.words[0] == "openmoji" and got.score == pytest.approx(1.0) and not got.weak
+    assert got.words == ("openmoji",)  # not "openmoji, openmoji / cat": one level of a chain per name
     # A content feature spanning the styles is named by its content, never by one style.
     content = [i for i, (_, sub, _) in enumerate(samples) if sub == "sub3"]
     assert "sub3" in ContrastNamer(docs).name(content).words[0]
