@@ -2,8 +2,9 @@
 
 Built from the index's own `search_terms` (precompute.search_index: the rows the server ranks with),
 so the browser ranks as the server does. Per SAE, under `sae/<id>/search/`:
-- `features.json`: `{d_sae, ids, names, density}`, parallel arrays of the published features (an id
-  query, titles, the lasso's selection list, random features);
+- `features.json`: `{d_sae, ids, names, titles, density}`, parallel arrays of the published features
+  (titles as the server shows them: 'maybe <name>' when weak, 'feature N' when unnamed; for an id
+  query, the lasso's selection list, random features);
 - `words-<k>.json`: one shard per first character `k` of a term (`a`-`z`, `0`-`9`, `_` for the
   rest): `{term: [feature_id, name_weight, concept_weight, ranks_hi, ranks_lo, sample_weight, ...]}`
   (the 64-bit rank set split in two 32-bit halves for JavaScript). A query loads only its words'
@@ -19,7 +20,7 @@ import json
 from collections import defaultdict
 
 from app.db import Index
-from app.views.common import SaeCtx
+from app.views.common import SaeCtx, feature_title
 
 SHARD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 
@@ -35,12 +36,13 @@ def _dump(obj) -> bytes:
 def search_files(db: Index, ctx: SaeCtx, fids: list[int]) -> dict[str, bytes]:
     """Site-relative path -> bytes of every search file of one SAE."""
     keep = set(fids)
-    feats = db.cursor().execute("SELECT feature_id, name, density FROM features WHERE sae_id = ? ORDER BY feature_id",
+    feats = db.cursor().execute("SELECT feature_id, name, density, name_score FROM features WHERE sae_id = ? ORDER BY feature_id",
                                 [ctx.sae_id]).fetchall()
     feats = [r for r in feats if r[0] in keep]
     base = f"sae/{ctx.sae_id}/search/"
     out = {base + "features.json": _dump({
         "d_sae": ctx.d_sae, "ids": [r[0] for r in feats], "names": [r[1] for r in feats],
+        "titles": [feature_title(r[0], r[1], r[3]) for r in feats],
         "density": [None if r[2] is None else round(float(r[2]), 6) for r in feats]})}
     rows = db.cursor().execute(
         "SELECT term, feature_id, name_weight, concept_weight, ranks, sample_weight FROM search_terms "

@@ -22,7 +22,7 @@
   const featuresIndex = () => load(`${saeBase}search/features.json`);
   const tableIndex = () => load(`${saeBase}search/table.json`); // sort and filter columns (publish_table.py)
   const runtimeSrc = document.currentScript ? document.currentScript.src : '';
-  const title = (idx, i) => idx.names[i] || `feature ${idx.ids[i]}`;
+  const title = (idx, i) => (idx.titles ? idx.titles[i] : idx.names[i]) || `feature ${idx.ids[i]}`; // titles: as the server words them
   const featureUrl = (fid) => `${saeBase}feature/${fid}/`;
 
   // The map's lasso list asks features.json?ids=...: answered from the search index.

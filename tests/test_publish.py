@@ -179,6 +179,20 @@ def test_search_index_knows_each_features_circle_samples(site, index_path):
     assert "circles" not in shard  # plurals are folded to the singular the query is folded to
     idx = json.loads((site / f"sae/{POOLED}/search/features.json").read_text())
     assert idx["ids"] == list(range(N_FEATURES)) and idx["names"][5] == "evil <script>alert(1)</script> feature"
+    served = client_titles(index_path)  # the browser titles features as the server does ('maybe ...')
+    assert idx["titles"] == [served[f] for f in idx["ids"]]
+
+
+def client_titles(index_path) -> dict[int, str]:
+    """Feature id -> the title the served feature list gives it."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    with TestClient(create_app(Settings(index=index_path, secret="test-secret"))) as client:
+        rows = client.get(f"/sae/{POOLED}/features.json", params={"limit": 500}).json()["data"]
+    return {r["feature_id"]: r["title"] for r in rows}
 
 
 def test_table_columns_are_the_index_values(site, index_path):
