@@ -5,6 +5,8 @@ hand computations with the model's own classifier; retrieval is exact."""
 from __future__ import annotations
 
 import io
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
@@ -173,7 +175,15 @@ def test_batcher_batches_concurrent_requests_and_isolates_failures():
         return [i * 2 for i in items]
 
     b = Batcher(max_batch=4, max_queue=32)
-    b.submit(("k",), [0], lambda items: (__import__("time").sleep(0.3), [0])[1])  # holds the thread so others queue up
+    started = threading.Event()
+
+    def hold(items):  # holds the batcher's thread so the others queue up behind it
+        started.set()
+        time.sleep(0.3)
+        return [i * 2 for i in items]
+
+    b.submit(("k",), [0], hold)
+    assert started.wait(5)  # running alone: the requests below cannot join its batch
     with ThreadPoolExecutor(8) as pool:
         futs = [pool.submit(lambda i=i: b.submit(("k",), [i], run).result(5)) for i in range(1, 9)]
         results = [f.result() for f in futs]
