@@ -165,6 +165,7 @@ class FeatureView(BaseModel):
     labels: list[LabelCount]
     neighbors: list[Neighbor]
     coactivation: list[CoNeighbor] = Field(default_factory=list, description="features firing on the same samples, by Jaccard index (any SAE size; index_meta coactivation_undercount bounds n_both when not exact)")
+    coactivation_undercount: int = Field(default=0, description="0: co-activation counts are exact; else pairs sharing at most this many samples were dropped and n_both may be this much too low")
     concepts: list[Concept] = Field(default_factory=list, description="empty unless the model is a classifier or a CLIP/SigLIP image tower")
     alignment: FeatureAlignment | None = Field(default=None, description="None unless the hooked layer's neurons are known")
     prev_url: str | None

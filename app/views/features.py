@@ -99,6 +99,7 @@ def build_feature_view(db: Index, ctx: SaeCtx, fid: int, page: dict[str, Any], h
                    for b, s in sorted(bins.items())],
         hist=_trimmed_hist(page["hist"]["edges"], page["hist"]["counts"]),
         labels=[LabelCount.model_construct(**r) for r in page["labels"]], neighbors=neighbors, coactivation=coactivation,
+        coactivation_undercount=_coactivation_undercount(db, sid),
         concepts=[Concept.model_construct(**c) for c in page.get("concepts", [])],
         alignment=alignment,
         prev_url=f"/sae/{sid}/feature/{fid - 1}" if fid > 0 else None,
@@ -130,6 +131,20 @@ def _quantile_bins(db: Index) -> int | None:
         raw = db.scalar("SELECT value FROM index_meta WHERE key = 'quantile_bins'")
         return int(raw) if raw and str(raw).isdigit() and int(raw) > 0 else None
     return db.cached(("quantile_bins",), read)
+
+
+def _coactivation_undercount(db: Index, sae_id: str) -> int:
+    """How many shared samples an SAE's co-activation counts may miss (index_meta
+    `coactivation_undercount`, JSON {sae_id: bound}; 0: exact, also for indexes without the key)."""
+    def read() -> dict:
+        raw = db.scalar("SELECT value FROM index_meta WHERE key = 'coactivation_undercount'")
+        try:
+            bounds = json.loads(raw) if raw else {}
+        except ValueError:
+            return {}
+        return bounds if isinstance(bounds, dict) else {}
+    bound = db.cached(("coactivation_undercount",), read).get(sae_id, 0)
+    return int(bound) if isinstance(bound, int) and bound > 0 else 0
 
 
 def _trimmed_hist(edges: list[float], counts: list[int]) -> Histogram:

@@ -118,3 +118,28 @@ def test_heatmaps_are_joined_to_their_own_samples(client, index_path):
         "SELECT bin, sample_id, heatmap, heatmap_scale FROM feature_quantiles WHERE sae_id = ? AND feature_id = 3", [PATCH]).fetchall()}
     shown = [(q["bin"], t) for q in j["quantiles"] for t in q["samples"]]
     assert shown and all(t["heatmap"] == pytest.approx(quant[(b, t["sample_id"])]) for b, t in shown)
+
+
+def test_approximate_coactivation_counts_say_so(client, index_path, tmp_path):
+    """An index whose pair counts hit the memory cap (index_meta coactivation_undercount > 0 for
+    the SAE) says on the feature page that the counts may be low, and by how much; exact ones don't."""
+    import json
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    assert client.get(f"/sae/{POOLED}/feature/3.json").json()["coactivation_undercount"] == 0
+    assert "Approximate:" not in client.get(f"/sae/{POOLED}/feature/3").text
+    copy = tmp_path / "approx.duckdb"
+    shutil.copy(index_path, copy)
+    con = duckdb.connect(str(copy))
+    con.execute("DELETE FROM index_meta WHERE key = 'coactivation_undercount'")
+    con.execute("INSERT INTO index_meta VALUES ('coactivation_undercount', ?)", [json.dumps({POOLED: 3, "other": 9})])
+    con.close()
+    with TestClient(create_app(Settings(index=copy, secret="test-secret"))) as approx:
+        assert approx.get(f"/sae/{POOLED}/feature/3.json").json()["coactivation_undercount"] == 3
+        html = approx.get(f"/sae/{POOLED}/feature/3").text
+    assert 'data-undercount="3"' in html and "at most 3 samples were dropped" in html
