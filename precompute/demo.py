@@ -9,6 +9,7 @@ on the last block's 4x4 feature map (heatmaps). Every stage is reused on a secon
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,6 +20,8 @@ from sae_core.config import SAEConfig
 from sae_core.errors import ConfigError
 from sae_core.training import TrainConfig, train
 from sae_core.validate import check_numbers, check_port
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,6 @@ default five styles: head 0.60 vs 0.55, patches 0.74 vs 0.69 (docs/benchmarks.md
 
 def installed_styles(text: str) -> tuple[str, ...]:
     """The styles of `text` ('default' or a list) installed here; each missing one is a one-line notice."""
-    import sys
-
     from precompute.sources_emoji import DEFAULT_STYLES, parse_styles, style_missing
 
     wanted = DEFAULT_STYLES if text == "default" else parse_styles(text)
@@ -74,7 +75,7 @@ def installed_styles(text: str) -> tuple[str, ...]:
     for style in wanted:
         why = style_missing(style)
         if why:
-            print(f"emoji style {style} skipped: {why}", file=sys.stderr)
+            log.warning("emoji style %s skipped: %s", style, why)
         else:
             out.append(style)
     return tuple(out)

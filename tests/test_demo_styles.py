@@ -30,12 +30,13 @@ def test_plan_of_the_default_styles():
     assert demo_plan(DemoConfig(styles="twitter,openmoji", limit=30))[0] == "emoji:twitter,openmoji:30"
 
 
-def test_without_npm_sets_the_default_styles_fall_back_to_the_noto_demo(tmp_path, monkeypatch, capsys):
+def test_without_npm_sets_the_default_styles_fall_back_to_the_noto_demo(tmp_path, monkeypatch, caplog):
     if style_missing("noto"):
         pytest.skip("needs the Noto font (fonts-noto-color-emoji)")
     monkeypatch.setenv(sources_emoji.NPM_DATA_ENV, str(tmp_path / "nowhere"))
-    assert demo_plan(DemoConfig(styles="default", limit=40)) == ("emoji:40", NOTO_PLAN)
-    notices = capsys.readouterr().err.strip().splitlines()
+    with caplog.at_level("WARNING", logger="precompute.demo"):
+        assert demo_plan(DemoConfig(styles="default", limit=40)) == ("emoji:40", NOTO_PLAN)
+    notices = [r.getMessage() for r in caplog.records if r.name == "precompute.demo" and r.levelname == "WARNING"]
     assert [line.split(" skipped:")[0] for line in notices] == [f"emoji style {s}" for s in DEFAULT_STYLES[1:]]
     assert all("scripts/install.sh" in line for line in notices)
 
