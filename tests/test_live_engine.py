@@ -260,3 +260,18 @@ def test_samples_without_their_source_use_the_stored_activations(small_demo, mon
         assert [f for f, _ in live] == [f for f, _ in stored]
     with pytest.raises(InputError, match="not in this SAE's activation store"):
         eng.sample(ids[0], 10_000)
+
+
+def test_a_source_that_cannot_be_reopened_falls_back_to_the_store(small_demo, monkeypatch):
+    """A source named in the dataset manifest that this machine cannot open (an `hf:` dataset whose
+    cache is gone raises DataError, not OSError) still inspects, from the stored activations."""
+    import precompute.live.engine as engine_mod
+    from sae_core.errors import DataError
+
+    def unavailable(dpath, name):
+        raise DataError(f"--dataset {name}: not in the local datasets cache")
+
+    monkeypatch.setattr(engine_mod, "DatasetSamples", unavailable)
+    eng = LiveEngine(small_demo[1], "cpu")
+    item = eng.sample(next(iter(_sae_ids(eng))), 5)
+    assert item.kind == "stored" and item.value is None

@@ -262,6 +262,6 @@ def _open_dataset(spec: LiveSae) -> DatasetSamples:
     try:
         manifest = json.loads((spec.dataset_dpath / "manifest.json").read_text())
         return DatasetSamples(spec.dataset_dpath, manifest["source"])
-    except (OSError, KeyError, ValueError, ConfigError) as e:
+    except (OSError, KeyError, ValueError, SaescopeError) as e:  # a source that cannot be reopened here (moved, hf: cache gone)
         raise InputError(f"the samples of dataset {spec.dataset_id} cannot be loaded on the worker's machine ({e}); "
                          "upload the image instead", status=422) from None
