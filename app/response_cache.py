@@ -16,6 +16,8 @@ configured (with one, results may add the worker's answers, which come and go). 
 
 from __future__ import annotations
 
+import json
+
 import hashlib
 import weakref
 from collections import OrderedDict
@@ -113,8 +115,9 @@ class CachedResponses:
             await self.app(scope, receive, send)
             return
         state = scope["app"].state
-        if self.code is None:  # a page may differ with the worker on or off (search by meaning): part of every tag
-            self.code = f"{code_digest()}|{state.settings.live_url or ''}"
+        if self.code is None:  # pages differ with the settings (page size, worker on or off): part of every tag
+            shown = state.settings.model_dump(mode="json", exclude={"secret"})
+            self.code = f"{code_digest()}|{json.dumps(shown, sort_keys=True, default=str)}"
         index = state.watch.get()
         key = (scope["path"], scope["query_string"])
         tag = self.etag(index, key)

@@ -41,7 +41,9 @@ CONCEPT_WEIGHT = 5.0
 N_THUMBS = 4
 N_MEANING = 12
 """Features listed by meaning (live worker) above the word matches."""
-MEANING_TIMEOUT_S = 10.0
+MEANING_TIMEOUT_S = 2.0
+"""A page thread waits at most this long for the worker (it may be busy or still loading the text
+tower); past it the page shows the word matches alone."""
 ID_RE = re.compile(r"(?:#|f|feat|feature)?\s*#?\s*(\d+)", re.IGNORECASE | re.ASCII)
 PHRASE_RE = re.compile(r"[\"“”]([^\"“”]*)[\"“”]?")
 SORTS = {"relevance": "terms DESC, score DESC, feature_id", "density": "density DESC NULLS LAST, feature_id",

@@ -71,6 +71,18 @@ def test_if_none_match_is_a_304_without_work(counted):
     assert c.head(url).status_code == 200 and c.head(url).content == b""
 
 
+def test_a_restart_with_other_page_settings_changes_the_tag(index_path):
+    """Settings shape pages (search page size): a browser revalidating after a restart with another
+    --page-size must get the new page, not a 304 for the old one; the secret is not part of it."""
+    url = f"/sae/{POOLED}/feature/4.json"
+    tags = []
+    for settings in (Settings(index=index_path, secret="t"), Settings(index=index_path, secret="other"),
+                     Settings(index=index_path, secret="t", page_size=7)):
+        with TestClient(create_app(settings)) as c:
+            tags.append(c.get(url).headers["etag"])
+    assert tags[0] == tags[1] != tags[2]
+
+
 def test_only_marked_successes_are_kept(counted):
     c, calls = counted
     missing = f"/sae/{POOLED}/feature/999999.json"
