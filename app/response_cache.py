@@ -16,9 +16,8 @@ configured (with one, results may add the worker's answers, which come and go). 
 
 from __future__ import annotations
 
-import json
-
 import hashlib
+import json
 import weakref
 from collections import OrderedDict
 from pathlib import Path
