@@ -143,6 +143,13 @@ def joint_carry(model: torch.nn.Module, layer: str) -> tuple[str, Tensor]:
 def load_joint_space(model_spec: str, layer: str, revision: str | None = None, device: str = "cpu",
                      modality: str = "image") -> JointSpace:
     """The joint space of a store's `hf:` model, or NoJointSpace saying why there is none."""
+    return load_joint_spaces(model_spec, [layer], revision, device, modality)[layer]
+
+
+def load_joint_spaces(model_spec: str, layers: list[str], revision: str | None = None, device: str = "cpu",
+                      modality: str = "image") -> dict[str, JointSpace]:
+    """Layer -> joint space for several layers of one `hf:` model, sharing one loaded text tower
+    (a worker serving SAEs on many layers of one CLIP keeps one copy), or NoJointSpace."""
     if not model_spec.startswith("hf:") or modality != "image":
         raise NoJointSpace(f"{model_spec} is not a CLIP/SigLIP image tower", quiet=True)
     try:
@@ -166,9 +173,10 @@ def load_joint_space(model_spec: str, layer: str, revision: str | None = None, d
     except (OSError, ValueError, TypeError) as e:
         raise NoJointSpace(f"{model_spec}: its text tower or tokenizer cannot be loaded ({type(e).__name__}: {str(e)[:120]})") from None
     _check_tokenizer(tokenizer, model_spec, model.text_model.config.vocab_size)
-    family, carry = joint_carry(model, layer)
-    del model.vision_model  # the carry holds what the text side needs of it; the worker has its own copy loaded
-    return JointSpace(family, carry, model.to(device), tokenizer, device)
+    carries = {layer: joint_carry(model, layer) for layer in dict.fromkeys(layers)}
+    del model.vision_model  # the carries hold what the text side needs of it; the worker has its own copy loaded
+    model = model.to(device)
+    return {layer: JointSpace(family, carry, model, tokenizer, device) for layer, (family, carry) in carries.items()}
 
 
 def _check_tokenizer(tokenizer, model_spec: str, vocab_size: int) -> None:

@@ -177,6 +177,15 @@ def test_a_direction_planted_on_a_words_embedding_names_that_word_first(clip_dir
     assert others[0] < 1.0 - 1e-3
 
 
+def test_layers_of_one_model_share_one_text_tower(clip_dir):
+    """A worker with SAEs on several layers of one CLIP loads its text tower once; each layer's carry
+    is still that layer's own (the hand computation)."""
+    spaces = cj.load_joint_spaces(f"hf:{clip_dir}", ["-2", "-1", "-2"])
+    assert list(spaces) == ["-2", "-1"] and spaces["-2"].model is spaces["-1"].model
+    for layer, space in spaces.items():
+        np.testing.assert_allclose(space.carry.double().numpy(), _hand_carry(clip_dir, layer), rtol=1e-4, atol=1e-5)
+
+
 def test_vocabulary_is_imagenet_then_the_shipped_words():
     from precompute.heads import imagenet_class_names
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from precompute.concepts_joint import TEMPLATE, JointSpace, NoJointSpace, decoder_directions, load_joint_space
+from precompute.concepts_joint import TEMPLATE, JointSpace, NoJointSpace, decoder_directions, load_joint_spaces
 from precompute.extractors import Extractor, build_extractors
 from precompute.extractors.multi import MultiLayerExtractor
 from precompute.heads import ClassifierTail, load_classifier_tail
@@ -86,6 +86,7 @@ class LiveEngine:
         self._retrieval: dict[str, Retrieval] = {}
         self._stores: dict[Path, tuple[ActivationStore, dict[int, int]]] = {}
         self._joint: dict[str, tuple[JointSpace, torch.Tensor]] = {}
+        self._joint_spaces: dict[tuple, dict[str, JointSpace] | NoJointSpace] = {}  # per (model, modality): its layers
         self._load_lock = threading.RLock()
 
     # ---- what is served ------------------------------------------------------------------
@@ -158,11 +159,18 @@ class LiveEngine:
         with self._load_lock:
             if sae_id not in self._joint:
                 spec = self.spec(sae_id)
-                try:
-                    space = load_joint_space(spec.model, spec.layer, None, str(self.device), spec.modality)
-                except NoJointSpace as e:
+                key = (spec.model, spec.modality)
+                if key not in self._joint_spaces:  # every layer of this model at once: one text tower, not one per SAE
+                    layers = [s.layer for s in self.specs.values() if (s.model, s.modality) == key]
+                    try:
+                        self._joint_spaces[key] = load_joint_spaces(spec.model, layers, None, str(self.device), spec.modality)
+                    except NoJointSpace as e:
+                        self._joint_spaces[key] = e
+                spaces = self._joint_spaces[key]
+                if isinstance(spaces, NoJointSpace):
                     raise InputError(f"SAE {sae_id}: search by meaning needs a CLIP or SigLIP image SAE whose checkpoint "
-                                     f"has its text tower ({e})", status=422) from None
+                                     f"has its text tower ({spaces})", status=422) from None
+                space = spaces[spec.layer]
                 self._joint[sae_id] = (space, space.project(decoder_directions(self.sae(sae_id))))
             return self._joint[sae_id]
 
