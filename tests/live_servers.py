@@ -23,6 +23,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for(cond, message: str, timeout_s: float = 30.0):
+    """Poll `cond` until it returns something truthy (returned) or fail with `message`; an upper
+    bound for waiting on a server, never a timing assertion."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(message)
+
+
+def start_serve(index: Path, port: int, workers: int = 2, **popen) -> subprocess.Popen:
+    """`app.main.serve` on `index` in a subprocess (no CLI around it), output dropped unless `popen`
+    says otherwise; the caller stops it."""
+    code = f"from app.main import serve; serve({str(index)!r}, port={port}, workers={workers})"
+    popen = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen}
+    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "SAESCOPE_SECRET": "t"}, **popen)
+
+
+def health_hashes(base: str, n: int) -> set[str | None]:
+    """The index hashes `n` fresh connections' /health report (both workers answer), empty while down."""
+    try:
+        return {httpx.get(f"{base}/health", timeout=10).json()["inputs_hash"] for _ in range(n)}
+    except httpx.TransportError:
+        return set()
+
+
 def wait_up(url: str, proc: subprocess.Popen, timeout_s: float = 90) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,10 +17,8 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
+from live_servers import free_port, health_hashes, start_serve, wait_for
 from make_fixture_index import POOLED, TEXT, build_fixture_index
-
-REPO = Path(__file__).resolve().parent.parent.parent
-WAIT_S = 30.0  # upper bound for waiting on the server, never a timing assertion
 
 
 @pytest.fixture(scope="module")
@@ -40,24 +35,16 @@ def indexes(tmp_path_factory) -> tuple[Path, Path]:
     return a, b
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served(tmp_path, indexes):
     """A 2-worker server on a copy of index A; yields (base url, served path)."""
     path = tmp_path / "served.duckdb"
     shutil.copy(indexes[0], path)
-    port = _free_port()
-    code = f"from app.main import serve; serve({str(path)!r}, port={port}, workers=2)"
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "SAESCOPE_SECRET": "t"})
+    port = free_port()
+    proc = start_serve(path, port)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait(lambda: _health_hashes(base, 6) == {"fixture-inputs"}, "server did not start")
+        wait_for(lambda: health_hashes(base, 6) == {"fixture-inputs"}, "server did not start")
         yield base, path
     finally:
         proc.terminate()
@@ -66,22 +53,6 @@ def served(tmp_path, indexes):
 
 def _get(url: str) -> httpx.Response:
     return httpx.get(url, timeout=10)  # a new connection each time, so both workers answer
-
-
-def _health_hashes(base: str, n: int) -> set[str | None]:
-    try:
-        return {_get(f"{base}/health").json()["inputs_hash"] for _ in range(n)}
-    except httpx.TransportError:
-        return set()
-
-
-def _wait(cond, message: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(message)
 
 
 class Traffic:
@@ -119,7 +90,7 @@ def test_atomic_replace_switches_every_worker_without_dropping_requests(served, 
     with Traffic(f"{base}/sae/{POOLED}/feature/3.json") as traffic:
         time.sleep(0.3)
         _replace_atomically(indexes[1], path)
-        _wait(lambda: _health_hashes(base, 8) == {"fixture-B"}, "workers did not switch to the new index")
+        wait_for(lambda: health_hashes(base, 8) == {"fixture-B"}, "workers did not switch to the new index")
         time.sleep(0.3)
     assert traffic.codes and set(traffic.codes) == {200}
     # every worker serves B now: the SAE B lacks is a 404 on every request, never 200 from a stale worker
@@ -136,13 +107,13 @@ def test_half_copied_file_is_refused_and_the_last_good_one_serves(served, indexe
         rs = [_get(f"{base}/health") for _ in range(8)]
         return all(r.status_code == 503 for r in rs)
 
-    _wait(all_unhealthy, "a half-copied index was not reported")
+    wait_for(all_unhealthy, "a half-copied index was not reported")
     health = _get(f"{base}/health").json()
     assert health["status"] == "unhealthy" and "incomplete" in health["problem"]
     assert health["inputs_hash"] == "fixture-inputs" and health["n_saes"] == 3  # still the last good index
     assert {_get(f"{base}/sae/{TEXT}.json").status_code for _ in range(8)} == {200}
     _replace_atomically(indexes[1], path)  # the copy, done right, is taken
-    _wait(lambda: _health_hashes(base, 8) == {"fixture-B"}, "the complete file was not taken")
+    wait_for(lambda: health_hashes(base, 8) == {"fixture-B"}, "the complete file was not taken")
     assert {_get(f"{base}/health").status_code for _ in range(8)} == {200}
 
 
@@ -151,7 +122,7 @@ def test_not_an_index_is_refused(served, tmp_path):
     junk = tmp_path / "junk"
     junk.write_bytes(b"not a database" * 1000)
     os.replace(junk, path)
-    _wait(lambda: all(_get(f"{base}/health").status_code == 503 for _ in range(8)), "junk file not reported")
+    wait_for(lambda: all(_get(f"{base}/health").status_code == 503 for _ in range(8)), "junk file not reported")
     assert "cannot open index" in _get(f"{base}/health").json()["problem"]
     assert _get(f"{base}/sae/{POOLED}/feature/3.json").status_code == 200
 
@@ -169,7 +140,7 @@ def test_in_place_overwrite_never_gives_500(served, indexes):
                 f.write(data[i:i + (1 << 16)])
                 f.flush()
                 time.sleep(0.01)
-        _wait(lambda: _health_hashes(base, 8) == {"fixture-B"}, "workers did not switch after the overwrite")
+        wait_for(lambda: health_hashes(base, 8) == {"fixture-B"}, "workers did not switch after the overwrite")
     assert traffic.codes and set(traffic.codes) <= {200, 503}
     assert 500 not in traffic.codes
     assert {_get(f"{base}/sae/{POOLED}/feature/5.json").status_code for _ in range(8)} == {200}
@@ -199,7 +170,7 @@ def test_caches_are_dropped_with_the_old_index(tmp_path, indexes):
         points = c.get(f"/sae/{POOLED}/points/features.bin").content
         assert before != "renamed"
         os.replace(changed, path)
-        _wait(lambda: c.get("/health").json()["inputs_hash"] == "fixture-C", "the app did not reload")
+        wait_for(lambda: c.get("/health").json()["inputs_hash"] == "fixture-C", "the app did not reload")
         assert c.get(f"/sae/{POOLED}/feature/3.json").json()["feature"]["name"] == "renamed"
         assert c.get(f"/sae/{POOLED}/points/features.bin").content != points
         assert app.state.index.inputs_hash == "fixture-C"

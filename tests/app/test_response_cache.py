@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import duckdb
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from live_servers import free_port, health_hashes, start_serve, wait_for
 from make_fixture_index import POOLED, build_fixture_index
 
 import app.response_cache as rc
@@ -26,7 +23,6 @@ from app.db import Index
 from app.main import create_app
 from app.settings import Settings
 
-REPO = Path(__file__).resolve().parent.parent.parent
 WAIT_S = 30.0  # upper bound for waiting on a server, never a timing assertion
 
 
@@ -143,30 +139,8 @@ def test_code_digest_follows_the_files(tmp_path):
     assert rc.code_digest(tmp_path) != before
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(cond, message: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(message)
-
-
 def _name_of(base: str, fid: int) -> str:
     return httpx.get(f"{base}/sae/{POOLED}/feature/{fid}.json", timeout=10).json()["feature"]["name"]
-
-
-def _hashes(base: str) -> set[str]:
-    try:  # a new connection per request, so both workers answer
-        return {httpx.get(f"{base}/health", timeout=10).json()["inputs_hash"] for _ in range(8)}
-    except httpx.TransportError:
-        return set()
 
 
 def test_a_replaced_index_is_served_by_every_worker_cache_or_not(tmp_path):
@@ -181,19 +155,17 @@ def test_a_replaced_index_is_served_by_every_worker_cache_or_not(tmp_path):
         con.execute("UPDATE feature_page SET page = json_merge_patch(page, '{\"feature\": {\"name\": \"renamed\"}}') "
                     "WHERE sae_id = ? AND feature_id = 3", [POOLED])
         con.execute("CHECKPOINT")
-    port = _free_port()
-    code = f"from app.main import serve; serve({str(served)!r}, port={port}, workers=2)"
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "SAESCOPE_SECRET": "t"})
+    port = free_port()
+    proc = start_serve(served, port)
     base, url = f"http://127.0.0.1:{port}", f"/sae/{POOLED}/feature/3.json"
     try:
-        _wait(lambda: _hashes(base) == {"fixture-inputs"}, "server did not start")
+        wait_for(lambda: health_hashes(base, 8) == {"fixture-inputs"}, "server did not start")
         old = {_name_of(base, 3) for _ in range(12)}
         old_tag = httpx.get(base + url, timeout=10).headers["etag"]
         assert old != {"renamed"} and len(old) == 1
         assert httpx.get(base + url, headers={"If-None-Match": old_tag}, timeout=10).status_code == 304
         os.replace(changed, served)
-        _wait(lambda: _hashes(base) == {"fixture-renamed"}, "workers did not switch to the new index")
+        wait_for(lambda: health_hashes(base, 8) == {"fixture-renamed"}, "workers did not switch to the new index")
         assert {_name_of(base, 3) for _ in range(12)} == {"renamed"}
         r = httpx.get(base + url, headers={"If-None-Match": old_tag}, timeout=10)
         assert r.status_code == 200 and r.json()["feature"]["name"] == "renamed" and r.headers["etag"] != old_tag

@@ -11,15 +11,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from live_servers import free_port, start_serve, wait_for
 from make_fixture_index import build_fixture_index
 
-REPO = Path(__file__).resolve().parent.parent.parent
 WAIT_S = 60.0  # upper bound for waiting on the server, never a timing assertion
 N_CONNS = 60
 
@@ -65,27 +63,13 @@ def _workers(server_pid: int, port: int) -> list[int]:
     return [p for p in _children(server_pid) if _socket_inodes(p) & listening]
 
 
-def _wait(cond, message: str):
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(message)
-
-
 @pytest.fixture
 def server(tmp_path):
     index = build_fixture_index(tmp_path / "idx")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    code = f"from app.main import serve; serve({str(index)!r}, port={port}, workers=2)"
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "SAESCOPE_SECRET": "t"})
+    port = free_port()
+    proc = start_serve(index, port)
     try:
-        _wait(lambda: len(_workers(proc.pid, port)) == 2 and _healthy(port), "server did not start")
+        wait_for(lambda: len(_workers(proc.pid, port)) == 2 and _healthy(port), "server did not start", WAIT_S)
         yield proc, port
     finally:
         proc.terminate()
@@ -125,8 +109,8 @@ def test_a_dead_worker_is_replaced_and_all_stop_with_the_server(server):
     proc, port = server
     victim = _workers(proc.pid, port)[0]
     os.kill(victim, signal.SIGKILL)
-    replaced = _wait(lambda: (w := _workers(proc.pid, port)) and len(w) == 2 and victim not in w and w,
-                     "the dead worker was not replaced")
+    replaced = wait_for(lambda: (w := _workers(proc.pid, port)) and len(w) == 2 and victim not in w and w,
+                     "the dead worker was not replaced", WAIT_S)
     assert _healthy(port)
     proc.terminate()
     proc.wait(timeout=40)
@@ -138,12 +122,8 @@ def test_a_dead_worker_is_replaced_and_all_stop_with_the_server(server):
 def test_ctrl_c_stops_every_process_without_a_traceback(tmp_path):
     """Ctrl+C signals the whole process group, workers still starting up included."""
     index = build_fixture_index(tmp_path / "idx")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    code = f"from app.main import serve; serve({str(index)!r}, port={port}, workers=2)"
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "SAESCOPE_SECRET": "t"}, start_new_session=True)
+    port = free_port()
+    proc = start_serve(index, port, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     first = proc.stdout.readline().decode()  # the supervisor's line: workers are starting now
     assert f"serving http://127.0.0.1:{port} with 2 workers" in first
     os.killpg(proc.pid, signal.SIGINT)
