@@ -73,17 +73,15 @@ def _plain_decode(values, indices, W, order=None):
     return F.embedding_bag(indices, W, per_sample_weights=values, mode="sum")
 
 
-# AuxK code sparse, dense, every dead latent selected; 128 latents: the two-level top-k (`topk_rows`)
-@pytest.mark.parametrize("dead_every,d_sae", [(2, 96), (3, 96), (16, 96), (2, 128), (3, 128)])
-def test_topk_forward_loss_and_gradients_do_not_depend_on_the_kernel(monkeypatch, dead_every, d_sae):
-    """The whole training loss of the fast path (sparse encoder, dense or sparse AuxK code, custom
-    decode backward) against plain autograd: values and every parameter's gradient."""
+def _one_step_per_kernel(monkeypatch, d_sae: int, dead_every: int, bf16: bool = False) -> list:
+    """A TopK SAE's loss and backward on the same data and seed, first with the plain kernels, then
+    with the fast ones (every `dead_every`-th latent dead, for AuxK): [(output, sae)] for each."""
     import sae_core.kernels as kernels
     import sae_core.model as model
 
     torch.manual_seed(0)
     x = torch.randn(64, 16)
-    results = []
+    runs = []
     for fn, decode in ((topk_encode_plain, _plain_decode), (topk_encode_sparse, sparse_decode)):
         monkeypatch.setattr(model, "topk_encode", fn)
         monkeypatch.setattr(model, "sparse_decode", decode)
@@ -93,9 +91,22 @@ def test_topk_forward_loss_and_gradients_do_not_depend_on_the_kernel(monkeypatch
         sae.init_from_data(x)
         dead = torch.zeros(d_sae, dtype=torch.bool)
         dead[::dead_every] = True
-        out = sae(x, dead)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = sae(x, dead)
         out.loss.backward()
-        results.append((out.loss.detach(), out.aux.detach(), {n: p.grad.clone() for n, p in sae.named_parameters()}))
+        runs.append((out, sae))
+    return runs
+
+
+# AuxK code sparse, dense, every dead latent selected; 128 latents: the two-level top-k (`topk_rows`)
+@pytest.mark.parametrize("dead_every,d_sae", [(2, 96), (3, 96), (16, 96), (2, 128), (3, 128)])
+def test_topk_forward_loss_and_gradients_do_not_depend_on_the_kernel(monkeypatch, dead_every, d_sae):
+    """The whole training loss of the fast path (sparse encoder, dense or sparse AuxK code, custom
+    decode backward) against plain autograd: values and every parameter's gradient."""
+    runs = _one_step_per_kernel(monkeypatch, d_sae, dead_every)
+    results = [(out.loss.detach(), out.aux.detach(), {n: p.grad.clone() for n, p in sae.named_parameters()}) for out, sae in runs]
+    dead = torch.zeros(d_sae, dtype=torch.bool)
+    dead[::dead_every] = True
     torch.testing.assert_close(results[0][0], results[1][0])
     torch.testing.assert_close(results[0][1], results[1][1])
     assert float(results[1][1]) > 0
@@ -159,25 +170,8 @@ def test_sum_by_latent_is_the_sparse_transpose_product():
 def test_under_bfloat16_autocast_the_fast_training_loss_matches_plain(monkeypatch, dead_every):
     """CUDA trains under bfloat16 autocast: the dense AuxK matmul then runs in bfloat16 too, and the
     fast path's loss and gradients stay within bfloat16 rounding of the plain computation's."""
-    import sae_core.kernels as kernels
-    import sae_core.model as model
-
-    torch.manual_seed(0)
-    x = torch.randn(64, 16)
-    results = []
-    for fn, decode in ((topk_encode_plain, _plain_decode), (topk_encode_sparse, sparse_decode)):
-        monkeypatch.setattr(model, "topk_encode", fn)
-        monkeypatch.setattr(model, "sparse_decode", decode)
-        monkeypatch.setattr(kernels, "sparse_decode", decode)  # decode_topk's own parts
-        torch.manual_seed(0)
-        sae = SparseAutoencoder(SAEConfig(arch="topk", k=4, d_in=16, d_sae=96))
-        sae.init_from_data(x)
-        dead = torch.zeros(96, dtype=torch.bool)
-        dead[::dead_every] = True
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = sae(x, dead)
-        out.loss.backward()
-        results.append((out.recon.detach(), out.aux.detach(), sae.W_enc.grad.clone(), sae.W_dec.grad.clone()))
+    runs = _one_step_per_kernel(monkeypatch, 96, dead_every, bf16=True)
+    results = [(out.recon.detach(), out.aux.detach(), sae.W_enc.grad.clone(), sae.W_dec.grad.clone()) for out, sae in runs]
     assert float(results[1][1]) > 0
     for a, b in zip(*results):
         torch.testing.assert_close(a.float(), b.float(), rtol=0.05, atol=0.02)
