@@ -8,7 +8,7 @@ configured (with one, results may add the worker's answers, which come and go). 
   served: a replaced index (app.index_watch) brings a fresh, empty cache, and the old one is
   freed with the old Index, so nothing stale is ever served;
 - answers a repeat straight from the event loop (no routing, thread hop, query or template);
-- gives the response an ETag derived from the index file, the code and the URL, and answers a
+- gives the response an ETag derived from the index file, the code, the settings and the URL, and answers a
   matching If-None-Match with 304 without doing any work: the tag is only ever sent on opted-in
   responses and names their URL, so a match proves the client holds the current body. Both
   workers of a server compute the same tags.
@@ -95,7 +95,7 @@ class CachedResponses:
 
     def __init__(self, app, max_bytes: int = MAX_BYTES) -> None:
         self.app, self.max_bytes = app, max_bytes
-        self.code: str | None = None  # code digest + live worker address, on the first request (settings are on the app)
+        self.code: str | None = None  # code digest + the page-shaping settings, on the first request (settings are on the app)
         self._caches: weakref.WeakKeyDictionary[Index, ResponseLru] = weakref.WeakKeyDictionary()
 
     def cache_for(self, index: Index) -> ResponseLru:
