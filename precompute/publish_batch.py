@@ -3,7 +3,7 @@
 The server looks a feature up when it is asked for (3-4 point queries, ~5 ms at 65k features, and
 another ~5 ms for its map column). A publish asks for every feature in id order, so each chunk
 of a few hundred contiguous ids is read with one range query per table, and the app's own
-builders (app.views.features.build_feature_view, app.views.points.encode) turn the rows into
+builders (app.views.features.build_feature_view, app.views.feature_map.encode_activations) turn the rows into
 exactly what the server would send.
 """
 
@@ -17,14 +17,15 @@ import numpy as np
 from app.db import Index
 from app.models import FeatureView, SampleView
 from app.views.common import SaeCtx, decode_heatmap, sample_refs, top_thumbs
+from app.views.feature_map import encode_activations
 from app.views.features import (
+    ALIGNMENT_SELECT,
     N_TOP_SHOWN,
     Heat,
     alignment_of,
     build_feature_view,
     needs_heatmaps,
 )
-from app.views.points import _quantise, encode
 from app.views.samples import build_sample_view
 from sae_core.errors import DataError
 
@@ -43,8 +44,7 @@ def feature_views(db: Index, ctx: SaeCtx, fids: list[int]) -> dict[int, FeatureV
     cur = db.cursor()
     pages = {int(f): json.loads(p) for f, p in cur.execute(
         f"SELECT feature_id, page FROM feature_page WHERE {_RANGE}", _span(ctx, fids)).fetchall() if f in want}
-    cur.execute("SELECT a.feature_id, a.max_cos, a.best_neuron, a.n_above, a.cosines, s.threshold, s.n_neurons "
-                f"FROM feature_alignment a JOIN sae_alignment s USING (sae_id) WHERE a.{_RANGE}", _span(ctx, fids))
+    cur.execute(f"SELECT a.feature_id, {ALIGNMENT_SELECT} WHERE a.{_RANGE}", _span(ctx, fids))
     names = [d[0] for d in cur.description][1:]
     aligned = {int(r[0]): dict(zip(names, r[1:], strict=True)) for r in cur.fetchall() if r[0] in want}
     heat = _heatmaps(db, ctx, fids) if any(needs_heatmaps(ctx, p) for p in pages.values()) else {}
@@ -110,10 +110,7 @@ def feature_activations(db: Index, sae_id: str, order: MapOrder, fids: list[int]
     for fid, a, b in zip(fids, starts, ends, strict=True):
         act = np.full(len(ids), np.nan)
         act[pos[a:b]] = a_col[a:b]
-        q, lo, hi = _quantise(act)
-        out[fid] = encode([("act", q, {"min": lo, "max": hi, "quantised": True})], len(act),
-                          {"kind": "feature-activations", "sae_id": sae_id, "feature_id": fid,
-                           "n_valued": int(np.isfinite(act).sum())})
+        out[fid] = encode_activations(sae_id, fid, act)
     return out
 
 

@@ -28,8 +28,13 @@ WHERE m.sae_id = ? ORDER BY m.sample_id
 def feature_activations(db: Index, sae_id: str, fid: int) -> bytes:
     """Column `act` (uint8; 0: no value, 1-255 between min and max activation), rows as samples.bin."""
     res = db.cursor().execute(_SQL, [sae_id, fid] * 3 + [sae_id]).fetchnumpy()
-    act = np.asarray(res["activation"], dtype=np.float64)  # NaN: no value
+    return encode_activations(sae_id, fid, np.asarray(res["activation"], dtype=np.float64))
+
+
+def encode_activations(sae_id: str, fid: int, act: np.ndarray) -> bytes:
+    """One feature's activation per map sample (NaN: no value) in the binary points format (also
+    what a static-site publish writes, precompute.publish_batch)."""
     q, lo, hi = _quantise(act)
-    n_valued = int(np.isfinite(act).sum())
     return encode([("act", q, {"min": lo, "max": hi, "quantised": True})], len(act),
-                  {"kind": "feature-activations", "sae_id": sae_id, "feature_id": fid, "n_valued": n_valued})
+                  {"kind": "feature-activations", "sae_id": sae_id, "feature_id": fid,
+                   "n_valued": int(np.isfinite(act).sum())})
